@@ -1,0 +1,109 @@
+# squeezefs - build, test and benchmark.
+#
+#   make            build ./build/squeezefs (and the core library)
+#   make test       unit tests (cmocka) + integration tests (pytest, real mounts)
+#   make asan       the same tests against an ASan+UBSan build (build-asan/)
+#   make test-long  longer randomized / crash runs
+#   make install    install to $(PREFIX)/bin (PREFIX=/usr/local)
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+PYTEST_ARGS ?=
+
+PKGS := fuse3 zlib liblz4 libzstd libbrotlienc libbrotlidec libxxhash \
+	msgpack sqlite3
+
+WARN := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
+	-Wwrite-strings -Wvla -Wshadow -Wformat=2
+OPT  ?= -O2 -g
+SAN  ?=
+CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I.
+CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(SAN) -pthread -MMD -MP \
+	$(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+LDLIBS_ALL = $(shell pkg-config --libs $(PKGS)) -pthread $(SAN) $(LDLIBS)
+
+CORE_SRC := $(wildcard codec/*.c) $(wildcard meta/*.c) $(wildcard analyzer/*.c)
+FS_SRC   := $(wildcard fs/*.c)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+TOOL_SRC := $(wildcard tests/tools/*.c)
+
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+FS_OBJ   := $(FS_SRC:%.c=$(BUILD)/%.o)
+UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
+TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
+CORE_LIB := $(BUILD)/libsqcore.a
+BIN      := $(BUILD)/squeezefs
+
+.PHONY: all test unit integration asan test-long soak install clean bench \
+	format check-deps
+
+all: $(BIN) $(UNIT_BIN) $(TOOL_BIN)
+
+check-deps:
+	@pkg-config --exists $(PKGS) || { echo "missing build dependencies:" \
+	  "run scripts/install-deps.sh" >&2; \
+	  pkg-config --print-errors --exists $(PKGS); exit 1; }
+
+$(BUILD)/%.o: %.c | check-deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS_ALL) -c -o $@ $<
+
+$(CORE_LIB): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(FS_OBJ) $(CORE_LIB)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
+	$(CC) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(CORE_LIB)
+	$(CC) -o $@ $^ $(LDLIBS_ALL)
+
+# Unit tests first (fast, no mount), then the integration suite, which
+# mounts real squeezefs instances and needs root (or fuse access).
+test: all
+	$(MAKE) --no-print-directory unit integration
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: $(BIN) $(TOOL_BIN)
+	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration
+
+test-long: all
+	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
+	  SQ_LONG=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
+	  tests/integration
+
+# ASan + UBSan: a separate build tree, then the same unit and integration
+# tests.  halt_on_error makes any finding fail the run.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer \
+	-fno-sanitize-recover=all
+asan:
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
+	  SAN="$(ASAN_FLAGS)" test
+
+install: $(BIN)
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
+
+bench:
+	@echo "make bench: the benchmark arrives with its issue (scripts/bench/)"
+
+format:
+	clang-format -i $(CORE_SRC) $(FS_SRC) $(UNIT_SRC) $(TOOL_SRC) \
+	  $(wildcard */*.h)
+
+clean:
+	rm -rf build build-asan
+
+-include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) \
+	$(TOOL_SRC:%.c=$(BUILD)/%.d)

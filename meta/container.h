@@ -1,0 +1,155 @@
+/*
+ * meta/container.h - a squeezefs container: the backing file that holds one
+ * regular file's blocks, compressed and checksummed (docs/FORMAT.md).
+ * Knows nothing of FUSE; fs/, fsck and the tools share it.
+ */
+#ifndef SQ_CONTAINER_H
+#define SQ_CONTAINER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sq_codec_ctx;
+
+/*
+ * An open container.  Not thread-safe: the caller serializes every call on
+ * one handle (fs/ holds the inode lock).
+ */
+struct sq_ctr;
+
+/*
+ * Opens the container in @fd (borrowed: it must stay open until
+ * sq_ctr_close(); O_RDWR to write, O_RDONLY to read).  A 0-byte file is a
+ * valid empty container; its header is written, with block size
+ * 1 << @create_block_shift, by the first call that stores something.
+ * Returns 0 and *@out (caller frees with sq_ctr_close()), -EBADMSG for a
+ * file that is not a container of a version we read (bad magic, version,
+ * block size or header checksum, no valid size record, or too short),
+ * -errno on I/O failure.
+ */
+int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out);
+
+/* Frees the handle.  Neither syncs nor closes the fd.  NULL is fine. */
+void sq_ctr_close(struct sq_ctr *ctr);
+
+uint64_t sq_ctr_size(const struct sq_ctr *ctr);		/* logical size */
+uint32_t sq_ctr_block_size(const struct sq_ctr *ctr);
+unsigned sq_ctr_block_shift(const struct sq_ctr *ctr);
+
+/*
+ * Reads the logical size of the container in @fd without keeping a handle
+ * (for getattr of files that are not open).  0-byte file: 0.  Same errors
+ * as sq_ctr_open().
+ */
+int sq_ctr_peek_size(int fd, uint64_t *size);
+
+/*
+ * Reads block @idx into @buf (block_size bytes): the stored bytes, then
+ * zeros to the end of the block.  Returns the raw length stored for the
+ * block (0 for a hole or zero record), -EBADMSG when the current record's
+ * payload fails its checksum or does not decompress to its raw length
+ * (the block is damaged; other blocks are unaffected), -errno on I/O.
+ * Blocks at or past the end of the logical size read as holes.
+ */
+ssize_t sq_ctr_read_block(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
+			  uint64_t idx, void *buf);
+
+/*
+ * Stores block @idx: @stored_len bytes of @payload, which codec @codec at
+ * @level made from @raw_len (1..block_size) raw bytes.  The record goes to
+ * the slot that does not hold the current version, payload first, header
+ * last, so the current version survives any crash before the write
+ * completes.  Does not change the logical size and does not sync.
+ * Returns 0 or -errno (-ENOSPC, -EIO, ...); on error the previous version
+ * of the block is still the current one.
+ */
+int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
+		       uint32_t raw_len, const void *payload,
+		       uint32_t stored_len);
+
+/*
+ * Makes block @idx read as zeros: nothing for a hole, a zero record
+ * (crash-safe like a write) otherwise.  Returns 0 or -errno.
+ */
+int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx);
+
+/*
+ * Frees the slots of blocks [@first, @first + @count) at once, so they read
+ * as holes.  For hole punching and truncation: not crash-atomic across
+ * blocks.  Returns 0 or -errno.
+ */
+int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count);
+
+/*
+ * Sets the logical size.  Shrinking frees every block wholly past the new
+ * end (the size record is written first, then the container is cut);
+ * growing frees any leftover slots past the old end, so they can never
+ * reappear.  The caller zeroes the tail of a partial last block.  The new
+ * size is written to the container (not synced).  Returns 0 or -errno.
+ */
+int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size);
+
+/*
+ * Makes everything written so far durable: writes the size record if it
+ * changed, fdatasync()s, then frees the slots holding versions that the
+ * sync made obsolete.  Returns 0 or -errno.
+ */
+int sq_ctr_sync(struct sq_ctr *ctr);
+
+/* True when slots hold obsolete versions that sq_ctr_sync() would free. */
+bool sq_ctr_has_stale(const struct sq_ctr *ctr);
+
+struct sq_ctr_block_info {
+	bool present;		/* a record (data or zero) is current */
+	bool zero;		/* the current record is a zero record */
+	int codec;		/* SQ_CODEC_* (valid when present && !zero) */
+	int level;
+	uint32_t raw_len;
+	uint32_t stored_len;
+	uint64_t gen;
+	int slot;		/* 0 or 1, -1 when !present */
+};
+
+/*
+ * Describes the current record of block @idx (reads slot headers only; the
+ * payload is not verified).  Returns 0, -EBADMSG when neither slot holds a
+ * valid header but one holds a damaged one, -errno on I/O.
+ */
+int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
+		      struct sq_ctr_block_info *info);
+
+/*
+ * First block >= @idx that holds data (a non-zero record), for SEEK_DATA;
+ * returns its index, or the block count (size rounded up) when none.
+ * Negative errno on I/O.
+ */
+int64_t sq_ctr_next_data(struct sq_ctr *ctr, uint64_t idx);
+
+/* ---- checking (fsck) ---- */
+
+struct sq_ctr_check {
+	uint64_t blocks;	/* blocks below the logical size */
+	uint64_t data_blocks;	/* with a data record */
+	uint64_t zero_blocks;	/* holes and zero records */
+	uint64_t stale_slots;	/* obsolete versions (not damage) */
+	uint64_t damaged;	/* blocks that cannot be read */
+	uint64_t raw_bytes;	/* sum of raw lengths of data records */
+	uint64_t stored_bytes;	/* sum of stored lengths of data records */
+};
+
+/* Called once per problem found: @block is UINT64_MAX for the header. */
+typedef void (*sq_ctr_problem_fn)(void *arg, uint64_t block, const char *msg);
+
+/*
+ * Verifies the container in @fd completely: header, size records, and
+ * every block's current record (checksum and decompression).  Never
+ * writes.  Returns 0 when the container is sound, -EBADMSG when damage
+ * was found (each problem reported through @fn), -errno on I/O.
+ */
+int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
+		    struct sq_ctr_check *report, sq_ctr_problem_fn fn,
+		    void *arg);
+
+#endif /* SQ_CONTAINER_H */
