@@ -1,0 +1,49 @@
+"""pytest fixtures: every test that takes `sqfs` gets a fresh backing
+directory mounted at a fresh mount point, always unmounted afterwards."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sqfs_util import BIN, Mount  # noqa: E402
+
+
+def pytest_configure(config):
+    if not os.path.exists(BIN):
+        pytest.exit("squeezefs binary not built: %s (run make)" % BIN, 2)
+
+
+@pytest.fixture
+def make_mount(tmp_path):
+    """Factory: make_mount(opts=[...], name='a') -> started Mount."""
+    mounts = []
+
+    def factory(opts=None, name="fs", start=True):
+        m = Mount(tmp_path / (name + "-backing"), tmp_path / (name + "-mnt"),
+                  opts=opts, log=tmp_path / (name + "-daemon.log"))
+        mounts.append(m)
+        return m.start() if start else m
+
+    yield factory
+    errors = []
+    for m in mounts:
+        try:
+            m.cleanup()
+        except Exception as e:  # keep unmounting the others
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def sqfs(make_mount):
+    """A fresh squeezefs mount with default options."""
+    return make_mount()
+
+
+@pytest.fixture(params=["4K", "128K"])
+def sqfs_bs(request, make_mount):
+    """A fresh mount for each of the block sizes that matter most."""
+    return make_mount(opts=["block_size=" + request.param])
