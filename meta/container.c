@@ -1,0 +1,1081 @@
+/*
+ * meta/container.c - one container file: the 128-byte header with its two
+ * size records, and two crash-safe slots per block (docs/FORMAT.md).
+ * Caches what it learns of each block in a sparse paged table.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <xxhash.h>
+
+#include "codec/codec.h"
+#include "meta/container_i.h"
+
+enum blk_state {
+	BLK_UNKNOWN = 0,	/* not read yet (calloc'd pages start here) */
+	BLK_HOLE,
+	BLK_DATA,
+	BLK_ZERO,		/* a zero record is current */
+	BLK_DAMAGED,		/* no usable header: reads fail */
+};
+
+/* What the handle knows of one block. */
+struct sq_blk {
+	uint64_t gen;		/* current; DAMAGED: highest valid seen */
+	uint64_t sum;
+	uint32_t raw_len;
+	uint32_t stored_len;
+	int32_t level;
+	uint16_t hdr_len;
+	uint8_t state;		/* enum blk_state */
+	uint8_t codec;
+	int8_t slot;		/* current slot, -1 for none */
+	uint8_t stale;		/* bit k: slot k is obsolete, free at sync */
+};
+
+#define BLK_PAGE_SHIFT	10
+#define BLK_PAGE_LEN	(1u << BLK_PAGE_SHIFT)
+
+struct blk_page {
+	uint64_t pgno;		/* block index >> BLK_PAGE_SHIFT */
+	struct sq_blk *ents;	/* BLK_PAGE_LEN entries */
+};
+
+struct stale_ref {
+	uint64_t idx;
+	int slot;
+};
+
+struct sq_ctr {
+	int fd;			/* borrowed */
+	unsigned shift;
+	uint32_t bs;
+	uint64_t slot_size;	/* bs + SQ_FMT_SLOT_PAD */
+	uint64_t max_blocks;	/* every slot offset fits in off_t below */
+
+	bool hdr_on_disk;	/* false only for a still 0-byte container */
+	uint64_t size;		/* logical size */
+	uint64_t size_seq;	/* seq of the current size record on disk */
+	int size_slot;		/* 0 or 1: which size record is current */
+	bool size_dirty;	/* size differs from the on-disk record */
+
+	uint64_t phys_end;	/* container length: fstat, then our writes */
+	/*
+	 * True when no record past the slots of the last block inside the
+	 * logical size exists except those this handle wrote.  False after
+	 * an interrupted shrink left blocks behind: they are freed before
+	 * the size grows or a block past the end is written, so they can
+	 * never reappear.
+	 */
+	bool tail_clean;
+
+	struct blk_page *pages;	/* sorted by pgno */
+	size_t npages, cap_pages;
+	size_t last_page;	/* lookup hint */
+
+	struct stale_ref *stale;	/* candidates; sq_blk.stale decides */
+	size_t nstale, cap_stale;
+	uint64_t stale_count;		/* stale bits set */
+
+	uint8_t *scratch;	/* bs bytes: compressed payloads */
+};
+
+/* ---- I/O helpers ---- */
+
+ssize_t sq_pread_full(int fd, void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  off + (off_t)done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		done += (size_t)n;
+	}
+	return (ssize_t)done;
+}
+
+int sq_pwrite_full(int fd, const void *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const char *)buf + done, len - done,
+				   off + (off_t)done);
+
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int punch(int fd, uint64_t off, uint64_t len)
+{
+	if (!len)
+		return 0;
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)off, (off_t)len) < 0)
+		return -errno;
+	return 0;
+}
+
+/* ---- geometry ---- */
+
+off_t sq_ctr_slot_off(const struct sq_ctr *ctr, uint64_t idx, int k)
+{
+	return (off_t)(SQ_FMT_HDR_SIZE + (2 * idx + (uint64_t)k) *
+		       ctr->slot_size);
+}
+
+uint64_t sq_ctr_phys_end(const struct sq_ctr *ctr)
+{
+	return ctr->phys_end;
+}
+
+static void set_geometry(struct sq_ctr *ctr, unsigned shift)
+{
+	ctr->shift = shift;
+	ctr->bs = UINT32_C(1) << shift;
+	ctr->slot_size = ctr->bs + SQ_FMT_SLOT_PAD;
+	/* Both slots of every block below max_blocks end inside off_t. */
+	ctr->max_blocks = ((uint64_t)INT64_MAX - SQ_FMT_HDR_SIZE) /
+			  (2 * ctr->slot_size);
+}
+
+static uint64_t nblocks(const struct sq_ctr *ctr, uint64_t size)
+{
+	return (size >> ctr->shift) + !!(size & (ctr->bs - 1));
+}
+
+uint64_t sq_ctr_nblocks(const struct sq_ctr *ctr)
+{
+	return nblocks(ctr, ctr->size);
+}
+
+/* Start of block @idx's slots, saturating past the addressable range. */
+static uint64_t blocks_off(const struct sq_ctr *ctr, uint64_t idx)
+{
+	if (idx >= ctr->max_blocks)
+		return (uint64_t)INT64_MAX;
+	return (uint64_t)sq_ctr_slot_off(ctr, idx, 0);
+}
+
+/* ---- file header ---- */
+
+int sq_ctr_parse_header(const uint8_t *b, unsigned *shift, uint64_t *size,
+			uint64_t *seq, int *size_slot, char *why,
+			size_t whylen)
+{
+	uint16_t version = sq_get_le16(b + SQ_FMT_OFF_VERSION);
+	uint16_t hsize = sq_get_le16(b + SQ_FMT_OFF_HDR_SIZE);
+	unsigned sh = b[SQ_FMT_OFF_BLOCK_SHIFT];
+	uint64_t sum, best_seq = 0, best_size = 0;
+	int best = -1;
+
+	if (memcmp(b, SQ_FMT_MAGIC, SQ_FMT_MAGIC_LEN)) {
+		snprintf(why, whylen, "not a squeezefs container (bad magic)");
+		return -EBADMSG;
+	}
+	sum = XXH3_64bits(b, SQ_FMT_OFF_HDR_SUM);
+	if (sum != sq_get_le64(b + SQ_FMT_OFF_HDR_SUM)) {
+		snprintf(why, whylen, "header checksum 0x%016llx, "
+			 "expected 0x%016llx",
+			 (unsigned long long)sum,
+			 (unsigned long long)sq_get_le64(b + SQ_FMT_OFF_HDR_SUM));
+		return -EBADMSG;
+	}
+	if (version < SQ_FMT_VERSION_MIN || version > SQ_FMT_VERSION) {
+		snprintf(why, whylen, "format version %u, this build reads "
+			 "%u..%u", version, SQ_FMT_VERSION_MIN, SQ_FMT_VERSION);
+		return -EBADMSG;
+	}
+	if (hsize != SQ_FMT_HDR_SIZE) {
+		snprintf(why, whylen, "header size %u != %u", hsize,
+			 SQ_FMT_HDR_SIZE);
+		return -EBADMSG;
+	}
+	if (sh < SQ_FMT_MIN_BLOCK_SHIFT || sh > SQ_FMT_MAX_BLOCK_SHIFT) {
+		snprintf(why, whylen, "block shift %u not in %u..%u", sh,
+			 SQ_FMT_MIN_BLOCK_SHIFT, SQ_FMT_MAX_BLOCK_SHIFT);
+		return -EBADMSG;
+	}
+	if (b[SQ_FMT_OFF_FLAGS]) {
+		snprintf(why, whylen, "unknown header flags 0x%02x",
+			 b[SQ_FMT_OFF_FLAGS]);
+		return -EBADMSG;
+	}
+	for (int k = 0; k < 2; k++) {
+		const uint8_t *r = b + SQ_FMT_OFF_SIZE_REC0 +
+				   k * SQ_FMT_SIZE_REC_LEN;
+		uint64_t s = sq_get_le64(r), z = sq_get_le64(r + 8);
+
+		if (s < 1 || XXH3_64bits(r, 16) != sq_get_le64(r + 16))
+			continue;
+		if (best >= 0 && s == best_seq) {
+			snprintf(why, whylen, "both size records have "
+				 "sequence %llu", (unsigned long long)s);
+			return -EBADMSG;
+		}
+		if (best < 0 || s > best_seq) {
+			best = k;
+			best_seq = s;
+			best_size = z;
+		}
+	}
+	if (best < 0) {
+		snprintf(why, whylen, "no valid size record");
+		return -EBADMSG;
+	}
+	/* Every block inside the size must be addressable. */
+	{
+		uint64_t slot = (UINT64_C(1) << sh) + SQ_FMT_SLOT_PAD;
+		uint64_t maxb = ((uint64_t)INT64_MAX - SQ_FMT_HDR_SIZE) /
+				(2 * slot);
+
+		if ((best_size >> sh) >= maxb) {
+			snprintf(why, whylen, "logical size %llu too large",
+				 (unsigned long long)best_size);
+			return -EBADMSG;
+		}
+	}
+	*shift = sh;
+	*size = best_size;
+	*seq = best_seq;
+	*size_slot = best;
+	return 0;
+}
+
+static void build_header(const struct sq_ctr *ctr, uint8_t *b)
+{
+	uint8_t *r = b + SQ_FMT_OFF_SIZE_REC0;
+
+	memset(b, 0, SQ_FMT_HDR_SIZE);
+	memcpy(b, SQ_FMT_MAGIC, SQ_FMT_MAGIC_LEN);
+	sq_put_le16(b + SQ_FMT_OFF_VERSION, SQ_FMT_VERSION);
+	sq_put_le16(b + SQ_FMT_OFF_HDR_SIZE, SQ_FMT_HDR_SIZE);
+	b[SQ_FMT_OFF_BLOCK_SHIFT] = (uint8_t)ctr->shift;
+	sq_put_le64(b + SQ_FMT_OFF_HDR_SUM, XXH3_64bits(b, SQ_FMT_OFF_HDR_SUM));
+	/* Size record A, seq 1; record B stays zero (invalid). */
+	sq_put_le64(r, 1);
+	sq_put_le64(r + 8, ctr->size);
+	sq_put_le64(r + 16, XXH3_64bits(r, 16));
+}
+
+/* Writes the header of a still empty container, with the current size. */
+static int ensure_header(struct sq_ctr *ctr)
+{
+	uint8_t b[SQ_FMT_HDR_SIZE];
+	int ret;
+
+	if (ctr->hdr_on_disk)
+		return 0;
+	build_header(ctr, b);
+	ret = sq_pwrite_full(ctr->fd, b, sizeof(b), 0);
+	if (ret)
+		return ret;
+	ctr->hdr_on_disk = true;
+	ctr->size_seq = 1;
+	ctr->size_slot = 0;
+	ctr->size_dirty = false;
+	if (ctr->phys_end < SQ_FMT_HDR_SIZE)
+		ctr->phys_end = SQ_FMT_HDR_SIZE;
+	return 0;
+}
+
+/* Writes the size into the record that is not current, seq + 1. */
+static int write_size(struct sq_ctr *ctr)
+{
+	uint8_t r[SQ_FMT_SIZE_REC_LEN];
+	int slot = 1 - ctr->size_slot;
+	int ret;
+
+	sq_put_le64(r, ctr->size_seq + 1);
+	sq_put_le64(r + 8, ctr->size);
+	sq_put_le64(r + 16, XXH3_64bits(r, 16));
+	ret = sq_pwrite_full(ctr->fd, r, sizeof(r), SQ_FMT_OFF_SIZE_REC0 +
+			     slot * SQ_FMT_SIZE_REC_LEN);
+	if (ret)
+		return ret;
+	ctr->size_seq++;
+	ctr->size_slot = slot;
+	ctr->size_dirty = false;
+	return 0;
+}
+
+/* ---- the block table ---- */
+
+/* Index of the first page with pgno >= @pgno. */
+static size_t page_lower_bound(const struct sq_ctr *ctr, uint64_t pgno)
+{
+	size_t lo = 0, hi = ctr->npages;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (ctr->pages[mid].pgno < pgno)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* The entry of block @idx; with @create, allocates its page (NULL: ENOMEM). */
+static struct sq_blk *blk_get(struct sq_ctr *ctr, uint64_t idx, bool create)
+{
+	uint64_t pgno = idx >> BLK_PAGE_SHIFT;
+	size_t i = ctr->last_page;
+	struct sq_blk *ents;
+
+	if (i >= ctr->npages || ctr->pages[i].pgno != pgno) {
+		i = page_lower_bound(ctr, pgno);
+		if (i >= ctr->npages || ctr->pages[i].pgno != pgno) {
+			if (!create)
+				return NULL;
+			if (ctr->npages == ctr->cap_pages) {
+				size_t cap = ctr->cap_pages ? 2 * ctr->cap_pages
+							    : 16;
+				struct blk_page *p = realloc(ctr->pages,
+							     cap * sizeof(*p));
+
+				if (!p)
+					return NULL;
+				ctr->pages = p;
+				ctr->cap_pages = cap;
+			}
+			ents = calloc(BLK_PAGE_LEN, sizeof(*ents));
+			if (!ents)
+				return NULL;
+			memmove(ctr->pages + i + 1, ctr->pages + i,
+				(ctr->npages - i) * sizeof(*ctr->pages));
+			ctr->pages[i].pgno = pgno;
+			ctr->pages[i].ents = ents;
+			ctr->npages++;
+		}
+		ctr->last_page = i;
+	}
+	return &ctr->pages[i].ents[idx & (BLK_PAGE_LEN - 1)];
+}
+
+static void set_stale(struct sq_ctr *ctr, uint64_t idx, struct sq_blk *b,
+		      int slot)
+{
+	struct stale_ref *v;
+
+	if (b->stale & (1u << slot))
+		return;
+	if (ctr->nstale == ctr->cap_stale) {
+		size_t cap = ctr->cap_stale ? 2 * ctr->cap_stale : 64;
+
+		v = realloc(ctr->stale, cap * sizeof(*v));
+		if (!v)
+			return;	/* only space is lost: the slot is outranked */
+		ctr->stale = v;
+		ctr->cap_stale = cap;
+	}
+	ctr->stale[ctr->nstale].idx = idx;
+	ctr->stale[ctr->nstale].slot = slot;
+	ctr->nstale++;
+	b->stale |= (uint8_t)(1u << slot);
+	ctr->stale_count++;
+}
+
+static void clear_stale(struct sq_ctr *ctr, struct sq_blk *b, int slot)
+{
+	if (b->stale & (1u << slot)) {
+		b->stale &= (uint8_t)~(1u << slot);
+		ctr->stale_count--;
+	}
+}
+
+/*
+ * Forgets blocks [@first, @end) after their slots were freed: they read as
+ * holes from now on, and their stale slots are gone.  Whole pages are
+ * released; costs O(pages), not O(blocks).
+ */
+static void forget_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t end)
+{
+	size_t i = page_lower_bound(ctr, first >> BLK_PAGE_SHIFT), out = i;
+
+	for (; i < ctr->npages; i++) {
+		struct blk_page *pg = &ctr->pages[i];
+		uint64_t base = pg->pgno << BLK_PAGE_SHIFT;
+		uint64_t lo = first > base ? first - base : 0;
+		uint64_t hi = BLK_PAGE_LEN;
+
+		if (base >= end) {
+			ctr->pages[out++] = *pg;
+			continue;
+		}
+		if (end - base < hi)
+			hi = end - base;
+		for (uint64_t j = lo; j < hi; j++) {
+			struct sq_blk *b = &pg->ents[j];
+
+			clear_stale(ctr, b, 0);
+			clear_stale(ctr, b, 1);
+			memset(b, 0, sizeof(*b));
+			b->state = BLK_HOLE;
+			b->slot = -1;
+		}
+		if (lo == 0 && hi == BLK_PAGE_LEN) {
+			free(pg->ents);	/* unknown now reads as a hole too */
+			continue;
+		}
+		ctr->pages[out++] = *pg;
+	}
+	ctr->npages = out;
+	ctr->last_page = 0;
+}
+
+/* ---- reading slot headers ---- */
+
+int sq_ctr_read_slot(struct sq_ctr *ctr, uint64_t idx, int k,
+		     struct sq_rec_hdr *h, char *why, size_t whylen)
+{
+	uint8_t buf[SQ_REC_HEAD_MAX];
+	off_t off = sq_ctr_slot_off(ctr, idx, k);
+	ssize_t n;
+
+	if ((uint64_t)off >= ctr->phys_end)
+		return SQ_SLOT_EMPTY;
+	n = sq_pread_full(ctr->fd, buf, sizeof(buf), off);
+	if (n < 0)
+		return (int)n;
+	return sq_rec_decode(buf, (size_t)n, idx, ctr->bs, h, why, whylen);
+}
+
+/* True when block @idx cannot hold anything we should show. */
+static bool past_tail(const struct sq_ctr *ctr, uint64_t idx)
+{
+	return idx >= ctr->max_blocks ||
+	       (!ctr->tail_clean && idx >= nblocks(ctr, ctr->size));
+}
+
+/*
+ * Fills in the entry of block @idx from its slot headers, if not known.
+ * Returns the entry (via @out) or -errno.  Blocks past the end that an
+ * interrupted shrink left behind read as holes and are not cached.
+ */
+static int load_block(struct sq_ctr *ctr, uint64_t idx, struct sq_blk **out)
+{
+	static struct sq_blk hole = { .state = BLK_HOLE, .slot = -1 };
+	struct sq_rec_hdr h[2];
+	int st[2];
+	struct sq_blk *b;
+	int cur = -1;
+
+	if (past_tail(ctr, idx)) {
+		*out = &hole;
+		return 0;
+	}
+	b = blk_get(ctr, idx, true);
+	if (!b)
+		return -ENOMEM;
+	*out = b;
+	if (b->state != BLK_UNKNOWN)
+		return 0;
+
+	for (int k = 0; k < 2; k++) {
+		st[k] = sq_ctr_read_slot(ctr, idx, k, &h[k], NULL, 0);
+		if (st[k] < 0)
+			return st[k];
+	}
+	b->slot = -1;
+	b->gen = 0;
+	if (st[0] == SQ_SLOT_VALID && st[1] == SQ_SLOT_VALID) {
+		if (h[0].gen == h[1].gen) {
+			b->state = BLK_DAMAGED;
+			b->gen = h[0].gen;
+			return 0;
+		}
+		cur = h[1].gen > h[0].gen;
+		/* An older version left by a sync that never came. */
+		set_stale(ctr, idx, b, 1 - cur);
+	} else if (st[0] == SQ_SLOT_VALID) {
+		cur = 0;
+	} else if (st[1] == SQ_SLOT_VALID) {
+		cur = 1;
+	} else if (st[0] == SQ_SLOT_EMPTY && st[1] == SQ_SLOT_EMPTY) {
+		b->state = BLK_HOLE;
+		return 0;
+	} else {
+		b->state = BLK_DAMAGED;
+		return 0;
+	}
+	b->slot = (int8_t)cur;
+	b->gen = h[cur].gen;
+	b->sum = h[cur].sum;
+	b->raw_len = h[cur].raw_len;
+	b->stored_len = h[cur].stored_len;
+	b->level = h[cur].level;
+	b->hdr_len = h[cur].hdr_len;
+	b->codec = (uint8_t)h[cur].codec;
+	b->state = h[cur].codec == SQ_FMT_CODEC_ZERO ? BLK_ZERO : BLK_DATA;
+	return 0;
+}
+
+/* ---- open / close ---- */
+
+int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
+{
+	uint8_t hdr[SQ_FMT_HDR_SIZE];
+	char why[128];
+	struct sq_ctr *ctr;
+	struct stat st;
+	unsigned shift;
+	ssize_t n;
+	int ret;
+
+	*out = NULL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	ctr = calloc(1, sizeof(*ctr));
+	if (!ctr)
+		return -ENOMEM;
+	ctr->fd = fd;
+	ctr->phys_end = (uint64_t)st.st_size;
+	ctr->tail_clean = true;
+
+	if (st.st_size == 0) {
+		ret = -EINVAL;
+		if (create_block_shift < SQ_FMT_MIN_BLOCK_SHIFT ||
+		    create_block_shift > SQ_FMT_MAX_BLOCK_SHIFT)
+			goto err;
+		shift = create_block_shift;
+	} else {
+		ret = -EBADMSG;
+		if (st.st_size < SQ_FMT_HDR_SIZE)
+			goto err;
+		n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+		if (n < 0) {
+			ret = (int)n;
+			goto err;
+		}
+		if (n < SQ_FMT_HDR_SIZE)
+			goto err;	/* shrank under us */
+		ret = sq_ctr_parse_header(hdr, &shift, &ctr->size,
+					  &ctr->size_seq, &ctr->size_slot,
+					  why, sizeof(why));
+		if (ret)
+			goto err;
+		ctr->hdr_on_disk = true;
+	}
+	set_geometry(ctr, shift);
+	ctr->tail_clean = ctr->phys_end <=
+			  blocks_off(ctr, nblocks(ctr, ctr->size));
+	ctr->scratch = malloc(ctr->bs);
+	if (!ctr->scratch) {
+		ret = -ENOMEM;
+		goto err;
+	}
+	*out = ctr;
+	return 0;
+err:
+	sq_ctr_close(ctr);
+	return ret;
+}
+
+void sq_ctr_close(struct sq_ctr *ctr)
+{
+	if (!ctr)
+		return;
+	for (size_t i = 0; i < ctr->npages; i++)
+		free(ctr->pages[i].ents);
+	free(ctr->pages);
+	free(ctr->stale);
+	free(ctr->scratch);
+	free(ctr);
+}
+
+uint64_t sq_ctr_size(const struct sq_ctr *ctr)
+{
+	return ctr->size;
+}
+
+uint32_t sq_ctr_block_size(const struct sq_ctr *ctr)
+{
+	return ctr->bs;
+}
+
+unsigned sq_ctr_block_shift(const struct sq_ctr *ctr)
+{
+	return ctr->shift;
+}
+
+int sq_ctr_peek_size(int fd, uint64_t *size)
+{
+	uint8_t hdr[SQ_FMT_HDR_SIZE];
+	char why[128];
+	struct stat st;
+	unsigned shift;
+	uint64_t seq;
+	int slot;
+	ssize_t n;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (st.st_size == 0) {
+		*size = 0;
+		return 0;
+	}
+	if (st.st_size < SQ_FMT_HDR_SIZE)
+		return -EBADMSG;
+	n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return (int)n;
+	if (n < SQ_FMT_HDR_SIZE)
+		return -EBADMSG;
+	return sq_ctr_parse_header(hdr, &shift, size, &seq, &slot, why,
+				   sizeof(why));
+}
+
+/* ---- reading blocks ---- */
+
+ssize_t sq_ctr_read_payload(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
+			    uint64_t idx, int k, const struct sq_rec_hdr *h,
+			    void *buf, char *why, size_t whylen)
+{
+	off_t off = sq_ctr_slot_off(ctr, idx, k) + SQ_FMT_REC_PREFIX +
+		    h->hdr_len;
+	/* Raw payloads land in place; compressed ones go through scratch. */
+	uint8_t *dst = h->codec == SQ_CODEC_NONE ? buf : ctr->scratch;
+	uint64_t sum;
+	ssize_t n;
+
+	if (h->codec == SQ_FMT_CODEC_ZERO) {
+		memset(buf, 0, ctr->bs);
+		return 0;
+	}
+	/* sq_rec_decode() bounded stored_len and raw_len by bs. */
+	n = sq_pread_full(ctr->fd, dst, h->stored_len, off);
+	if (n < 0)
+		return n;
+	if ((size_t)n < h->stored_len) {
+		snprintf(why, whylen, "payload cut short by end of file "
+			 "(%zd of %u bytes)", n, h->stored_len);
+		return -EBADMSG;
+	}
+	sum = XXH3_64bits(dst, h->stored_len);
+	if (sum != h->sum) {
+		snprintf(why, whylen, "payload checksum 0x%016llx, "
+			 "expected 0x%016llx", (unsigned long long)sum,
+			 (unsigned long long)h->sum);
+		return -EBADMSG;
+	}
+	if (h->codec != SQ_CODEC_NONE) {
+		if (!sq_codec_info(h->codec)) {
+			snprintf(why, whylen, "unknown codec %d", h->codec);
+			return -EBADMSG;
+		}
+		n = sq_codec_decompress(cctx, h->codec, dst, h->stored_len,
+					buf, h->raw_len);
+		if (n == -ENOMEM)
+			return n;
+		if (n != (ssize_t)h->raw_len) {
+			snprintf(why, whylen, "%s payload of %u bytes does "
+				 "not decompress to %u bytes",
+				 sq_codec_info(h->codec)->name, h->stored_len,
+				 h->raw_len);
+			return -EBADMSG;
+		}
+	}
+	memset((uint8_t *)buf + h->raw_len, 0, ctr->bs - h->raw_len);
+	return h->raw_len;
+}
+
+static void blk_to_hdr(uint64_t idx, const struct sq_blk *b,
+		       struct sq_rec_hdr *h)
+{
+	h->block = idx;
+	h->gen = b->gen;
+	h->codec = b->codec;
+	h->level = b->level;
+	h->raw_len = b->raw_len;
+	h->stored_len = b->stored_len;
+	h->sum = b->sum;
+	h->hdr_len = b->hdr_len;
+}
+
+ssize_t sq_ctr_read_block(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
+			  uint64_t idx, void *buf)
+{
+	struct sq_rec_hdr h;
+	struct sq_blk *b;
+	char why[160];
+	int ret;
+
+	if (idx >= nblocks(ctr, ctr->size) && !ctr->tail_clean)
+		goto hole;
+	ret = load_block(ctr, idx, &b);
+	if (ret)
+		return ret;
+	switch (b->state) {
+	case BLK_DATA:
+		blk_to_hdr(idx, b, &h);
+		return sq_ctr_read_payload(ctr, cctx, idx, b->slot, &h, buf,
+					   why, sizeof(why));
+	case BLK_DAMAGED:
+		return -EBADMSG;
+	default:
+		break;
+	}
+hole:
+	memset(buf, 0, ctr->bs);
+	return 0;
+}
+
+int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
+		      struct sq_ctr_block_info *info)
+{
+	struct sq_blk *b;
+	int ret;
+
+	memset(info, 0, sizeof(*info));
+	info->slot = -1;
+	ret = load_block(ctr, idx, &b);
+	if (ret)
+		return ret;
+	if (b->state == BLK_DAMAGED)
+		return -EBADMSG;
+	if (b->state == BLK_HOLE)
+		return 0;
+	info->present = true;
+	info->zero = b->state == BLK_ZERO;
+	info->codec = b->codec;
+	info->level = b->level;
+	info->raw_len = b->raw_len;
+	info->stored_len = b->stored_len;
+	info->gen = b->gen;
+	info->slot = b->slot;
+	return 0;
+}
+
+int64_t sq_ctr_skip_holes(struct sq_ctr *ctr, uint64_t idx, uint64_t end)
+{
+	off_t off, d;
+	uint64_t j;
+
+	if (idx >= end)
+		return (int64_t)end;
+	off = sq_ctr_slot_off(ctr, idx, 0);
+	if ((uint64_t)off >= ctr->phys_end)
+		return (int64_t)end;
+	d = lseek(ctr->fd, off, SEEK_DATA);
+	if (d < 0) {
+		if (errno == ENXIO)
+			return (int64_t)end;
+		/* No SEEK_DATA here: every block may hold data. */
+		if (errno == EINVAL || errno == EOPNOTSUPP)
+			return (int64_t)idx;
+		return -errno;
+	}
+	j = ((uint64_t)d - SQ_FMT_HDR_SIZE) / (2 * ctr->slot_size);
+	if (j < idx)
+		return (int64_t)idx;
+	return (int64_t)(j < end ? j : end);
+}
+
+int64_t sq_ctr_next_data(struct sq_ctr *ctr, uint64_t idx)
+{
+	uint64_t end = nblocks(ctr, ctr->size);
+
+	while (idx < end) {
+		struct sq_blk *b = blk_get(ctr, idx, false);
+		int ret;
+
+		if (!b || b->state == BLK_UNKNOWN) {
+			/* Let the backing filesystem skip unallocated
+			 * ranges instead of probing each block. */
+			int64_t j = sq_ctr_skip_holes(ctr, idx, end);
+
+			if (j < 0)
+				return j;
+			if ((uint64_t)j > idx) {
+				idx = (uint64_t)j;
+				continue;
+			}
+		}
+		ret = load_block(ctr, idx, &b);
+		if (ret)
+			return ret;
+		/* Damaged blocks count as data: reading them reports it. */
+		if (b->state == BLK_DATA || b->state == BLK_DAMAGED)
+			return (int64_t)idx;
+		idx++;
+	}
+	return (int64_t)end;
+}
+
+/* ---- writing ---- */
+
+/*
+ * Frees what an interrupted shrink left past the end, before anything can
+ * make it visible again.  Synced, so a power loss cannot undo the free
+ * while keeping a later size record.
+ */
+static int clean_tail(struct sq_ctr *ctr)
+{
+	uint64_t nb = nblocks(ctr, ctr->size);
+	uint64_t start = blocks_off(ctr, nb);
+	int ret;
+
+	if (ctr->tail_clean)
+		return 0;
+	if (ctr->phys_end > start) {
+		ret = punch(ctr->fd, start, ctr->phys_end - start);
+		if (ret)
+			return ret;
+		if (fdatasync(ctr->fd) < 0)
+			return -errno;
+	}
+	forget_blocks(ctr, nb, UINT64_MAX);
+	ctr->tail_clean = true;
+	return 0;
+}
+
+static int store_record(struct sq_ctr *ctr, uint64_t idx,
+			struct sq_rec_hdr *h, const void *payload)
+{
+	uint8_t head[SQ_REC_HEAD_MAX];
+	struct sq_blk *b;
+	ssize_t hlen;
+	uint64_t end;
+	off_t off;
+	int target, ret;
+	bool had;
+
+	if (idx >= ctr->max_blocks)
+		return -EFBIG;
+	ret = ensure_header(ctr);
+	if (ret)
+		return ret;
+	if (idx >= nblocks(ctr, ctr->size)) {
+		ret = clean_tail(ctr);
+		if (ret)
+			return ret;
+	}
+	ret = load_block(ctr, idx, &b);
+	if (ret)
+		return ret;
+
+	had = b->state != BLK_HOLE;
+	target = b->slot >= 0 ? 1 - b->slot : 0;
+	h->block = idx;
+	h->gen = b->gen + 1;
+	hlen = sq_rec_encode(h, head);
+	if (hlen < 0)
+		return (int)hlen;
+	off = sq_ctr_slot_off(ctr, idx, target);
+
+	/*
+	 * Payload first, header last: until the header is complete, the
+	 * slot holds nothing that outranks the current version.
+	 */
+	if (h->stored_len) {
+		ret = sq_pwrite_full(ctr->fd, payload, h->stored_len,
+				     off + hlen);
+		if (ret)
+			goto fail;
+	}
+	ret = sq_pwrite_full(ctr->fd, head, (size_t)hlen, off);
+	if (ret)
+		goto fail;
+	end = (uint64_t)off + (uint64_t)hlen + h->stored_len;
+	if (end > ctr->phys_end)
+		ctr->phys_end = end;
+
+	b->gen = h->gen;
+	b->sum = h->sum;
+	b->raw_len = h->raw_len;
+	b->stored_len = h->stored_len;
+	b->level = h->level;
+	b->hdr_len = h->hdr_len;
+	b->codec = (uint8_t)h->codec;
+	b->slot = (int8_t)target;
+	b->state = h->codec == SQ_FMT_CODEC_ZERO ? BLK_ZERO : BLK_DATA;
+	clear_stale(ctr, b, target);
+	if (had)
+		set_stale(ctr, idx, b, 1 - target);
+	return 0;
+fail:
+	/* The slot may hold part of a record now: learn it again. */
+	b->state = BLK_UNKNOWN;
+	return ret;
+}
+
+int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
+		       uint32_t raw_len, const void *payload,
+		       uint32_t stored_len)
+{
+	struct sq_rec_hdr h = {
+		.codec = codec,
+		.level = level,
+		.raw_len = raw_len,
+		.stored_len = stored_len,
+	};
+
+	if (raw_len < 1 || raw_len > ctr->bs || stored_len < 1 ||
+	    stored_len > ctr->bs || !sq_codec_info(codec) ||
+	    (codec == SQ_CODEC_NONE && stored_len != raw_len))
+		return -EINVAL;
+	h.sum = XXH3_64bits(payload, stored_len);
+	return store_record(ctr, idx, &h, payload);
+}
+
+int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx)
+{
+	struct sq_rec_hdr h = {
+		.codec = SQ_FMT_CODEC_ZERO,
+		.raw_len = ctr->bs,
+		.sum = XXH3_64bits(NULL, 0),
+	};
+	struct sq_blk *b;
+	int ret;
+
+	ret = load_block(ctr, idx, &b);
+	if (ret)
+		return ret;
+	if (b->state == BLK_HOLE || b->state == BLK_ZERO)
+		return 0;
+	return store_record(ctr, idx, &h, NULL);
+}
+
+int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count)
+{
+	uint64_t start, end;
+	int ret;
+
+	if (!count)
+		return 0;
+	if (first > UINT64_MAX - count)
+		count = UINT64_MAX - first;
+	start = blocks_off(ctr, first);
+	end = blocks_off(ctr, first + count);
+	if (end > ctr->phys_end)
+		end = ctr->phys_end;
+	if (start < end) {
+		ret = punch(ctr->fd, start, end - start);
+		if (ret)
+			return ret;
+	}
+	forget_blocks(ctr, first, first + count);
+	return 0;
+}
+
+int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
+{
+	uint64_t old = ctr->size, nb, cut;
+	int ret;
+
+	if ((size >> ctr->shift) >= ctr->max_blocks)
+		return -EFBIG;
+	if (!ctr->hdr_on_disk) {
+		if (!size)
+			return 0;
+		/* The header carries the first size record. */
+		ctr->size = size;
+		ret = ensure_header(ctr);
+		if (ret)
+			ctr->size = old;
+		return ret;
+	}
+	if (size > old) {
+		ret = clean_tail(ctr);
+		if (ret)
+			return ret;
+	}
+	if (size == old && !ctr->size_dirty)
+		return 0;
+	ctr->size = size;
+	ret = write_size(ctr);
+	if (ret) {
+		ctr->size = old;
+		return ret;
+	}
+	if (size >= old)
+		return 0;
+
+	/* The new size is recorded: blocks past it may go. */
+	nb = nblocks(ctr, size);
+	cut = blocks_off(ctr, nb);
+	if (ctr->phys_end > cut) {
+		if (ftruncate(ctr->fd, (off_t)cut) < 0) {
+			/* Left behind: freed before the size grows again. */
+			ctr->tail_clean = false;
+			return -errno;
+		}
+		ctr->phys_end = cut;
+	}
+	forget_blocks(ctr, nb, UINT64_MAX);
+	ctr->tail_clean = true;
+	return 0;
+}
+
+int sq_ctr_sync(struct sq_ctr *ctr)
+{
+	size_t i;
+	int ret = 0;
+
+	if (ctr->size_dirty && ctr->hdr_on_disk) {
+		ret = write_size(ctr);
+		if (ret)
+			return ret;
+	}
+	if (fdatasync(ctr->fd) < 0)
+		return -errno;
+
+	/* The new versions are durable now: the old ones may go. */
+	for (i = 0; i < ctr->nstale; i++) {
+		struct stale_ref *s = &ctr->stale[i];
+		struct sq_blk *b = blk_get(ctr, s->idx, false);
+		uint64_t off, len = ctr->slot_size;
+
+		if (!b || !(b->stale & (1u << s->slot)))
+			continue;
+		off = (uint64_t)sq_ctr_slot_off(ctr, s->idx, s->slot);
+		if (off < ctr->phys_end) {
+			if (len > ctr->phys_end - off)
+				len = ctr->phys_end - off;
+			ret = punch(ctr->fd, off, len);
+			/* Without hole punching the old version just stays,
+			 * outranked. */
+			if (ret == -EOPNOTSUPP)
+				ret = 0;
+			if (ret)
+				break;
+		}
+		clear_stale(ctr, b, s->slot);
+	}
+	/* Keep what is left (after an error) for the next sync. */
+	memmove(ctr->stale, ctr->stale + i, (ctr->nstale - i) *
+		sizeof(*ctr->stale));
+	ctr->nstale -= i;
+	if (ctr->stale_count == 0)
+		ctr->nstale = 0;
+	return ret;
+}
+
+bool sq_ctr_has_stale(const struct sq_ctr *ctr)
+{
+	return ctr->stale_count > 0;
+}
