@@ -1,0 +1,359 @@
+"""Acceptance 4 of issue 2: kill -9 the daemon while a writer loops over
+several files doing pwrites, appends, truncates, hole punches and fsyncs;
+after each crash, `squeezefs fsck` must find no damage, a remount must
+succeed, and every block of every file must hold a version the writer
+produced since its last successful fsync (so fsync'd bytes are all there and
+nothing reads back garbage).  The same files carry on into the next round.
+
+Crash model: only processes die.  The kernel page cache of BACKING survives
+kill -9, so whatever the daemon had pwrite()n to BACKING is kept; what is lost
+is the daemon's memory and requests the kernel had not handed over yet.  For
+the same reason the writer's journal on the plain filesystem needs no fsync:
+a write() that returned is visible to this test after the writer is killed.
+
+The writer (this file run as a script) keeps, per file, in a state directory
+on the plain filesystem:
+  NAME.base  8-byte little-endian op sequence number + the file's content
+             at its last successful fsync (replaced atomically after it)
+  NAME.log   every op issued since, appended *before* the op is issued:
+             struct <QBQQI (seq, kind, a, b, data length) + data.
+After a crash the possible versions of a file are base, base+op1,
+base+op1+op2, ...; each block (of the file's block size) must equal that
+block in one of them, and the size must be one of their sizes.
+"""
+
+import os
+import random
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+REC = struct.Struct("<QBQQI")
+OP_WRITE, OP_TRUNC, OP_PUNCH = 1, 2, 3
+OP_NAMES = {OP_WRITE: "pwrite", OP_TRUNC: "ftruncate", OP_PUNCH: "punch"}
+EXIT_DAEMON_GONE = 3
+
+# name, block size given at creation, maximum size
+FILES = (("f0", 4096, 1 << 20), ("f1", 4096, 256 << 10),
+         ("f2", 131072, 2 << 20), ("d/f3", 131072, 1 << 20))
+
+
+def state_name(name):
+    return name.replace("/", "_")
+
+
+def apply_op(buf, kind, a, b, data):
+    """Applies one journalled op to bytearray `buf` in place."""
+    if kind == OP_WRITE:
+        if len(buf) < a:
+            buf.extend(bytes(a - len(buf)))
+        buf[a:a + len(data)] = data
+    elif kind == OP_TRUNC:
+        if a < len(buf):
+            del buf[a:]
+        else:
+            buf.extend(bytes(a - len(buf)))
+    elif kind == OP_PUNCH:
+        end = min(a + b, len(buf))
+        if a < end:
+            buf[a:end] = bytes(end - a)
+    else:
+        raise ValueError("bad op kind %d" % kind)
+
+
+def read_base(state_dir, name):
+    with open(os.path.join(state_dir, state_name(name) + ".base"), "rb") as f:
+        raw = f.read()
+    return struct.unpack_from("<Q", raw)[0], bytearray(raw[8:])
+
+
+def write_base(state_dir, name, seq, content):
+    p = os.path.join(state_dir, state_name(name) + ".base")
+    with open(p + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", seq))
+        f.write(content)
+    os.replace(p + ".tmp", p)
+
+
+def read_log(state_dir, name):
+    """Complete records of NAME.log, in order (a torn last one is dropped:
+    the writer died before issuing that op)."""
+    p = os.path.join(state_dir, state_name(name) + ".log")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return []
+    recs, pos = [], 0
+    while pos + REC.size <= len(raw):
+        seq, kind, a, b, dlen = REC.unpack_from(raw, pos)
+        if pos + REC.size + dlen > len(raw):
+            break
+        recs.append((seq, kind, a, b,
+                     bytes(raw[pos + REC.size:pos + REC.size + dlen])))
+        pos += REC.size + dlen
+    return recs
+
+
+# ---- the writer (runs as a separate process) ---------------------------
+
+def gen_data(r, n):
+    out = bytearray()
+    while len(out) < n:
+        k = n - len(out)
+        seg = k if r.random() < 0.5 else r.randint(1, k)
+        x = r.random()
+        if x < 0.4:
+            out += r.randbytes(seg)
+        elif x < 0.6:
+            out += bytes(seg)
+        elif x < 0.85:
+            out += (b"squeezefs crash test line %d\n" % r.randrange(10**6)) \
+                * (seg // 20 + 1)
+        else:
+            out += bytes([r.randrange(256)]) * seg
+    return bytes(out[:n])
+
+
+def writer_main(argv):
+    """writer STATE_DIR MOUNTPOINT SEED: loops until killed or the daemon
+    goes away (exit 3)."""
+    from fsx_model import punch_hole
+    state_dir, mnt, seed = argv[0], argv[1], int(argv[2])
+    r = random.Random(seed)
+    files = []
+    for name, bs, max_size in FILES:
+        seq, content = read_base(state_dir, name)
+        fd = os.open(os.path.join(mnt, name), os.O_RDWR)
+        logp = os.path.join(state_dir, state_name(name) + ".log")
+        logfd = os.open(logp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.ftruncate(logfd, 0)
+        files.append({"name": name, "bs": bs, "max": max_size, "seq": seq,
+                      "model": content, "fd": fd, "log": logfd,
+                      "pending": 0, "every": r.randint(1, 8)})
+    print("ready", flush=True)
+
+    def issue(f, kind, a, b, data):
+        f["seq"] += 1
+        os.write(f["log"], REC.pack(f["seq"], kind, a, b, len(data)) + data)
+        try:
+            if kind == OP_WRITE:
+                n = os.pwrite(f["fd"], data, a)
+                if n != len(data):
+                    sys.exit("short pwrite %d of %d" % (n, len(data)))
+            elif kind == OP_TRUNC:
+                os.ftruncate(f["fd"], a)
+            else:
+                punch_hole(f["fd"], a, b)
+        except OSError:
+            sys.exit(EXIT_DAEMON_GONE)
+        apply_op(f["model"], kind, a, b, data)
+
+    while True:
+        f = r.choice(files)
+        bs, size, mx = f["bs"], len(f["model"]), f["max"]
+        x = r.random()
+        if x < 0.55:  # pwrite, often across a block boundary
+            if r.random() < 0.4:
+                off = r.randint(0, mx // bs) * bs + r.randint(-100, 100)
+            else:
+                off = r.randint(0, min(size + bs, mx))
+            off = min(max(off, 0), mx - 1)
+            n = r.choice((r.randint(1, 100), r.randint(1, 4096),
+                          r.randint(1, 65536)))
+            n = min(n, mx - off)
+            issue(f, OP_WRITE, off, 0, gen_data(r, n))
+        elif x < 0.7:  # append
+            n = min(r.randint(1, 32768), mx - size)
+            if n > 0:
+                issue(f, OP_WRITE, size, 0, gen_data(r, n))
+        elif x < 0.8:  # truncate, mostly down
+            new = r.randint(0, size) if r.random() < 0.7 else \
+                r.randint(size, mx)
+            issue(f, OP_TRUNC, new, 0, b"")
+        elif x < 0.88:
+            off = r.randint(0, max(size, 1))
+            issue(f, OP_PUNCH, off, r.randint(1, 3 * bs), b"")
+        else:  # fsync right now
+            f["pending"] = f["every"] - 1
+        f["pending"] += 1
+        if f["pending"] >= f["every"]:
+            try:
+                (os.fdatasync if r.random() < 0.25 else os.fsync)(f["fd"])
+            except OSError:
+                sys.exit(EXIT_DAEMON_GONE)
+            write_base(state_dir, f["name"], f["seq"], f["model"])
+            os.ftruncate(f["log"], 0)
+            f["pending"], f["every"] = 0, r.randint(1, 8)
+
+
+# ---- the test -----------------------------------------------------------
+
+def read_all(path, bs):
+    """Whole content, read block by block; errors name the block."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        out = bytearray()
+        for off in range(0, size, bs):
+            try:
+                chunk = os.pread(fd, bs, off)
+            except OSError as e:
+                raise AssertionError("%s: reading block %d (offset %d): %s"
+                                     % (path, off // bs, off, e))
+            out += chunk
+            if len(chunk) < min(bs, size - off):
+                raise AssertionError("%s: short read at %d: %d bytes, size %d"
+                                     % (path, off, len(chunk), size))
+        return size, out
+    finally:
+        os.close(fd)
+
+
+def check_file(m, state_dir, name, bs, where):
+    """Checks one file after a crash against its journal; returns the
+    content read and the last sequence number."""
+    base_seq, base = read_base(state_dir, name)
+    recs = [rec for rec in read_log(state_dir, name) if rec[0] > base_seq]
+    states = [bytes(base)]
+    cur = bytearray(base)
+    for seq, kind, a, b, data in recs:
+        apply_op(cur, kind, a, b, data)
+        states.append(bytes(cur))
+    last_seq = recs[-1][0] if recs else base_seq
+    size, got = read_all(m.path(name), bs)
+    ops_desc = ["#%d %s a=%d b=%d len=%d" % (s, OP_NAMES[k], a, b, len(d))
+                for s, k, a, b, d in recs]
+    ctx = ("%s: file %s (block size %d): last fsync at op #%d (size %d), "
+           "%d ops after it: %s" % (where, name, bs, base_seq, len(base),
+                                    len(recs), ops_desc))
+    sizes = [len(s) for s in states]
+    assert size in sizes, "%s\nsize after recovery %d is none of %s" % (
+        ctx, size, sizes)
+    for off in range(0, size, bs):
+        blk = got[off:off + bs]
+        n = len(blk)
+        ok = False
+        for s in states:
+            want = s[off:off + n]
+            if len(want) < n:
+                want = want + bytes(n - len(want))
+            if want == blk:
+                ok = True
+                break
+        if not ok:
+            fsynced = (base[off:off + n] + bytes(n))[:n]
+            i = next(j for j in range(n) if blk[j] != fsynced[j])
+            raise AssertionError(
+                "%s\nblock %d (offset %d, %d bytes) matches no version; vs "
+                "the fsync'd one first difference at +%d: got %s want %s"
+                % (ctx, off // bs, off, n, i, bytes(blk[i:i + 16]).hex(),
+                   bytes(fsynced[i:i + 16]).hex()))
+    return got, last_seq
+
+
+def check_all(m, state_dir, where):
+    for name, bs, _ in FILES:
+        got, last_seq = check_file(m, state_dir, name, bs, where)
+        # what we read is the new starting point: it must stay as it is
+        write_base(state_dir, name, last_seq, got)
+        open(os.path.join(state_dir, state_name(name) + ".log"), "wb").close()
+
+
+def fsck_clean(m, where):
+    from sqfs_util import run_fsck
+    r = run_fsck(m.backing)
+    assert r.returncode == 0, "%s: squeezefs fsck exited %d:\n%s%s" % (
+        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+
+
+def start_writer(state_dir, mnt, seed):
+    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
+                          "writer", str(state_dir), mnt, str(seed)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready, _, _ = select.select([p.stdout], [], [], 30)
+    line = p.stdout.readline() if ready else b""
+    if line.strip() != b"ready":
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError("crash writer did not start: %r %s"
+                             % (line, err.decode(errors="replace")))
+    return p
+
+
+def stop_writer(p):
+    """Kills the writer; fails on anything but being killed or noticing
+    that the daemon is gone."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode in (-signal.SIGKILL, EXIT_DAEMON_GONE), \
+        "crash writer failed (rc %s):\n%s" % (p.returncode,
+                                              err.decode(errors="replace"))
+
+
+def test_crash_rounds(make_mount, tmp_path):
+    from sqfs_util import LONG
+    rounds = 200 if LONG else 20
+    seed = int(os.environ.get("SQ_CRASH_SEED", "4242"))
+    rng = random.Random(seed)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+
+    # files created under a 4K mount keep 4K blocks, the others 128K
+    m = make_mount(opts=["block_size=4K"])
+    for bsz in (4096, 131072):
+        for name, bs, _ in FILES:
+            if bs != bsz:
+                continue
+            os.makedirs(os.path.dirname(m.path(name)), exist_ok=True)
+            with open(m.path(name), "wb") as f:
+                f.write(b"initial %s\n" % name.encode())
+                os.fsync(f.fileno())
+            write_base(state_dir, name, 0, b"initial %s\n" % name.encode())
+        m.stop()
+        m.opts = ["block_size=128K"]
+        m.start()
+
+    stats = []
+    for rnd in range(rounds):
+        where = "round %d (seed %d)" % (rnd, seed)
+        w = start_writer(state_dir, m.mnt, seed * 1000 + rnd)
+        delay = rng.uniform(0.05, 1.0)
+        time.sleep(delay)
+        m.kill()
+        stop_writer(w)
+        m.check_log()
+        logged = sum(len(read_log(state_dir, n)) for n, _, _ in FILES)
+        stats.append((round(delay, 2), logged))
+        fsck_clean(m, where + ", right after kill -9")
+        m.start()  # a remount after the crash must succeed
+        check_all(m, state_dir, where)
+        if rnd % 5 == 4:  # now and then, also a clean unmount cycle
+            m.stop()
+            fsck_clean(m, where + ", after a clean unmount")
+            m.start()
+            check_all(m, state_dir, where + ", after a clean remount")
+
+    # the last state survives a clean unmount exactly
+    m.stop()
+    fsck_clean(m, "at the end")
+    m.start()
+    for name, bs, _ in FILES:
+        _, want = read_base(state_dir, name)
+        size, got = read_all(m.path(name), bs)
+        assert got == want, "%s changed across a clean remount" % name
+    m.stop()
+    print("crash rounds (delay s, ops logged since last fsync):", stats)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "writer":
+        writer_main(sys.argv[2:])
+    else:
+        sys.exit("usage: test_crash.py writer STATE_DIR MOUNTPOINT SEED")
