@@ -122,3 +122,108 @@ def run_fsck(backing):
     """Runs `squeezefs fsck BACKING`; returns CompletedProcess."""
     return subprocess.run([BIN, "fsck", str(backing)], capture_output=True,
                           text=True)
+
+
+# ---- reading containers directly (docs/FORMAT.md, meta/format.h) ----------
+# Only what the tests need to find and damage blocks and to check that the
+# options took effect; not a full reader.
+
+CTR_MAGIC = b"\x89SQZ\r\n\x1a\n"
+CTR_HDR_SIZE = 128
+CTR_OFF_BLOCK_SHIFT = 12
+CTR_SLOT_PAD = 4096
+REC_MAGIC = b"SQBK"
+REC_PREFIX = 16
+CODEC_IDS = {"none": 0, "lz4": 1, "zstd": 2, "zlib": 3, "brotli": 4,
+             "zero": 255}
+
+
+def ctr_header(path):
+    """Returns {'magic_ok', 'version', 'hdr_size', 'block_shift',
+    'block_size'} of the container at `path` (a backing file)."""
+    import struct
+    with open(path, "rb") as f:
+        raw = f.read(CTR_HDR_SIZE)
+    assert len(raw) == CTR_HDR_SIZE, "container %s shorter than its header" % path
+    version, hdr_size, shift = struct.unpack_from("<HHB", raw, 8)
+    return {"magic_ok": raw[:8] == CTR_MAGIC, "version": version,
+            "hdr_size": hdr_size, "block_shift": shift,
+            "block_size": 1 << shift}
+
+
+def ctr_slot_offset(block_size, idx, slot):
+    return CTR_HDR_SIZE + (2 * idx + slot) * (block_size + CTR_SLOT_PAD)
+
+
+def ctr_record(path, idx, slot, block_size=None):
+    """Parses the record in slot `slot` of block `idx`.  Returns None when the
+    slot does not start with the record magic, else a dict with 'offset'
+    (of the slot), 'hdr_len', 'sum', 'hdr' (the decoded msgpack map, keys as
+    str), 'hdr_offset' and 'payload_offset' (absolute file offsets) and
+    'hdr_ok' (False when the msgpack header does not decode)."""
+    import struct
+    import msgpack
+    if block_size is None:
+        block_size = ctr_header(path)["block_size"]
+    off = ctr_slot_offset(block_size, idx, slot)
+    with open(path, "rb") as f:
+        f.seek(off)
+        prefix = f.read(REC_PREFIX)
+        if len(prefix) < REC_PREFIX or prefix[:4] != REC_MAGIC:
+            return None
+        hdr_len, _zero, csum = struct.unpack_from("<HHQ", prefix, 4)
+        hdr_raw = f.read(hdr_len)
+    rec = {"offset": off, "hdr_len": hdr_len, "sum": csum,
+           "hdr_offset": off + REC_PREFIX,
+           "payload_offset": off + REC_PREFIX + hdr_len, "hdr": {},
+           "hdr_ok": True}
+    try:
+        up = msgpack.Unpacker(raw=False, strict_map_key=False)
+        up.feed(hdr_raw)
+        hdr = next(up)
+        rec["hdr"] = {(k.decode() if isinstance(k, bytes) else k): v
+                      for k, v in hdr.items()}
+    except Exception:
+        rec["hdr_ok"] = False
+    return rec
+
+
+def ctr_current_record(path, idx, block_size=None):
+    """The record of block `idx` with the highest generation ('g') among the
+    two slots (None when both are empty); a tuple (slot, record)."""
+    if block_size is None:
+        block_size = ctr_header(path)["block_size"]
+    best = None
+    for slot in (0, 1):
+        rec = ctr_record(path, idx, slot, block_size)
+        if rec is None or not rec["hdr_ok"]:
+            continue
+        if best is None or rec["hdr"].get("g", 0) > best[1]["hdr"].get("g", 0):
+            best = (slot, rec)
+    return best
+
+
+def flip_byte(path, offset, mask=0xFF):
+    """XORs one byte of `path` at `offset` with `mask` (keeps the mtime, so a
+    test can tell the daemon did not rewrite the file)."""
+    st = os.stat(path)
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        assert len(b) == 1, "offset %d past the end of %s" % (offset, path)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ mask]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def tree_paths(root, skip_reserved=True):
+    """Relative paths of everything under `root` (not root itself); skips the
+    top-level .squeezefs when `skip_reserved`."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        if rel == "." and skip_reserved and ".squeezefs" in dirnames:
+            dirnames.remove(".squeezefs")
+        for n in dirnames + filenames:
+            out.append(os.path.normpath(os.path.join(rel, n)))
+    return sorted(out)

@@ -1,0 +1,336 @@
+"""Command line of the daemon: --help/--version, one-line startup errors,
+the mount lock, the reserved .squeezefs directory, and that block_size= and
+codec= really reach the containers on disk (issue 2, "Command line")."""
+
+import errno
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from sqfs_util import (BIN, CODEC_IDS, ctr_current_record, ctr_header,
+                       wait_for)
+
+TEXT = b"".join(b"line %06d: the quick brown fox jumps over the lazy dog\n" % i
+                for i in range(20000))  # ~1.1 MB, very compressible
+
+
+def run_daemon_expect_failure(args, timeout=15, mnt=None, pre=None):
+    """Runs squeezefs in the foreground with `args`; it must exit on its own.
+    If it mounts or hangs instead, the mount is taken down and the test fails.
+    Returns (rc, stdout, stderr)."""
+    argv = (pre or []) + [BIN, "-f"] + list(args)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if mnt and os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", mnt], check=False)
+        try:
+            out, err = p.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        if mnt and os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", mnt], check=False)
+        pytest.fail("squeezefs %r did not exit by itself (it should refuse "
+                    "to start); stderr: %s" % (args, err))
+    if mnt and os.path.ismount(mnt):  # daemonized despite -f?
+        subprocess.run(["fusermount3", "-u", mnt], check=False)
+        pytest.fail("squeezefs %r mounted instead of failing" % (args,))
+    return p.returncode, out, err
+
+
+def assert_one_line_error(rc, err, what):
+    assert rc != 0, "%s: squeezefs exited 0" % what
+    assert rc == 1, "%s: exit status %d, spec says 1" % (what, rc)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, "%s: expected one line on stderr, got %r" % (what, err)
+    assert lines[0].startswith("squeezefs:"), \
+        "%s: message should start with 'squeezefs:': %r" % (what, lines[0])
+
+
+def test_help_exits_0():
+    r = subprocess.run([BIN, "--help"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r
+    text = r.stdout + r.stderr
+    for word in ("block_size", "codec", "cache_size"):
+        assert word in text, "--help does not mention %s:\n%s" % (word, text)
+
+
+def test_version_exits_0():
+    r = subprocess.run([BIN, "--version"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r
+    assert "squeezefs" in (r.stdout + r.stderr).lower(), r
+
+
+def test_no_arguments_is_an_error():
+    r = subprocess.run([BIN], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0, r
+
+
+# ---- startup errors ---------------------------------------------------------
+
+def _setup(kind, tmp):
+    """Returns (args, mountpoint to guard) for one startup error `kind`."""
+    b = tmp / "backing"
+    m = tmp / "mnt"
+    b.mkdir()
+    m.mkdir()
+    if kind == "backing_missing":
+        return [str(tmp / "nope"), str(m)], m
+    if kind == "backing_not_dir":
+        f = tmp / "file"
+        f.write_bytes(b"x")
+        return [str(f), str(m)], m
+    if kind == "mountpoint_missing":
+        return [str(b), str(tmp / "nope-mnt")], None
+    if kind == "mountpoint_inside_backing":
+        inner = b / "sub" / "mnt"
+        inner.mkdir(parents=True)
+        return [str(b), str(inner)], inner
+    if kind == "mountpoint_is_backing":
+        return [str(b), str(b)], b
+    if kind == "backing_inside_mountpoint":
+        inner = m / "sub" / "backing"
+        inner.mkdir(parents=True)
+        return [str(inner), str(m)], m
+    if kind == "mountpoint_inside_backing_via_symlink":
+        (tmp / "alias").symlink_to(b)
+        (b / "mnt2").mkdir()
+        return [str(tmp / "alias"), str(b / "mnt2")], b / "mnt2"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", [
+    "backing_missing", "backing_not_dir", "mountpoint_missing",
+    "mountpoint_inside_backing", "mountpoint_is_backing",
+    "backing_inside_mountpoint", "mountpoint_inside_backing_via_symlink"])
+def test_startup_path_errors(tmp_path, kind):
+    args, guard = _setup(kind, tmp_path)
+    rc, out, err = run_daemon_expect_failure(
+        args, mnt=str(guard) if guard else None)
+    assert_one_line_error(rc, err, kind)
+
+
+def test_backing_unreadable(tmp_path):
+    """An unreadable BACKING (mode 000 for a daemon without
+    CAP_DAC_OVERRIDE, as root would otherwise read anything)."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) missing")
+    b = tmp_path / "backing"
+    m = tmp_path / "mnt"
+    b.mkdir()
+    m.mkdir()
+    os.chmod(b, 0)
+    try:
+        rc, out, err = run_daemon_expect_failure(
+            [str(b), str(m)], mnt=str(m),
+            pre=["setpriv", "--bounding-set=-dac_override,-dac_read_search",
+                 "--inh-caps=-dac_override,-dac_read_search"])
+    finally:
+        os.chmod(b, 0o755)
+    assert_one_line_error(rc, err, "unreadable backing")
+
+
+@pytest.mark.parametrize("opt", [
+    "block_size=3000", "block_size=2M", "block_size=2K", "block_size=0",
+    "block_size=abc", "codec=foo", "codec=zstd:99", "codec=zlib:10",
+    "codec=lz4:x", "cache_size=abc"])
+def test_bad_option_values(tmp_path, opt):
+    b = tmp_path / "backing"
+    m = tmp_path / "mnt"
+    b.mkdir()
+    m.mkdir()
+    rc, out, err = run_daemon_expect_failure(["-o", opt, str(b), str(m)],
+                                             mnt=str(m))
+    assert_one_line_error(rc, err, opt)
+    assert not os.listdir(b) or os.listdir(b) == [".squeezefs"], \
+        "refused mount left files in BACKING: %r" % os.listdir(b)
+
+
+def test_second_mount_of_same_backing_fails(make_mount, tmp_path):
+    m1 = make_mount(name="one")
+    with open(m1.path("f"), "wb") as f:
+        f.write(b"first mount\n")
+    assert os.path.exists(m1.bpath(".squeezefs", "lock")), \
+        "no lock file BACKING/.squeezefs/lock while mounted"
+    m2dir = tmp_path / "second-mnt"
+    m2dir.mkdir()
+    rc, out, err = run_daemon_expect_failure([m1.backing, str(m2dir)],
+                                             mnt=str(m2dir))
+    assert_one_line_error(rc, err, "second mount of the same BACKING")
+    # the first mount is unharmed
+    with open(m1.path("f"), "rb") as f:
+        assert f.read() == b"first mount\n"
+    assert m1.proc.poll() is None
+    # after a clean unmount the lock is released: mounting again works
+    m1.remount()
+    with open(m1.path("f"), "rb") as f:
+        assert f.read() == b"first mount\n"
+
+
+def test_lock_released_after_kill(make_mount):
+    """A kill -9'd daemon must not leave BACKING locked forever."""
+    m = make_mount()
+    with open(m.path("f"), "wb") as f:
+        f.write(b"data")
+    m.kill()
+    m.start()
+    assert os.path.exists(m.path("f"))
+
+
+# ---- the reserved directory -------------------------------------------------
+
+def test_reserved_dir_invisible(sqfs):
+    with open(sqfs.path("visible"), "wb") as f:
+        f.write(b"x")
+    assert os.path.isdir(sqfs.bpath(".squeezefs"))
+    ls = subprocess.run(["ls", "-a", sqfs.mnt], capture_output=True, text=True,
+                        check=True).stdout.split()
+    assert "visible" in ls
+    assert ".squeezefs" not in ls, ls
+    assert ".squeezefs" not in os.listdir(sqfs.mnt)
+    with pytest.raises(FileNotFoundError):
+        os.stat(sqfs.path(".squeezefs"))
+    with pytest.raises(FileNotFoundError):
+        os.stat(sqfs.path(".squeezefs", "lock"))
+    # it cannot be created from inside either (it would shadow the real one)
+    with pytest.raises(OSError):
+        os.mkdir(sqfs.path(".squeezefs"))
+        os.rmdir(sqfs.path(".squeezefs"))
+    assert ".squeezefs" not in os.listdir(sqfs.mnt)
+
+
+def test_ro_option(make_mount):
+    m = make_mount(name="rw")
+    with open(m.path("f"), "wb") as f:
+        f.write(TEXT)
+    m.stop()
+    m.opts = ["ro"]
+    m.start()
+    with open(m.path("f"), "rb") as f:
+        assert f.read() == TEXT
+    with pytest.raises(OSError) as ei:
+        open(m.path("g"), "wb")
+    assert ei.value.errno == errno.EROFS
+
+
+# ---- options reach the disk -------------------------------------------------
+
+@pytest.mark.parametrize("spelling,shift", [
+    ("4096", 12), ("4K", 12), ("8K", 13), ("64K", 16), ("128K", 17),
+    ("1M", 20), (None, 17)])
+def test_block_size_option_recorded(make_mount, spelling, shift):
+    m = make_mount(opts=["block_size=" + spelling] if spelling else None)
+    data = TEXT[:3 * (1 << shift) + 1000]
+    with open(m.path("f"), "wb") as f:
+        f.write(data)
+    m.remount()
+    with open(m.path("f"), "rb") as f:
+        assert f.read() == data
+    m.stop()
+    h = ctr_header(m.bpath("f"))
+    assert h["magic_ok"], "backing file is not a container"
+    assert h["block_shift"] == shift, h
+    assert h["hdr_size"] == 128
+    # blocks 0..3 have records at the documented slots
+    for i in range(4):
+        cur = ctr_current_record(m.bpath("f"), i)
+        assert cur is not None, "no record for block %d" % i
+        assert cur[1]["hdr"].get("b") == i, cur
+
+
+def test_block_size_fixed_per_file(make_mount):
+    """A file keeps the block size it was created with across a remount
+    with another block_size=."""
+    m = make_mount(opts=["block_size=4K"])
+    with open(m.path("old"), "wb") as f:
+        f.write(TEXT[:100000])
+    m.stop()
+    m.opts = ["block_size=64K"]
+    m.start()
+    with open(m.path("old"), "r+b") as f:
+        f.seek(50000)
+        f.write(b"PATCH")
+    with open(m.path("new"), "wb") as f:
+        f.write(TEXT[:100000])
+    m.remount()
+    expect = bytearray(TEXT[:100000])
+    expect[50000:50005] = b"PATCH"
+    with open(m.path("old"), "rb") as f:
+        assert f.read() == bytes(expect)
+    m.stop()
+    assert ctr_header(m.bpath("old"))["block_shift"] == 12
+    assert ctr_header(m.bpath("new"))["block_shift"] == 16
+
+
+@pytest.mark.parametrize("codec,cid,level", [
+    ("none", 0, None), ("lz4", 1, None), ("zstd", 2, None),
+    ("zstd:7", 2, 7), ("zlib:6", 3, 6), ("brotli:5", 4, 5),
+    ("auto", 2, 1), (None, 2, 1)])
+def test_codec_option_recorded(make_mount, codec, cid, level):
+    m = make_mount(opts=["codec=" + codec] if codec else None)
+    with open(m.path("f"), "wb") as f:
+        f.write(TEXT)
+    m.remount()
+    with open(m.path("f"), "rb") as f:
+        assert f.read() == TEXT
+    st = os.stat(m.path("f"))
+    m.stop()
+    bs = ctr_header(m.bpath("f"))["block_size"]
+    nblocks = (len(TEXT) + bs - 1) // bs
+    for i in range(nblocks):
+        cur = ctr_current_record(m.bpath("f"), i, bs)
+        assert cur is not None, "block %d has no record" % i
+        hdr = cur[1]["hdr"]
+        assert hdr.get("c") == cid, "block %d: codec %r, wanted %d (%s)" % (
+            i, hdr.get("c"), cid, codec)
+        if level is not None:
+            assert hdr.get("l") == level, hdr
+        raw = min(bs, len(TEXT) - i * bs)
+        assert hdr.get("r") == raw, hdr
+        if cid == 0:
+            assert hdr.get("s") == raw, hdr
+        else:
+            assert hdr.get("s") < raw // 2, "text barely compressed: %r" % hdr
+    if cid != 0:
+        assert st.st_blocks * 512 < len(TEXT) // 2, \
+            "st_blocks should show the compressed size: %d" % st.st_blocks
+
+
+def test_auto_stores_incompressible_raw(make_mount):
+    m = make_mount(opts=["codec=auto"])
+    data = os.urandom(300000)
+    with open(m.path("r"), "wb") as f:
+        f.write(data)
+    m.remount()
+    with open(m.path("r"), "rb") as f:
+        assert f.read() == data
+    m.stop()
+    for i in range(2):
+        cur = ctr_current_record(m.bpath("r"), i)
+        assert cur is not None
+        assert cur[1]["hdr"].get("c") == CODEC_IDS["none"], cur[1]["hdr"]
+
+
+def test_cache_size_option_accepted(make_mount):
+    m = make_mount(opts=["cache_size=1M", "block_size=64K"])
+    with open(m.path("f"), "wb") as f:
+        f.write(TEXT * 3)
+    m.remount()
+    with open(m.path("f"), "rb") as f:
+        assert f.read() == TEXT * 3
+
+
+def test_lock_file_and_mount_leave_no_stray_files(sqfs):
+    assert wait_for(lambda: os.path.isdir(sqfs.bpath(".squeezefs")), 2)
+    with open(sqfs.path("a"), "wb") as f:
+        f.write(b"a")
+    sqfs.stop()
+    top = sorted(os.listdir(sqfs.backing))
+    assert top == [".squeezefs", "a"], top
