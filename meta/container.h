@@ -92,6 +92,12 @@ int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count);
 int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size);
 
 /*
+ * Writes the size record when the logical size changed since it was last
+ * written (not synced).  Returns 0 or -errno.
+ */
+int sq_ctr_write_size(struct sq_ctr *ctr);
+
+/*
  * Makes everything written so far durable: writes the size record if it
  * changed, fdatasync()s, then frees the slots holding versions that the
  * sync made obsolete.  Returns 0 or -errno.

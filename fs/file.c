@@ -1,0 +1,904 @@
+/*
+ * fs/file.c - the data path of an open regular file: coalesces writes per
+ * block in memory, compresses a block when it is complete or on flush,
+ * reads through the shared block cache, and keeps the logical size and
+ * mtime that the container stores.  One sq_file per inode, shared by
+ * every open handle of it; all of it is guarded by sq_inode.lock.
+ */
+#include "fs/fs_i.h"
+
+#include "analyzer/analyzer.h"
+#include "codec/codec.h"
+#include "meta/container.h"
+#include "meta/format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DIRTY_BUCKETS 256	/* power of two */
+
+/* Largest logical size: block indexes times slot size must fit in off_t. */
+#define SQ_MAX_FILE_SIZE (1ull << 50)
+
+/* A block modified in memory, not yet stored.  buf holds the whole block;
+ * bytes past the logical size are always zero. */
+struct dblock {
+	uint64_t idx;
+	uint8_t *buf;
+	struct dblock *next;	/* hash chain */
+};
+
+struct sq_file {
+	int fd;			/* the container, O_RDWR or O_RDONLY */
+	bool writable;
+	struct sq_ctr *ctr;
+	uint32_t bsize;
+	unsigned bshift;
+	struct timespec mtime;	/* the logical mtime */
+	bool mtime_dirty;	/* mtime newer than the container's */
+	bool touched;		/* container written since mtime was restored */
+	struct dblock *dtab[DIRTY_BUCKETS];
+	size_t ndirty;
+};
+
+/* ---- per-thread codec state ---- */
+
+struct tstate {
+	struct sq_codec_ctx *cctx;
+	void *scratch;		/* compression output, one max block */
+};
+
+static pthread_key_t tkey;
+static pthread_once_t tonce = PTHREAD_ONCE_INIT;
+
+static void tstate_free(void *p)
+{
+	struct tstate *t = p;
+
+	sq_codec_ctx_free(t->cctx);
+	free(t->scratch);
+	free(t);
+}
+
+static void tkey_init(void)
+{
+	if (pthread_key_create(&tkey, tstate_free))
+		abort();
+}
+
+static struct tstate *tstate_get(void)
+{
+	struct tstate *t;
+
+	pthread_once(&tonce, tkey_init);
+	t = pthread_getspecific(tkey);
+	if (t)
+		return t;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->scratch = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
+	if (!t->scratch || sq_codec_ctx_new(&t->cctx)) {
+		tstate_free(t);
+		return NULL;
+	}
+	pthread_setspecific(tkey, t);
+	return t;
+}
+
+struct sq_codec_ctx *sq_fs_thread_cctx(void)
+{
+	struct tstate *t = tstate_get();
+
+	return t ? t->cctx : NULL;
+}
+
+/* ---- helpers ---- */
+
+void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,
+		    int err)
+{
+	char link[64], path[PATH_MAX];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", ino->fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n < 0)
+		snprintf(path, sizeof(path), "inode %llu",
+			 (unsigned long long)ino->src_ino);
+	else
+		path[n] = '\0';
+	if (block >= 0)
+		sq_log(SQ_LOG_ERR, "%s: block %lld: %s: %s", path,
+		       (long long)block, what, strerror(-err));
+	else
+		sq_log(SQ_LOG_ERR, "%s: %s: %s", path, what, strerror(-err));
+}
+
+static void now(struct timespec *ts)
+{
+	clock_gettime(CLOCK_REALTIME, ts);
+}
+
+static uint64_t fsize(const struct sq_file *f)
+{
+	return sq_ctr_size(f->ctr);
+}
+
+static struct dblock **dfind(struct sq_file *f, uint64_t idx)
+{
+	struct dblock **pp = &f->dtab[idx & (DIRTY_BUCKETS - 1)];
+
+	while (*pp && (*pp)->idx != idx)
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static void ddrop(struct sq_fs *fs, struct sq_file *f, struct dblock **pp)
+{
+	struct dblock *d = *pp;
+
+	*pp = d->next;
+	f->ndirty--;
+	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
+	free(d->buf);
+	free(d);
+}
+
+/* Zeroes the bytes of block @idx's buffer that lie past @size. */
+static void zero_past(struct sq_file *f, uint64_t idx, uint8_t *buf,
+		      uint64_t size)
+{
+	uint64_t start = idx << f->bshift;
+
+	if (size >= start + f->bsize)
+		return;
+	if (size <= start)
+		memset(buf, 0, f->bsize);
+	else
+		memset(buf + (size - start), 0, f->bsize - (size - start));
+}
+
+/*
+ * Fills @buf with the current content of block @idx from the cache or the
+ * container (zero past the logical size).  Returns 0 or -errno; -EIO for
+ * a damaged block, already logged.
+ */
+static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
+		uint8_t *buf)
+{
+	struct sq_file *f = ino->file;
+	struct sq_codec_ctx *cctx;
+	uint8_t *cached;
+	ssize_t r;
+
+	if ((idx << f->bshift) >= fsize(f)) {
+		memset(buf, 0, f->bsize);
+		return 0;
+	}
+	cached = sq_cache_take(fs->cache, ino->serial, idx);
+	if (cached) {
+		memcpy(buf, cached, f->bsize);
+		free(cached);
+		return 0;
+	}
+	cctx = sq_fs_thread_cctx();
+	if (!cctx)
+		return -ENOMEM;
+	r = sq_ctr_read_block(f->ctr, cctx, idx, buf);
+	if (r < 0) {
+		sq_file_report(ino, (int64_t)idx, "cannot read", (int)r);
+		return r == -EBADMSG ? -EIO : (int)r;
+	}
+	zero_past(f, idx, buf, fsize(f));
+	return 0;
+}
+
+/*
+ * Returns the dirty buffer of block @idx, creating it (and loading the
+ * current content unless @fill_zero) when absent.
+ */
+static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
+		bool fill_zero, struct dblock **out)
+{
+	struct sq_file *f = ino->file;
+	struct dblock **pp = dfind(f, idx), *d;
+	int r;
+
+	if (*pp) {
+		*out = *pp;
+		return 0;
+	}
+	d = malloc(sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->buf = malloc(f->bsize);
+	if (!d->buf) {
+		free(d);
+		return -ENOMEM;
+	}
+	if (fill_zero) {
+		/* Fully overwritten: whatever was cached is obsolete. */
+		free(sq_cache_take(fs->cache, ino->serial, idx));
+		memset(d->buf, 0, f->bsize);
+	} else {
+		r = load(fs, ino, idx, d->buf);
+		if (r) {
+			free(d->buf);
+			free(d);
+			return r;
+		}
+	}
+	d->idx = idx;
+	d->next = NULL;
+	*pp = d;
+	f->ndirty++;
+	atomic_fetch_add(&fs->dirty_bytes, f->bsize);
+	*out = d;
+	return 0;
+}
+
+/*
+ * Compresses and stores one dirty block, then hands its buffer to the
+ * clean cache.  On failure the block stays dirty, so a later flush retries
+ * and nothing the user wrote is dropped silently.
+ */
+static int writeback(struct sq_fs *fs, struct sq_inode *ino,
+		     struct dblock **pp)
+{
+	struct sq_file *f = ino->file;
+	struct dblock *d = *pp;
+	struct tstate *t = tstate_get();
+	struct sq_an_result res;
+	uint64_t start = d->idx << f->bshift, size = fsize(f);
+	uint32_t n;
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	if (start >= size) {
+		/* Cut off by a truncate after it was dirtied. */
+		ddrop(fs, f, pp);
+		return 0;
+	}
+	n = size - start < f->bsize ? (uint32_t)(size - start) : f->bsize;
+	r = sq_an_store(fs->an, t->cctx, d->buf, n, t->scratch, f->bsize, &res);
+	if (r)
+		return r;
+	if (res.zero)
+		r = sq_ctr_zero_block(f->ctr, d->idx);
+	else
+		r = sq_ctr_write_block(f->ctr, d->idx, res.codec, res.level, n,
+				       res.payload, (uint32_t)res.len);
+	if (r) {
+		sq_file_report(ino, (int64_t)d->idx, "cannot store", r);
+		return r;
+	}
+	f->touched = true;
+	*pp = d->next;
+	f->ndirty--;
+	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
+	if (res.zero)
+		free(d->buf);
+	else
+		sq_cache_put(fs->cache, ino->serial, d->idx, d->buf, f->bsize);
+	free(d);
+	return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Writes back every dirty block, in block order (sequential backing I/O). */
+static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+	uint64_t *idx;
+	size_t i, n = 0;
+	int r = 0;
+
+	if (!f->ndirty)
+		return 0;
+	idx = malloc(f->ndirty * sizeof(*idx));
+	if (!idx)
+		return -ENOMEM;
+	for (i = 0; i < DIRTY_BUCKETS; i++)
+		for (struct dblock *d = f->dtab[i]; d; d = d->next)
+			idx[n++] = d->idx;
+	qsort(idx, n, sizeof(*idx), cmp_u64);
+	for (i = 0; i < n; i++) {
+		int e = writeback(fs, ino, dfind(f, idx[i]));
+
+		if (e && !r)
+			r = e;	/* keep going: store all that can be */
+	}
+	free(idx);
+	return r;
+}
+
+/* Puts the logical mtime back after squeezefs itself wrote the container. */
+static int restore_mtime(struct sq_file *f)
+{
+	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, f->mtime };
+
+	if (!f->touched && !f->mtime_dirty)
+		return 0;
+	if (futimens(f->fd, ts))
+		return -errno;
+	f->touched = false;
+	f->mtime_dirty = false;
+	return 0;
+}
+
+/*
+ * Makes sure the bytes of the block holding @old_size that lie past it read
+ * as zeros once the file grows: a shrink only cuts the size, so the stored
+ * block may still hold the old tail.
+ */
+static int clear_tail(struct sq_fs *fs, struct sq_inode *ino,
+		      uint64_t old_size)
+{
+	struct sq_file *f = ino->file;
+	uint64_t idx = old_size >> f->bshift;
+	uint32_t keep = (uint32_t)(old_size & (f->bsize - 1));
+	struct sq_ctr_block_info info;
+	struct dblock **pp = dfind(f, idx), *d;
+	int r;
+
+	if (!keep)
+		return 0;
+	if (*pp) {
+		memset((*pp)->buf + keep, 0, f->bsize - keep);
+		return 0;
+	}
+	r = sq_ctr_block_info(f->ctr, idx, &info);
+	if (r == -EBADMSG)
+		return 0;	/* damaged: reads report it; nothing to clear */
+	if (r)
+		return r;
+	if (!info.present || info.zero || info.raw_len <= keep)
+		return 0;
+	/* load() zeroes past the (old) size: storing it clears the tail. */
+	return dget(fs, ino, idx, false, &d);
+}
+
+static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
+
+/* ---- open / close ---- */
+
+static int open_container(struct sq_inode *ino, bool rw)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", ino->fd);
+	return open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+}
+
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
+{
+	struct sq_file *f = ino->file;
+	struct stat st;
+	int fd, r;
+	bool rw = true;
+
+	if (f && (f->writable || !want_write))
+		return 0;
+	fd = open_container(ino, true);
+	if (fd < 0 && !want_write && (errno == EACCES || errno == EROFS)) {
+		rw = false;
+		fd = open_container(ino, false);
+	}
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &st)) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	if (f) {
+		/* Upgrade a read-only state: nothing is dirty in it. */
+		sq_ctr_close(f->ctr);
+		close(f->fd);
+	} else {
+		f = calloc(1, sizeof(*f));
+		if (!f) {
+			close(fd);
+			return -ENOMEM;
+		}
+		f->mtime = st.st_mtim;
+	}
+	f->fd = fd;
+	f->writable = rw;
+	r = sq_ctr_open(fd, fs->block_shift, &f->ctr);
+	if (r) {
+		sq_file_report(ino, -1, "not a valid squeezefs container", r);
+		close(fd);
+		free(f);
+		ino->file = NULL;
+		return r == -EBADMSG ? -EIO : r;
+	}
+	f->bsize = sq_ctr_block_size(f->ctr);
+	f->bshift = sq_ctr_block_shift(f->ctr);
+	ino->file = f;
+	return 0;
+}
+
+int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+	int r = 0, e;
+
+	if (!f)
+		return 0;
+	if (f->writable) {
+		r = flush_locked(fs, ino);
+		/* Free the slots of replaced versions now rather than never:
+		 * that needs them durable first, hence the sync. */
+		if (sq_ctr_has_stale(f->ctr)) {
+			e = sq_ctr_sync(f->ctr);
+			f->touched = true;
+			if (!r)
+				r = e;
+			e = restore_mtime(f);
+			if (!r)
+				r = e;
+		}
+	}
+	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
+		while (f->dtab[i])
+			ddrop(fs, f, &f->dtab[i]);
+	sq_ctr_close(f->ctr);
+	close(f->fd);
+	free(f);
+	ino->file = NULL;
+	return r;
+}
+
+/* ---- requests ---- */
+
+ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
+		     size_t len, off_t off)
+{
+	struct sq_file *f;
+	uint64_t size, pos = (uint64_t)off, end;
+	uint8_t *dst = buf;
+	ssize_t r = 0;
+
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (!f) {
+		r = -EIO;
+		goto out;
+	}
+	size = fsize(f);
+	if (pos >= size)
+		goto out;
+	end = size - pos < len ? size : pos + len;
+	while (pos < end) {
+		uint64_t idx = pos >> f->bshift;
+		size_t boff = pos & (f->bsize - 1);
+		size_t n = f->bsize - boff;
+		struct dblock *d = *dfind(f, idx);
+
+		if (n > end - pos)
+			n = end - pos;
+		if (d) {
+			memcpy(dst, d->buf + boff, n);
+		} else if (!sq_cache_read(fs->cache, ino->serial, idx, boff,
+					  n, dst)) {
+			uint8_t *blk = malloc(f->bsize);
+			int e;
+
+			if (!blk) {
+				r = r ? r : -ENOMEM;
+				goto out;
+			}
+			e = load(fs, ino, idx, blk);
+			if (e) {
+				free(blk);
+				/* Hand back what was read before the damaged
+				 * block; the next read reports the error. */
+				if (!r)
+					r = e;
+				goto out;
+			}
+			memcpy(dst, blk + boff, n);
+			sq_cache_put(fs->cache, ino->serial, idx, blk, f->bsize);
+		}
+		dst += n;
+		pos += n;
+		r += (ssize_t)n;
+	}
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+/* Writes back this file's blocks when it, or the whole mount, holds too
+ * much dirty data.  Bounds memory no matter how many files are written. */
+static int limit_dirty(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+
+	if ((size_t)f->ndirty * f->bsize > SQ_FILE_DIRTY_MAX ||
+	    atomic_load(&fs->dirty_bytes) > SQ_TOTAL_DIRTY_MAX)
+		return writeback_all(fs, ino);
+	return 0;
+}
+
+ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
+		      const void *buf, size_t len, off_t off)
+{
+	struct sq_file *f;
+	const uint8_t *src = buf;
+	uint64_t pos = (uint64_t)off, end = pos + len, size;
+	ssize_t r = 0;
+	int e;
+
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (!f || !f->writable) {
+		r = f ? -EBADF : -EIO;
+		goto out;
+	}
+	if (off < 0 || end > SQ_MAX_FILE_SIZE || end < pos) {
+		r = -EFBIG;
+		goto out;
+	}
+	size = fsize(f);
+	if (end > size) {
+		e = clear_tail(fs, ino, size);
+		if (e) {
+			r = e;
+			goto out;
+		}
+	}
+	while (pos < end) {
+		uint64_t idx = pos >> f->bshift;
+		size_t boff = pos & (f->bsize - 1);
+		size_t n = f->bsize - boff;
+		struct dblock *d;
+		bool whole;
+
+		if (n > end - pos)
+			n = end - pos;
+		/* Nothing to keep when the write covers the block, or all of
+		 * it that exists. */
+		whole = (boff == 0 && (n == f->bsize || pos + n >= size)) ||
+			(idx << f->bshift) >= size;
+		e = dget(fs, ino, idx, whole, &d);
+		if (e) {
+			r = r ? r : e;
+			break;
+		}
+		memcpy(d->buf + boff, src, n);
+		src += n;
+		pos += n;
+		r += (ssize_t)n;
+		if (pos > fsize(f)) {
+			e = sq_ctr_set_size(f->ctr, pos);
+			if (e) {
+				r = e;
+				break;
+			}
+		}
+		/* A block written up to its end is complete for a streaming
+		 * writer: compress it now, while it is hot in the cache. */
+		if (boff + n == f->bsize) {
+			e = writeback(fs, ino, dfind(f, idx));
+			if (e) {
+				r = e;
+				break;
+			}
+		}
+	}
+	if (r > 0) {
+		now(&f->mtime);
+		f->mtime_dirty = true;
+		e = limit_dirty(fs, ino);
+		if (e)
+			r = e;
+	}
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
+			   uint64_t size)
+{
+	struct sq_file *f = ino->file;
+	uint64_t old = fsize(f), nblocks;
+	int r;
+
+	if (size > SQ_MAX_FILE_SIZE)
+		return -EFBIG;
+	if (size == old)
+		goto out;
+	if (size < old) {
+		nblocks = (size + f->bsize - 1) >> f->bshift;
+		for (size_t i = 0; i < DIRTY_BUCKETS; i++) {
+			struct dblock **pp = &f->dtab[i];
+
+			while (*pp) {
+				if ((*pp)->idx >= nblocks)
+					ddrop(fs, f, pp);
+				else
+					pp = &(*pp)->next;
+			}
+		}
+		if (size & (f->bsize - 1)) {
+			struct dblock *d = *dfind(f, size >> f->bshift);
+
+			if (d)
+				zero_past(f, d->idx, d->buf, size);
+		}
+		/* The cached partial block holds the old tail. */
+		sq_cache_drop(fs->cache, ino->serial, size >> f->bshift);
+	} else {
+		r = clear_tail(fs, ino, old);
+		if (r)
+			return r;
+	}
+	r = sq_ctr_set_size(f->ctr, size);
+	if (r)
+		return r;
+	f->touched = true;
+out:
+	now(&f->mtime);
+	f->mtime_dirty = true;
+	return 0;
+}
+
+int sq_file_truncate(struct sq_fs *fs, struct sq_inode *ino, uint64_t size)
+{
+	int r;
+
+	pthread_mutex_lock(&ino->lock);
+	if (!ino->file || !ino->file->writable)
+		r = ino->file ? -EBADF : -EIO;
+	else
+		r = truncate_locked(fs, ino, size);
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+static int flush_locked(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+	int r, e;
+
+	if (!f->writable)
+		return 0;
+	r = writeback_all(fs, ino);
+	e = sq_ctr_set_size(f->ctr, sq_ctr_size(f->ctr)); // TEMP
+	if (!r)
+		r = e;
+	if (!e)
+		f->touched = true;
+	e = restore_mtime(f);
+	return r ? r : e;
+}
+
+int sq_file_flush(struct sq_fs *fs, struct sq_inode *ino)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&ino->lock);
+	if (ino->file)
+		r = flush_locked(fs, ino);
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+int sq_file_fsync(struct sq_fs *fs, struct sq_inode *ino, bool datasync)
+{
+	struct sq_file *f;
+	int r;
+
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (!f) {
+		r = -EIO;
+		goto out;
+	}
+	if (!f->writable) {
+		r = fsync(f->fd) ? -errno : 0;
+		goto out;
+	}
+	r = flush_locked(fs, ino);
+	if (r)
+		goto out;
+	if (sq_ctr_has_stale(f->ctr))
+		f->touched = true;	/* freeing slots changes the mtime */
+	r = sq_ctr_sync(f->ctr);
+	if (r)
+		goto out;
+	r = restore_mtime(f);
+	/* fdatasync() covered data and size; fsync() adds the times. */
+	if (!r && !datasync && fsync(f->fd))
+		r = -errno;
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
+		  uint64_t len)
+{
+	struct sq_file *f;
+	uint64_t end, size, first, last;
+	int r = 0;
+
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (!f || !f->writable) {
+		r = f ? -EBADF : -EIO;
+		goto out;
+	}
+	size = fsize(f);
+	end = off + len < off || off + len > size ? size : off + len;
+	if (off >= end)
+		goto out;
+	/* Whole blocks become holes; partial ones are zeroed in memory. */
+	first = (off + f->bsize - 1) >> f->bshift;
+	last = end == size ? (end + f->bsize - 1) >> f->bshift
+			   : end >> f->bshift;
+	for (uint64_t pos = off; pos < end;) {
+		uint64_t idx = pos >> f->bshift;
+		size_t boff = pos & (f->bsize - 1);
+		size_t n = f->bsize - boff;
+		struct dblock *d;
+
+		if (n > end - pos)
+			n = end - pos;
+		if (idx >= first && idx < last) {
+			struct dblock **pp = dfind(f, idx);
+
+			if (*pp)
+				ddrop(fs, f, pp);
+			free(sq_cache_take(fs->cache, ino->serial, idx));
+		} else {
+			r = dget(fs, ino, idx, false, &d);
+			if (r)
+				goto out;
+			memset(d->buf + boff, 0, n);
+		}
+		pos += n;
+	}
+	if (last > first) {
+		r = sq_ctr_punch_blocks(f->ctr, first, last - first);
+		if (r)
+			goto out;
+		f->touched = true;
+	}
+	now(&f->mtime);
+	f->mtime_dirty = true;
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
+		     uint64_t len)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&ino->lock);
+	if (!ino->file || !ino->file->writable)
+		r = ino->file ? -EBADF : -EIO;
+	else if (off + len < off)
+		r = -EFBIG;
+	else if (off + len > fsize(ino->file))
+		/* Compressed space cannot be reserved ahead; what callers
+		 * rely on is the new size. */
+		r = truncate_locked(fs, ino, off + len);
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+static bool has_data(struct sq_file *f, uint64_t idx)
+{
+	struct sq_ctr_block_info info;
+
+	if (*dfind(f, idx))
+		return true;
+	if (sq_ctr_block_info(f->ctr, idx, &info))
+		return true;	/* damaged counts as data: reads report it */
+	return info.present && !info.zero;
+}
+
+/* Lowest dirty block index above @after, UINT64_MAX when none. */
+static uint64_t next_dirty(struct sq_file *f, uint64_t after)
+{
+	uint64_t best = UINT64_MAX;
+
+	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
+		for (struct dblock *d = f->dtab[i]; d; d = d->next)
+			if (d->idx > after && d->idx < best)
+				best = d->idx;
+	return best;
+}
+
+off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
+		    int whence)
+{
+	struct sq_file *f;
+	uint64_t size, idx, nblocks;
+	off_t r;
+
+	(void)fs;
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (!f) {
+		r = -EIO;
+		goto out;
+	}
+	size = fsize(f);
+	if (off < 0 || (uint64_t)off >= size) {
+		r = -ENXIO;
+		goto out;
+	}
+	nblocks = (size + f->bsize - 1) >> f->bshift;
+	idx = (uint64_t)off >> f->bshift;
+	if (whence == SEEK_DATA) {
+		while (idx < nblocks && !has_data(f, idx)) {
+			int64_t next = sq_ctr_next_data(f->ctr, idx + 1);
+			uint64_t nd = next_dirty(f, idx);
+
+			if (next < 0) {
+				r = next;
+				goto out;
+			}
+			idx = nd < (uint64_t)next ? nd : (uint64_t)next;
+		}
+		if (idx >= nblocks) {
+			r = -ENXIO;
+			goto out;
+		}
+		r = (idx << f->bshift) > (uint64_t)off ? (off_t)(idx << f->bshift)
+						       : off;
+	} else {
+		while (idx < nblocks && has_data(f, idx))
+			idx++;
+		r = idx >= nblocks ? (off_t)size
+		    : (idx << f->bshift) > (uint64_t)off ? (off_t)(idx << f->bshift)
+							 : off;
+	}
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+void sq_file_stat(struct sq_inode *ino, struct stat *st)
+{
+	struct sq_file *f = ino->file;
+
+	if (!f)
+		return;
+	st->st_size = (off_t)fsize(f);
+	if (f->mtime_dirty)
+		st->st_mtim = f->mtime;
+}
+
+void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime)
+{
+	struct sq_file *f = ino->file;
+
+	if (!f)
+		return;
+	f->mtime = *mtime;
+	f->mtime_dirty = false;
+	f->touched = false;
+}

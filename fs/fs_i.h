@@ -1,0 +1,161 @@
+/*
+ * fs/fs_i.h - private to fs/: the mount-wide state, the inode table and the
+ * per-file data state that sits between FUSE requests and a container.
+ *
+ * Lock order (take left before right, never the reverse):
+ *
+ *	sq_inode.lock  ->  sq_fs.itable_lock
+ *	sq_inode.lock  ->  sq_cache.lock
+ *
+ * itable_lock and the cache lock are leaves: nothing blocking happens under
+ * them.  sq_inode.lock is held across backing I/O of that one file (pread,
+ * pwrite, fsync of its container): it serializes the requests of one file,
+ * never those of two files.
+ */
+#ifndef SQ_FS_I_H
+#define SQ_FS_I_H
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 12)
+#include <fuse_lowlevel.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+struct sq_an;
+struct sq_cache;
+struct sq_codec_ctx;
+struct sq_ctr;
+
+#define SQ_RESERVED_NAME ".squeezefs"	/* BACKING/.squeezefs, hidden */
+
+/* Defaults of the mount options. */
+#define SQ_DEFAULT_BLOCK_SHIFT 17		/* 128 KiB */
+#define SQ_DEFAULT_CACHE_SIZE (64u << 20)
+/* Dirty (not yet compressed) bytes one file may hold before it writes back. */
+#define SQ_FILE_DIRTY_MAX (8u << 20)
+/* Dirty bytes across all files before writers write back everything. */
+#define SQ_TOTAL_DIRTY_MAX (64u << 20)
+
+struct sq_file;
+
+struct sq_inode {
+	/* Immutable after creation. */
+	int fd;			/* O_PATH fd of the backing object */
+	dev_t src_dev;
+	ino_t src_ino;
+	mode_t type;		/* S_IFMT bits: a file never changes type */
+	uint64_t serial;	/* unique for the mount's lifetime: cache key */
+
+	/* Guarded by sq_fs.itable_lock. */
+	uint64_t nlookup;	/* kernel references (lookup - forget) */
+	unsigned nopen;		/* open handles; the inode lives while > 0 */
+	struct sq_inode *hnext;	/* hash chain */
+
+	pthread_mutex_t lock;
+	/* Guarded by lock. */
+	struct sq_file *file;	/* data state while open, else NULL */
+	/* Logical size of a closed file, valid while the container's
+	 * size/mtime/ctime still equal the cached ones. */
+	bool size_cached;
+	uint64_t cached_size;
+	off_t cached_bsize;
+	struct timespec cached_mtim, cached_ctim;
+};
+
+struct sq_fs {
+	/* Immutable after mount. */
+	char *backing;		/* absolute path, for messages */
+	int root_fd;		/* O_PATH fd of BACKING */
+	int lock_fd;		/* BACKING/.squeezefs/lock, flock'ed */
+	unsigned block_shift;	/* for files created by this mount */
+	size_t cache_size;
+	struct sq_an *an;	/* storage policy (thread-safe) */
+	struct sq_cache *cache;
+	double timeout;		/* entry/attr timeout, seconds */
+	bool debug;
+
+	struct sq_inode root;
+
+	pthread_mutex_t itable_lock;
+	/* Guarded by itable_lock. */
+	struct sq_inode **itable;
+	size_t itable_size;	/* buckets, power of two */
+	size_t icount;
+	uint64_t next_serial;
+
+	atomic_size_t dirty_bytes; /* across all files */
+};
+
+/* ---- log.c ---- */
+enum { SQ_LOG_ERR, SQ_LOG_WARN, SQ_LOG_INFO, SQ_LOG_DEBUG };
+void sq_log_init(bool to_syslog, bool debug);
+void sq_log(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* ---- cache.c: bounded LRU of clean decompressed blocks ---- */
+int sq_cache_new(size_t capacity, struct sq_cache **out);
+void sq_cache_free(struct sq_cache *c);
+/*
+ * Copies @len bytes at @off of block (@serial, @idx) into @dst when cached.
+ * Returns true on a hit.
+ */
+bool sq_cache_read(struct sq_cache *c, uint64_t serial, uint64_t idx,
+		   size_t off, size_t len, void *dst);
+/*
+ * Hands @buf (malloc'ed, @bsize bytes; the cache frees it) over to the cache
+ * as the clean content of block (@serial, @idx), replacing any older entry.
+ */
+void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
+		  void *buf, size_t bsize);
+/*
+ * Removes block (@serial, @idx) and returns its buffer (caller frees), or
+ * NULL when not cached.
+ */
+void *sq_cache_take(struct sq_cache *c, uint64_t serial, uint64_t idx);
+/* Drops every block of @serial with index >= @from. */
+void sq_cache_drop(struct sq_cache *c, uint64_t serial, uint64_t from);
+
+/* ---- file.c: the data path of one open regular file ---- */
+
+/* Per-thread codec context and scratch buffer (never NULL after init). */
+struct sq_codec_ctx *sq_fs_thread_cctx(void);
+
+/*
+ * Opens the data state of @ino (whose lock the caller holds), upgrading to
+ * a writable container fd when @want_write.  Returns 0 or -errno
+ * (-EIO for a backing file that is not a valid container).
+ */
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write);
+/* Writes back, syncs obsolete slots away, frees.  Lock held. */
+int sq_file_close(struct sq_fs *fs, struct sq_inode *ino);
+
+ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
+		     size_t len, off_t off);
+ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
+		      const void *buf, size_t len, off_t off);
+int sq_file_truncate(struct sq_fs *fs, struct sq_inode *ino, uint64_t size);
+/* Writes every dirty block and the size; restores the logical mtime. */
+int sq_file_flush(struct sq_fs *fs, struct sq_inode *ino);
+int sq_file_fsync(struct sq_fs *fs, struct sq_inode *ino, bool datasync);
+int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
+		  uint64_t len);
+int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
+		     uint64_t len);
+off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
+		    int whence);
+/* Overlays the open file's logical size and pending mtime on @st. */
+void sq_file_stat(struct sq_inode *ino, struct stat *st);
+/* Sets the logical mtime (after the caller changed the container's). */
+void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
+/* Logs a damaged block/container with the file's backing path. */
+void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,
+		    int err);
+
+/* ---- fsck.c ---- */
+int sq_fsck_main(int argc, char **argv);
+
+#endif /* SQ_FS_I_H */

@@ -1,0 +1,398 @@
+/*
+ * fs/main.c - the squeezefs command: parses options, checks BACKING and
+ * MOUNTPOINT, takes the mount lock and runs the FUSE session; also
+ * dispatches `squeezefs fsck`.
+ */
+#include "fs/fs_i.h"
+
+#include "analyzer/analyzer.h"
+#include "meta/format.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SQ_VERSION "0.1.0"
+
+extern const struct fuse_lowlevel_ops sq_fs_ops;
+
+struct sq_opts {
+	char *block_size;
+	char *codec;
+	char *cache_size;
+	char *backing;
+	int nonopts;
+};
+
+#define SQ_OPT(t, p) { t, offsetof(struct sq_opts, p), 1 }
+static const struct fuse_opt sq_opt_spec[] = {
+	SQ_OPT("block_size=%s", block_size),
+	SQ_OPT("codec=%s", codec),
+	SQ_OPT("cache_size=%s", cache_size),
+	FUSE_OPT_END
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [options] BACKING MOUNTPOINT\n"
+	       "       %s fsck BACKING\n\n"
+	       "Mounts BACKING at MOUNTPOINT; every file is stored compressed "
+	       "in BACKING.\n\n"
+	       "squeezefs options:\n"
+	       "    -o block_size=N        4K..1M, power of two (default 128K);"
+	       " fixed per file\n"
+	       "    -o codec=C             auto|none|lz4[:L]|zstd[:L]|zlib[:L]|"
+	       "brotli[:L] (default auto)\n"
+	       "    -o cache_size=N        decompressed block cache "
+	       "(default 64M)\n\n",
+	       prog, prog);
+}
+
+/* The first non-option argument is BACKING; the second stays for libfuse
+ * as the mount point. */
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct sq_opts *o = data;
+
+	(void)outargs;
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	if (o->nonopts++ == 0) {
+		o->backing = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
+/* "4096", "4K", "128k", "1M", "2G" -> bytes.  -EINVAL when malformed. */
+static int parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (!s || !*s || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || end == s)
+		return -EINVAL;
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k': case 'K':
+		v <<= 10;
+		end++;
+		break;
+	case 'm': case 'M':
+		v <<= 20;
+		end++;
+		break;
+	case 'g': case 'G':
+		v <<= 30;
+		end++;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end == 'i' || *end == 'B')
+		end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+	if (*end)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+/* One clear line on stderr; returns the exit code for startup errors. */
+static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int fail(const char *fmt, ...)
+{
+	char line[PATH_MAX * 2 + 256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "squeezefs: %s\n", line);
+	return 1;
+}
+
+/* True when @inner is @outer or below it (both canonical). */
+static bool inside(const char *inner, const char *outer)
+{
+	size_t n = strlen(outer);
+
+	if (n == 1)
+		return true;	/* "/" */
+	return strncmp(inner, outer, n) == 0 &&
+	       (inner[n] == '\0' || inner[n] == '/');
+}
+
+/*
+ * BACKING/.squeezefs/lock, flock'ed for the mount's lifetime: a second
+ * daemon on the same BACKING would corrupt both views.  Returns the fd,
+ * or -errno (-EWOULDBLOCK when already mounted).
+ */
+static int take_lock(int root_fd)
+{
+	int dfd, fd;
+
+	if (mkdirat(root_fd, SQ_RESERVED_NAME, 0700) && errno != EEXIST)
+		return -errno;
+	dfd = openat(root_fd, SQ_RESERVED_NAME,
+		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+		    0600);
+	close(dfd);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB)) {
+		int e = -errno;
+
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+static int fs_setup(struct sq_fs *fs, const char *backing)
+{
+	struct stat st;
+	int r;
+
+	fs->backing = strdup(backing);
+	fs->root_fd = open(backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (!fs->backing || fs->root_fd < 0)
+		return -errno;
+	if (fstat(fs->root_fd, &st))
+		return -errno;
+	fs->root.fd = fs->root_fd;
+	fs->root.src_dev = st.st_dev;
+	fs->root.src_ino = st.st_ino;
+	fs->root.type = S_IFDIR;
+	fs->root.nlookup = 1;
+	pthread_mutex_init(&fs->root.lock, NULL);
+	pthread_mutex_init(&fs->itable_lock, NULL);
+	fs->itable_size = 1024;
+	fs->itable = calloc(fs->itable_size, sizeof(*fs->itable));
+	if (!fs->itable)
+		return -ENOMEM;
+	fs->next_serial = 1;
+	fs->root.serial = 1;
+	r = sq_cache_new(fs->cache_size, &fs->cache);
+	return r;
+}
+
+static void fs_teardown(struct sq_fs *fs)
+{
+	/* Inodes the kernel never forgot (it skips FORGET on unmount). */
+	for (size_t b = 0; fs->itable && b < fs->itable_size; b++) {
+		while (fs->itable[b]) {
+			struct sq_inode *i = fs->itable[b];
+
+			fs->itable[b] = i->hnext;
+			if (i->file) {
+				int r = sq_file_close(fs, i);
+
+				if (r)
+					sq_file_report(i, -1, "storing data at "
+						       "unmount failed", r);
+			}
+			close(i->fd);
+			pthread_mutex_destroy(&i->lock);
+			free(i);
+		}
+	}
+	free(fs->itable);
+	sq_cache_free(fs->cache);
+	sq_an_free(fs->an);
+	if (fs->root_fd >= 0)
+		close(fs->root_fd);
+	if (fs->lock_fd >= 0)
+		close(fs->lock_fd);
+	free(fs->backing);
+}
+
+int main(int argc, char **argv)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts copts;
+	struct sq_opts o;
+	struct sq_fs fs;
+	struct fuse_session *se = NULL;
+	struct fuse_loop_config *lcfg = NULL;
+	char backing[PATH_MAX], mnt[PATH_MAX], fsname[PATH_MAX + 32];
+	uint64_t v;
+	struct stat st;
+	int ret = 1, r;
+
+	if (argc >= 2 && strcmp(argv[1], "fsck") == 0)
+		return sq_fsck_main(argc - 1, argv + 1);
+
+	memset(&o, 0, sizeof(o));
+	memset(&copts, 0, sizeof(copts));
+	memset(&fs, 0, sizeof(fs));
+	fs.root_fd = fs.lock_fd = -1;
+	fs.block_shift = SQ_DEFAULT_BLOCK_SHIFT;
+	fs.cache_size = SQ_DEFAULT_CACHE_SIZE;
+	fs.timeout = 1.0;
+
+	if (fuse_opt_parse(&args, &o, sq_opt_spec, opt_proc) == -1)
+		goto out;
+	if (fuse_parse_cmdline(&args, &copts) != 0)
+		goto out;
+	if (copts.show_help) {
+		usage(argv[0]);
+		fuse_cmdline_help();
+		fuse_lowlevel_help();
+		ret = 0;
+		goto out;
+	}
+	if (copts.show_version) {
+		printf("squeezefs %s (container format %d, libfuse %s)\n",
+		       SQ_VERSION, SQ_FMT_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out;
+	}
+	if (!o.backing || !copts.mountpoint) {
+		fprintf(stderr, "squeezefs: usage: %s [options] BACKING "
+			"MOUNTPOINT (see --help)\n", argv[0]);
+		goto out;
+	}
+	if (o.block_size) {
+		if (parse_size(o.block_size, &v) || v < 4096 ||
+		    v > (1u << 20) || (v & (v - 1))) {
+			ret = fail("bad block_size '%s': want a power of two "
+				   "from 4K to 1M", o.block_size);
+			goto out;
+		}
+		fs.block_shift = (unsigned)__builtin_ctzll(v);
+	}
+	if (o.cache_size) {
+		if (parse_size(o.cache_size, &v) || v > (64ull << 30)) {
+			ret = fail("bad cache_size '%s': want a size such as "
+				   "64M", o.cache_size);
+			goto out;
+		}
+		fs.cache_size = (size_t)v;
+	}
+	r = sq_an_new(o.codec ? o.codec : "auto", SQ_AN_MIN_SAVING_DEFAULT,
+		      &fs.an);
+	if (r) {
+		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
+			   "or brotli, with an optional :level in range",
+			   o.codec);
+		goto out;
+	}
+	if (!realpath(o.backing, backing)) {
+		ret = fail("BACKING %s: %s", o.backing, strerror(errno));
+		goto out;
+	}
+	if (stat(backing, &st) || !S_ISDIR(st.st_mode)) {
+		ret = fail("BACKING %s: not a directory", o.backing);
+		goto out;
+	}
+	if (access(backing, R_OK | W_OK | X_OK) &&
+	    access(backing, R_OK | X_OK)) {
+		ret = fail("BACKING %s: %s", o.backing, strerror(errno));
+		goto out;
+	}
+	if (!realpath(copts.mountpoint, mnt)) {
+		ret = fail("MOUNTPOINT %s: %s", copts.mountpoint,
+			   strerror(errno));
+		goto out;
+	}
+	if (stat(mnt, &st) || !S_ISDIR(st.st_mode)) {
+		ret = fail("MOUNTPOINT %s: not a directory", copts.mountpoint);
+		goto out;
+	}
+	if (inside(mnt, backing)) {
+		ret = fail("MOUNTPOINT %s lies inside BACKING %s", mnt, backing);
+		goto out;
+	}
+	if (inside(backing, mnt)) {
+		ret = fail("BACKING %s lies inside MOUNTPOINT %s", backing, mnt);
+		goto out;
+	}
+	r = fs_setup(&fs, backing);
+	if (r) {
+		ret = fail("BACKING %s: %s", backing, strerror(-r));
+		goto out;
+	}
+	fs.lock_fd = take_lock(fs.root_fd);
+	if (fs.lock_fd == -EWOULDBLOCK) {
+		ret = fail("BACKING %s is already mounted by another "
+			   "squeezefs", backing);
+		goto out;
+	}
+	if (fs.lock_fd < 0 && fs.lock_fd != -EROFS) {
+		ret = fail("cannot lock BACKING %s: %s", backing,
+			   strerror(-fs.lock_fd));
+		goto out;
+	}
+	fs.debug = copts.debug;
+
+	/* The kernel checks permissions from the attributes we report, as a
+	 * local filesystem would; the mount is named after its BACKING. */
+	snprintf(fsname, sizeof(fsname), "-ofsname=squeezefs:%s", backing);
+	if (fuse_opt_add_arg(&args, "-odefault_permissions") ||
+	    fuse_opt_add_arg(&args, "-osubtype=squeezefs") ||
+	    fuse_opt_add_arg(&args, fsname)) {
+		ret = fail("out of memory");
+		goto out;
+	}
+	/* Modes arrive from the kernel with the caller's umask applied. */
+	umask(0);
+
+	se = fuse_session_new(&args, &sq_fs_ops, sizeof(sq_fs_ops), &fs);
+	if (!se)
+		goto out;
+	if (fuse_set_signal_handlers(se))
+		goto out;
+	if (fuse_session_mount(se, mnt)) {
+		fuse_remove_signal_handlers(se);
+		goto out;
+	}
+	sq_log_init(!copts.foreground, copts.debug);
+	fuse_daemonize(copts.foreground);
+	if (copts.singlethread) {
+		ret = fuse_session_loop(se) ? 1 : 0;
+	} else {
+		lcfg = fuse_loop_cfg_create();
+		if (!lcfg) {
+			ret = 1;
+			goto unmount;
+		}
+		fuse_loop_cfg_set_clone_fd(lcfg, copts.clone_fd);
+		fuse_loop_cfg_set_idle_threads(lcfg, copts.max_idle_threads);
+		/* Unset, libfuse reports UINT_MAX here: keep its default. */
+		if (copts.max_threads > 0 && copts.max_threads <= 1000)
+			fuse_loop_cfg_set_max_threads(lcfg, copts.max_threads);
+		ret = fuse_session_loop_mt(se, lcfg) ? 1 : 0;
+	}
+unmount:
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+out:
+	if (se)
+		fuse_session_destroy(se);
+	fuse_loop_cfg_destroy(lcfg);
+	fs_teardown(&fs);
+	free(copts.mountpoint);
+	free(o.backing);
+	free(o.block_size);
+	free(o.codec);
+	free(o.cache_size);
+	fuse_opt_free_args(&args);
+	return ret;
+}

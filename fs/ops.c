@@ -1,0 +1,1111 @@
+/*
+ * fs/ops.c - the FUSE low-level operations.  Every backing access is
+ * relative to an O_PATH fd held per inode (never a rebuilt path), so hard
+ * links, files unlinked while open and trees deeper than PATH_MAX work.
+ * Regular files go through file.c; everything else mirrors BACKING 1:1.
+ * Each handler replies exactly once.
+ */
+#include "fs/fs_i.h"
+
+#include "meta/container.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+static struct sq_fs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct sq_inode *ino_of(fuse_req_t req, fuse_ino_t ino)
+{
+	if (ino == FUSE_ROOT_ID)
+		return &fs_of(req)->root;
+	return (struct sq_inode *)(uintptr_t)ino;
+}
+
+static fuse_ino_t ino_id(struct sq_fs *fs, struct sq_inode *i)
+{
+	return i == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
+}
+
+static void proc_path(char *buf, size_t n, int fd)
+{
+	snprintf(buf, n, "/proc/self/fd/%d", fd);
+}
+
+/* BACKING/.squeezefs belongs to squeezefs: invisible and unusable. */
+static bool reserved(struct sq_fs *fs, struct sq_inode *parent,
+		     const char *name)
+{
+	return parent == &fs->root && strcmp(name, SQ_RESERVED_NAME) == 0;
+}
+
+/* ---- inode table ---- */
+
+static size_t ihash(const struct sq_fs *fs, dev_t dev, ino_t ino)
+{
+	uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev;
+
+	return (size_t)(h ^ (h >> 31)) & (fs->itable_size - 1);
+}
+
+static int itable_grow(struct sq_fs *fs)
+{
+	size_t nsize = fs->itable_size * 2, i;
+	struct sq_inode **nt = calloc(nsize, sizeof(*nt));
+	struct sq_inode **old = fs->itable;
+	size_t osize = fs->itable_size;
+
+	if (!nt)
+		return -ENOMEM;
+	fs->itable = nt;
+	fs->itable_size = nsize;
+	for (i = 0; i < osize; i++) {
+		while (old[i]) {
+			struct sq_inode *n = old[i];
+			size_t h = ihash(fs, n->src_dev, n->src_ino);
+
+			old[i] = n->hnext;
+			n->hnext = nt[h];
+			nt[h] = n;
+		}
+	}
+	free(old);
+	return 0;
+}
+
+static struct sq_inode **ifind(struct sq_fs *fs, dev_t dev, ino_t ino)
+{
+	struct sq_inode **pp = &fs->itable[ihash(fs, dev, ino)];
+
+	while (*pp && ((*pp)->src_ino != ino || (*pp)->src_dev != dev))
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+/* Drops @n references of kind lookup (@lookups) or open (@opens) and frees
+ * the inode when none remain.  The root lives as long as the mount. */
+static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
+		 unsigned opens)
+{
+	bool dead;
+
+	if (i == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	i->nlookup -= lookups;
+	i->nopen -= opens;
+	dead = i->nlookup == 0 && i->nopen == 0;
+	if (dead) {
+		*ifind(fs, i->src_dev, i->src_ino) = i->hnext;
+		fs->icount--;
+	}
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (dead) {
+		/* No request can reach it any more: the kernel forgot it and
+		 * nothing is open. */
+		if (i->file) {
+			pthread_mutex_lock(&i->lock);
+			sq_file_close(fs, i);
+			pthread_mutex_unlock(&i->lock);
+		}
+		sq_cache_drop(fs->cache, i->serial, 0);
+		close(i->fd);
+		pthread_mutex_destroy(&i->lock);
+		free(i);
+	}
+}
+
+/*
+ * Finds or creates the inode of the backing object opened as @fd (O_PATH;
+ * consumed) and described by @st, and takes one lookup reference.
+ */
+static int iget(struct sq_fs *fs, int fd, const struct stat *st,
+		struct sq_inode **out)
+{
+	struct sq_inode **pp, *i;
+
+	if (st->st_ino == fs->root.src_ino && st->st_dev == fs->root.src_dev) {
+		close(fd);
+		*out = &fs->root;
+		return 0;
+	}
+	pthread_mutex_lock(&fs->itable_lock);
+	pp = ifind(fs, st->st_dev, st->st_ino);
+	if (*pp) {
+		i = *pp;
+		i->nlookup++;
+		pthread_mutex_unlock(&fs->itable_lock);
+		close(fd);
+		*out = i;
+		return 0;
+	}
+	i = calloc(1, sizeof(*i));
+	if (!i) {
+		pthread_mutex_unlock(&fs->itable_lock);
+		close(fd);
+		return -ENOMEM;
+	}
+	i->fd = fd;
+	i->src_dev = st->st_dev;
+	i->src_ino = st->st_ino;
+	i->type = st->st_mode & S_IFMT;
+	i->serial = ++fs->next_serial;
+	i->nlookup = 1;
+	pthread_mutex_init(&i->lock, NULL);
+	i->hnext = *pp;
+	*pp = i;
+	fs->icount++;
+	if (fs->icount > fs->itable_size * 2 && itable_grow(fs))
+		sq_log(SQ_LOG_WARN, "inode table: cannot grow");
+	pthread_mutex_unlock(&fs->itable_lock);
+	*out = i;
+	return 0;
+}
+
+/* ---- attributes ---- */
+
+/*
+ * The attributes the mount shows: the backing object's, with a regular
+ * file's logical size from its container (st_blocks stays the backing
+ * file's, so du shows what is really stored).
+ */
+static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st)
+{
+	(void)fs;
+
+	if (fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	if (!S_ISREG(st->st_mode))
+		return 0;
+	pthread_mutex_lock(&i->lock);
+	if (i->file) {
+		sq_file_stat(i, st);
+	} else if (i->size_cached && i->cached_bsize == st->st_size &&
+		   i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
+		   i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
+		   i->cached_ctim.tv_sec == st->st_ctim.tv_sec &&
+		   i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec) {
+		st->st_size = (off_t)i->cached_size;
+	} else {
+		off_t bsize = st->st_size;
+		char path[64];
+		uint64_t size;
+		int fd;
+
+		proc_path(path, sizeof(path), i->fd);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		/* An unreadable or damaged container keeps the backing size:
+		 * opening it reports the problem, and getattr must not fail
+		 * or the file could not even be removed. */
+		if (fd >= 0) {
+			if (sq_ctr_peek_size(fd, &size) == 0) {
+				st->st_size = (off_t)size;
+				i->size_cached = true;
+				i->cached_size = size;
+				i->cached_bsize = bsize;
+				i->cached_mtim = st->st_mtim;
+				i->cached_ctim = st->st_ctim;
+			}
+			close(fd);
+		}
+	}
+	pthread_mutex_unlock(&i->lock);
+	return 0;
+}
+
+static void reply_entry(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
+			const struct stat *st)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino_id(fs, i);
+	e.attr = *st;
+	e.attr.st_ino = e.ino;
+	e.attr_timeout = fs->timeout;
+	e.entry_timeout = fs->timeout;
+	if (fuse_reply_entry(req, &e) == -ENOENT)
+		iput(fs, i, 1, 0);	/* the kernel dropped the request */
+}
+
+/* Looks @name up in @parent, taking a lookup reference on success. */
+static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
+		     const char *name, struct sq_inode **out, struct stat *st)
+{
+	struct sq_inode *i;
+	int fd, r;
+
+	if (reserved(fs, parent, name))
+		return -ENOENT;
+	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	r = iget(fs, fd, st, &i);
+	if (r)
+		return r;
+	r = do_getattr(fs, i, st);
+	if (r) {
+		iput(fs, i, 1, 0);
+		return r;
+	}
+	*out = i;
+	return 0;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i;
+	struct stat st;
+	int r = do_lookup(fs, ino_of(req, parent), name, &i, &st);
+
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, fs, i, &st);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	iput(fs_of(req), ino_of(req, ino), nlookup, 0);
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	for (size_t k = 0; k < count; k++)
+		iput(fs_of(req), ino_of(req, forgets[k].ino),
+		     forgets[k].nlookup, 0);
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct stat st;
+	int r;
+
+	(void)fi;
+	r = do_getattr(fs, ino_of(req, ino), &st);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	st.st_ino = ino;
+	fuse_reply_attr(req, &st, fs->timeout);
+}
+
+/* Opens the data state for a request that has no open handle (truncate by
+ * path); paired with put_file(). */
+static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write)
+{
+	int r;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	i->nopen++;
+	pthread_mutex_unlock(&fs->itable_lock);
+	pthread_mutex_lock(&i->lock);
+	r = sq_file_open(fs, i, write);
+	pthread_mutex_unlock(&i->lock);
+	if (r) {
+		pthread_mutex_lock(&fs->itable_lock);
+		i->nopen--;
+		pthread_mutex_unlock(&fs->itable_lock);
+	}
+	return r;
+}
+
+static int put_file(struct sq_fs *fs, struct sq_inode *i)
+{
+	bool last;
+	int r = 0;
+
+	pthread_mutex_lock(&i->lock);
+	pthread_mutex_lock(&fs->itable_lock);
+	last = i->nopen == 1;
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (last)
+		r = sq_file_close(fs, i);
+	pthread_mutex_unlock(&i->lock);
+	iput(fs, i, 0, 1);
+	return r;
+}
+
+static int set_times(struct sq_inode *i, const struct timespec ts[2])
+{
+	char path[64];
+
+	if (utimensat(i->fd, "", ts, AT_EMPTY_PATH) == 0)
+		return 0;
+	if (errno != EINVAL && errno != ENOENT)
+		return -errno;
+	if (i->type == S_IFLNK)
+		return -EPERM;
+	proc_path(path, sizeof(path), i->fd);
+	return utimensat(AT_FDCWD, path, ts, 0) ? -errno : 0;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int valid, struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i = ino_of(req, ino);
+	char path[64];
+	struct stat st;
+	int r = 0;
+
+	(void)fi;
+	proc_path(path, sizeof(path), i->fd);
+	if (valid & FUSE_SET_ATTR_MODE) {
+		if (chmod(path, attr->st_mode & 07777)) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid
+							: (uid_t)-1;
+		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid
+							: (gid_t)-1;
+
+		if (fchownat(i->fd, "", uid, gid,
+			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+			r = -errno;
+			goto out;
+		}
+	}
+	if (valid & FUSE_SET_ATTR_SIZE) {
+		if (i->type != S_IFREG) {
+			r = i->type == S_IFDIR ? -EISDIR : -EINVAL;
+			goto out;
+		}
+		r = get_file(fs, i, true);
+		if (r)
+			goto out;
+		r = sq_file_truncate(fs, i, (uint64_t)attr->st_size);
+		if (!r)
+			r = sq_file_flush(fs, i);
+		{
+			int e = put_file(fs, i);
+
+			if (!r)
+				r = e;
+		}
+		if (r)
+			goto out;
+	}
+	if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+					  { .tv_nsec = UTIME_OMIT } };
+
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		/* Store pending data first: writing it later would move the
+		 * container's mtime past the one set here. */
+		if (i->type == S_IFREG) {
+			r = sq_file_flush(fs, i);
+			if (r)
+				goto out;
+		}
+		pthread_mutex_lock(&i->lock);
+		r = set_times(i, ts);
+		if (!r && i->file && (valid & FUSE_SET_ATTR_MTIME) &&
+		    fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0)
+			sq_file_set_mtime(i, &st.st_mtim);
+		pthread_mutex_unlock(&i->lock);
+		if (r)
+			goto out;
+	}
+out:
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	r = do_getattr(fs, i, &st);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	st.st_ino = ino;
+	fuse_reply_attr(req, &st, fs->timeout);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct sq_inode *i = ino_of(req, ino);
+	char buf[PATH_MAX + 1];
+	ssize_t n = readlinkat(i->fd, "", buf, sizeof(buf));
+
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (n >= (ssize_t)sizeof(buf))
+		fuse_reply_err(req, ENAMETOOLONG);
+	else {
+		buf[n] = '\0';
+		fuse_reply_readlink(req, buf);
+	}
+}
+
+/* ---- creating names ---- */
+
+/*
+ * New objects belong to the caller, as on a local filesystem, when the
+ * daemon runs as root (otherwise they can only be the daemon's).
+ */
+static int set_owner(fuse_req_t req, struct sq_inode *parent, int dirfd,
+		     const char *name)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	struct stat pst;
+	gid_t gid = ctx->gid;
+
+	if (geteuid() != 0)
+		return 0;
+	if (fstatat(parent->fd, "", &pst, AT_EMPTY_PATH) == 0 &&
+	    (pst.st_mode & S_ISGID))
+		gid = pst.st_gid;	/* BSD group semantics of setgid dirs */
+	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	return 0;
+}
+
+static void finish_new(fuse_req_t req, struct sq_inode *parent,
+		       const char *name, int r)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i;
+	struct stat st;
+
+	if (!r)
+		r = set_owner(req, parent, parent->fd, name);
+	if (!r)
+		r = do_lookup(fs, parent, name, &i, &st);
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_entry(req, fs, i, &st);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct sq_inode *p = ino_of(req, parent);
+	int r = 0;
+
+	if (reserved(fs_of(req), p, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (S_ISREG(mode)) {
+		/* An empty file is a valid empty container. */
+		int fd = openat(p->fd, name,
+				O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
+				mode & 07777);
+
+		if (fd < 0)
+			r = -errno;
+		else
+			close(fd);
+	} else if (mknodat(p->fd, name, mode, rdev)) {
+		r = -errno;
+	}
+	finish_new(req, p, name, r);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct sq_inode *p = ino_of(req, parent);
+	int r = 0;
+
+	if (reserved(fs_of(req), p, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (mkdirat(p->fd, name, mode & 07777))
+		r = -errno;
+	finish_new(req, p, name, r);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	struct sq_inode *p = ino_of(req, parent);
+	int r = 0;
+
+	if (reserved(fs_of(req), p, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (symlinkat(link, p->fd, name))
+		r = -errno;
+	finish_new(req, p, name, r);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i = ino_of(req, ino), *p = ino_of(req, newparent);
+	struct stat st;
+	char path[64];
+	int r;
+
+	if (reserved(fs, p, newname)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	r = linkat(i->fd, "", p->fd, newname, AT_EMPTY_PATH);
+	if (r && (errno == ENOENT || errno == EINVAL || errno == EPERM)) {
+		proc_path(path, sizeof(path), i->fd);
+		r = linkat(AT_FDCWD, path, p->fd, newname, AT_SYMLINK_FOLLOW);
+	}
+	if (r) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	pthread_mutex_lock(&fs->itable_lock);
+	i->nlookup++;
+	pthread_mutex_unlock(&fs->itable_lock);
+	r = do_getattr(fs, i, &st);
+	if (r) {
+		iput(fs, i, 1, 0);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	reply_entry(req, fs, i, &st);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct sq_inode *p = ino_of(req, parent);
+
+	if (reserved(fs_of(req), p, name)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fuse_reply_err(req, unlinkat(p->fd, name, 0) ? errno : 0);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct sq_inode *p = ino_of(req, parent);
+
+	if (reserved(fs_of(req), p, name)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fuse_reply_err(req, unlinkat(p->fd, name, AT_REMOVEDIR) ? errno : 0);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
+	int r;
+
+	if (reserved(fs, p, name) || reserved(fs, np, newname)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags)
+		r = renameat2(p->fd, name, np->fd, newname, flags);
+	else
+		r = renameat(p->fd, name, np->fd, newname);
+	fuse_reply_err(req, r ? errno : 0);
+}
+
+/* ---- regular files ---- */
+
+static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
+			struct fuse_file_info *fi, bool created,
+			const struct stat *st)
+{
+	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int r;
+
+	r = get_file(fs, i, write || created || (fi->flags & O_TRUNC));
+	if (!r && (fi->flags & O_TRUNC) && !created) {
+		r = sq_file_truncate(fs, i, 0);
+		if (r)
+			put_file(fs, i);
+	}
+	if (r) {
+		if (created)
+			iput(fs, i, 1, 0);
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = 0;
+	/* Every change goes through this mount, so the kernel's page cache
+	 * of the file stays valid across opens. */
+	fi->keep_cache = 1;
+	fi->direct_io = 0;
+	if (created) {
+		struct fuse_entry_param e;
+
+		memset(&e, 0, sizeof(e));
+		e.ino = ino_id(fs, i);
+		e.attr = *st;
+		e.attr.st_ino = e.ino;
+		e.attr_timeout = fs->timeout;
+		e.entry_timeout = fs->timeout;
+		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+			put_file(fs, i);
+			iput(fs, i, 1, 0);
+		}
+	} else if (fuse_reply_open(req, fi) == -ENOENT) {
+		put_file(fs, i);
+	}
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i = ino_of(req, ino);
+
+	if (i->type != S_IFREG) {
+		fuse_reply_err(req, i->type == S_IFDIR ? EISDIR : EINVAL);
+		return;
+	}
+	finish_open(req, fs, i, fi, false, NULL);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *p = ino_of(req, parent), *i;
+	struct stat st;
+	int fd, r;
+
+	if (reserved(fs, p, name)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	fd = openat(p->fd, name,
+		    O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW |
+			    (fi->flags & O_EXCL),
+		    mode & 07777);
+	if (fd < 0) {
+		fuse_reply_err(req, errno);
+		return;
+	}
+	close(fd);
+	r = set_owner(req, p, p->fd, name);
+	if (!r)
+		r = do_lookup(fs, p, name, &i, &st);
+	if (r) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (i->type != S_IFREG) {
+		iput(fs, i, 1, 0);
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	/* O_CREAT without O_EXCL on an existing file still truncates. */
+	if (fi->flags & O_TRUNC) {
+		r = get_file(fs, i, true);
+		if (!r) {
+			r = sq_file_truncate(fs, i, 0);
+			put_file(fs, i);
+		}
+		if (r) {
+			iput(fs, i, 1, 0);
+			fuse_reply_err(req, -r);
+			return;
+		}
+		do_getattr(fs, i, &st);
+	}
+	finish_open(req, fs, i, fi, true, &st);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	void *buf;
+	ssize_t n;
+
+	(void)fi;
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = sq_file_read(fs, ino_of(req, ino), buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	ssize_t n;
+
+	(void)fi;
+	n = sq_file_write(fs_of(req), ino_of(req, ino), buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	fuse_reply_err(req, -sq_file_flush(fs_of(req), ino_of(req, ino)));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct sq_inode *i = ino_of(req, ino);
+	int r;
+
+	(void)fi;
+	r = put_file(fs_of(req), i);
+	if (r)
+		sq_file_report(i, -1, "storing data on close failed", r);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)fi;
+	fuse_reply_err(req, -sq_file_fsync(fs_of(req), ino_of(req, ino),
+					   datasync != 0));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			 off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct sq_inode *i = ino_of(req, ino);
+	int r;
+
+	(void)fi;
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode == 0)
+		r = sq_file_allocate(fs, i, (uint64_t)offset, (uint64_t)length);
+	else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
+		r = sq_file_punch(fs, i, (uint64_t)offset, (uint64_t)length);
+	else if (mode == FALLOC_FL_KEEP_SIZE)
+		r = 0;	/* nothing to reserve ahead in a compressed file */
+	else
+		r = -EOPNOTSUPP;
+	fuse_reply_err(req, -r);
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	struct sq_inode *i = ino_of(req, ino);
+	off_t r;
+
+	(void)fi;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = sq_file_lseek(fs_of(req), i, off, whence);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_lseek(req, r);
+}
+
+/* ---- directories ---- */
+
+struct dirh {
+	DIR *dp;
+	struct dirent *entry;	/* read but not yet returned */
+	off_t offset;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct sq_inode *i = ino_of(req, ino);
+	struct dirh *d = calloc(1, sizeof(*d));
+	int fd;
+
+	if (!d) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fd = openat(i->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(d->dp = fdopendir(fd))) {
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		fuse_reply_err(req, e);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)d;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		closedir(d->dp);
+		free(d);
+	}
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct sq_fs *fs = fs_of(req);
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+	bool root = ino_of(req, ino) == &fs->root;
+	char *buf = malloc(size), *p = buf;
+	size_t rem = size;
+	int err = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off != d->offset) {
+		seekdir(d->dp, off);
+		d->entry = NULL;
+		d->offset = off;
+	}
+	for (;;) {
+		struct stat st;
+		size_t n;
+
+		if (!d->entry) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (!d->entry) {
+				err = errno;
+				break;
+			}
+		}
+		if (root && strcmp(d->entry->d_name, SQ_RESERVED_NAME) == 0) {
+			d->offset = d->entry->d_off;
+			d->entry = NULL;
+			continue;
+		}
+		memset(&st, 0, sizeof(st));
+		st.st_ino = d->entry->d_ino;
+		st.st_mode = (mode_t)d->entry->d_type << 12;
+		n = fuse_add_direntry(req, p, rem, d->entry->d_name, &st,
+				      d->entry->d_off);
+		if (n > rem)
+			break;	/* keep the entry for the next call */
+		p += n;
+		rem -= n;
+		d->offset = d->entry->d_off;
+		d->entry = NULL;
+	}
+	if (err && p == buf)
+		fuse_reply_err(req, err);
+	else
+		fuse_reply_buf(req, buf, (size_t)(p - buf));
+	free(buf);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	closedir(d->dp);
+	free(d);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
+	int fd = dirfd(d->dp), r;
+
+	(void)ino;
+	r = datasync ? fdatasync(fd) : fsync(fd);
+	fuse_reply_err(req, r ? errno : 0);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	if (fstatvfs(ino_of(req, ino)->fd, &sv))
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_statfs(req, &sv);
+}
+
+/* ---- extended attributes ---- */
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	char path[64];
+
+	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
+	fuse_reply_err(req, setxattr(path, name, value, size, flags) ? errno : 0);
+}
+
+static void reply_xattr(fuse_req_t req, size_t size, ssize_t n, char *buf)
+{
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	char path[64], *buf = NULL;
+	ssize_t n;
+
+	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = getxattr(path, name, buf, size);
+	reply_xattr(req, size, n, buf);
+	free(buf);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char path[64], *buf = NULL;
+	ssize_t n;
+
+	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
+	if (size) {
+		buf = malloc(size);
+		if (!buf) {
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+	}
+	n = listxattr(path, buf, size);
+	reply_xattr(req, size, n, buf);
+	free(buf);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	char path[64];
+
+	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
+	fuse_reply_err(req, removexattr(path, name) ? errno : 0);
+}
+
+/* ---- session ---- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Data is transformed on its way: the kernel must not cache writes
+	 * behind our back (writeback cache) nor let us skip suid clearing. */
+	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
+				  FUSE_CAP_HANDLE_KILLPRIV);
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* Large requests: fewer round trips, and a whole block per write. */
+	conn->max_write = 1u << 20;
+	conn->max_readahead = 1u << 20;
+}
+
+static void op_destroy(void *userdata)
+{
+	(void)userdata;
+}
+
+const struct fuse_lowlevel_ops sq_fs_ops = {
+	.init = op_init,
+	.destroy = op_destroy,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+};
