@@ -30,6 +30,52 @@ static size_t zstd_bound(size_t srclen)
 	return ZSTD_isError(b) ? 0 : b;
 }
 
+static ssize_t zstd_error(size_t err)
+{
+	switch (ZSTD_getErrorCode(err)) {
+	case ZSTD_error_dstSize_tooSmall:
+		return -ENOSPC;
+	case ZSTD_error_memory_allocation:
+		return -ENOMEM;
+	case ZSTD_error_parameter_outOfBound:
+	case ZSTD_error_parameter_unsupported:
+	case ZSTD_error_srcSize_wrong:
+		return -EINVAL;
+	default:
+		return -EIO;
+	}
+}
+
+/*
+ * Below the bound, the one-shot call needs some 8 bytes of headroom for
+ * its bit writers: an output that would fit exactly fails with
+ * dstSize_tooSmall.  The streaming call compresses such blocks into the
+ * context's own buffer and copies out what fits, so "fits" means exactly
+ * that, at the price of a copy.
+ */
+static ssize_t zstd_compress_tight(ZSTD_CCtx *cctx, int level,
+				   const void *src, size_t srclen, void *dst,
+				   size_t dstcap)
+{
+	ZSTD_inBuffer in = { src, srclen, 0 };
+	ZSTD_outBuffer out = { dst, dstcap, 0 };
+	size_t ret;
+
+	ret = ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
+	if (ZSTD_isError(ret))
+		return zstd_error(ret);
+	ret = ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+	if (ZSTD_isError(ret))
+		return zstd_error(ret);
+	ret = ZSTD_compressStream2(cctx, &out, &in, ZSTD_e_end);
+	if (ZSTD_isError(ret))
+		return zstd_error(ret);
+	/* Nonzero: bytes of the frame still waiting for room. */
+	if (ret != 0)
+		return -ENOSPC;
+	return (ssize_t)out.pos;
+}
+
 static ssize_t zstd_compress(void **state, int level, const void *src,
 			     size_t srclen, void *dst, size_t dstcap)
 {
@@ -43,23 +89,15 @@ static ssize_t zstd_compress(void **state, int level, const void *src,
 		if (!st->cctx)
 			return -ENOMEM;
 	}
+	if (dstcap < ZSTD_compressBound(srclen))
+		return zstd_compress_tight(st->cctx, level, src, srclen, dst,
+					   dstcap);
 	/* The simple API resets parameters itself: no state leaks between
 	 * calls with different levels. */
 	ret = ZSTD_compressCCtx(st->cctx, dst, dstcap, src, srclen, level);
-	if (!ZSTD_isError(ret))
-		return (ssize_t)ret;
-	switch (ZSTD_getErrorCode(ret)) {
-	case ZSTD_error_dstSize_tooSmall:
-		return -ENOSPC;
-	case ZSTD_error_memory_allocation:
-		return -ENOMEM;
-	case ZSTD_error_parameter_outOfBound:
-	case ZSTD_error_parameter_unsupported:
-	case ZSTD_error_srcSize_wrong:
-		return -EINVAL;
-	default:
-		return -EIO;
-	}
+	if (ZSTD_isError(ret))
+		return zstd_error(ret);
+	return (ssize_t)ret;
 }
 
 static ssize_t zstd_decompress(void **state, const void *src, size_t srclen,
