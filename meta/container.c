@@ -1067,8 +1067,9 @@ int sq_ctr_sync(struct sq_ctr *ctr)
 		clear_stale(ctr, b, s->slot);
 	}
 	/* Keep what is left (after an error) for the next sync. */
-	memmove(ctr->stale, ctr->stale + i, (ctr->nstale - i) *
-		sizeof(*ctr->stale));
+	if (i && i < ctr->nstale)
+		memmove(ctr->stale, ctr->stale + i, (ctr->nstale - i) *
+			sizeof(*ctr->stale));
 	ctr->nstale -= i;
 	if (ctr->stale_count == 0)
 		ctr->nstale = 0;
