@@ -29,6 +29,7 @@ struct sq_opts {
 	char *codec;
 	char *cache_size;
 	char *backing;
+	char *mountpoint;
 	int nonopts;
 };
 
@@ -56,8 +57,8 @@ static void usage(const char *prog)
 	       prog, prog);
 }
 
-/* The first non-option argument is BACKING; the second stays for libfuse
- * as the mount point. */
+/* BACKING and MOUNTPOINT: kept from libfuse, which would check the mount
+ * point with messages of its own. */
 static int opt_proc(void *data, const char *arg, int key,
 		    struct fuse_args *outargs)
 {
@@ -66,11 +67,17 @@ static int opt_proc(void *data, const char *arg, int key,
 	(void)outargs;
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
-	if (o->nonopts++ == 0) {
+	switch (o->nonopts++) {
+	case 0:
 		o->backing = strdup(arg);
 		return 0;
+	case 1:
+		o->mountpoint = strdup(arg);
+		return 0;
+	default:
+		fprintf(stderr, "squeezefs: unexpected argument '%s'\n", arg);
+		return -1;
 	}
-	return 1;
 }
 
 /* "4096", "4K", "128k", "1M", "2G" -> bytes.  -EINVAL when malformed. */
@@ -264,7 +271,7 @@ int main(int argc, char **argv)
 		ret = 0;
 		goto out;
 	}
-	if (!o.backing || !copts.mountpoint) {
+	if (!o.backing || !o.mountpoint) {
 		fprintf(stderr, "squeezefs: usage: %s [options] BACKING "
 			"MOUNTPOINT (see --help)\n", argv[0]);
 		goto out;
@@ -307,13 +314,13 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s: %s", o.backing, strerror(errno));
 		goto out;
 	}
-	if (!realpath(copts.mountpoint, mnt)) {
-		ret = fail("MOUNTPOINT %s: %s", copts.mountpoint,
+	if (!realpath(o.mountpoint, mnt)) {
+		ret = fail("MOUNTPOINT %s: %s", o.mountpoint,
 			   strerror(errno));
 		goto out;
 	}
 	if (stat(mnt, &st) || !S_ISDIR(st.st_mode)) {
-		ret = fail("MOUNTPOINT %s: not a directory", copts.mountpoint);
+		ret = fail("MOUNTPOINT %s: not a directory", o.mountpoint);
 		goto out;
 	}
 	if (inside(mnt, backing)) {
@@ -374,8 +381,11 @@ int main(int argc, char **argv)
 			goto unmount;
 		}
 		fuse_loop_cfg_set_clone_fd(lcfg, copts.clone_fd);
-		fuse_loop_cfg_set_idle_threads(lcfg, copts.max_idle_threads);
-		/* Unset, libfuse reports UINT_MAX here: keep its default. */
+		/* Unset values come back as UINT_MAX: keep libfuse's defaults
+		 * rather than have it log a warning about them. */
+		if (copts.max_idle_threads != UINT_MAX)
+			fuse_loop_cfg_set_idle_threads(lcfg,
+						       copts.max_idle_threads);
 		if (copts.max_threads > 0 && copts.max_threads <= 1000)
 			fuse_loop_cfg_set_max_threads(lcfg, copts.max_threads);
 		ret = fuse_session_loop_mt(se, lcfg) ? 1 : 0;
@@ -388,8 +398,8 @@ out:
 		fuse_session_destroy(se);
 	fuse_loop_cfg_destroy(lcfg);
 	fs_teardown(&fs);
-	free(copts.mountpoint);
 	free(o.backing);
+	free(o.mountpoint);
 	free(o.block_size);
 	free(o.codec);
 	free(o.cache_size);
