@@ -41,7 +41,11 @@ int sq_codec_by_name(const char *name);
  */
 int sq_codec_parse(const char *spec, int *id, int *level);
 
-/* Largest stored size compress() can produce for @srclen bytes. */
+/*
+ * Largest stored size compress() can produce for @srclen bytes: a @dstcap
+ * of at least this never gives -ENOSPC.  0 for srclen 0, an unknown @id,
+ * or a @srclen beyond what the codec's library accepts.
+ */
 size_t sq_codec_bound(int id, size_t srclen);
 
 /*
