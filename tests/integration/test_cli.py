@@ -227,7 +227,7 @@ def test_ro_option(make_mount):
     ("1M", 20), (None, 17)])
 def test_block_size_option_recorded(make_mount, spelling, shift):
     m = make_mount(opts=["block_size=" + spelling] if spelling else None)
-    data = TEXT[:3 * (1 << shift) + 1000]
+    data = (TEXT * 4)[:3 * (1 << shift) + 1000]
     with open(m.path("f"), "wb") as f:
         f.write(data)
     m.remount()
