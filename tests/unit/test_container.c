@@ -11,7 +11,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -946,6 +948,112 @@ static void test_record_codec(void **state)
 	}
 }
 
+/* A failing write (here EFBIG from RLIMIT_FSIZE) surfaces, and the
+ * previous version stays current. */
+static void test_write_error(void **state)
+{
+	struct fx *f = *state;
+	struct rlimit old, lim;
+	uint8_t a[4096], b[4096];
+	void (*oldsig)(int);
+	int r;
+
+	fill_random(a, sizeof(a), 16);
+	fill_random(b, sizeof(b), 17);
+	ctr_open(f, 12);
+	write_raw(f, 0, a, sizeof(a));
+	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
+	assert_int_equal(sq_ctr_sync(f->ctr), 0);
+
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	oldsig = signal(SIGXFSZ, SIG_IGN);
+	lim = old;
+	lim.rlim_cur = (rlim_t)file_size(f->fd);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+	r = sq_ctr_write_block(f->ctr, 0, SQ_CODEC_NONE, 0, sizeof(b), b,
+			       sizeof(b));
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+	signal(SIGXFSZ, oldsig);
+	assert_int_equal(r, -EFBIG);
+	expect_block(f, 0, a, sizeof(a));
+	ctr_open(f, 12);
+	expect_block(f, 0, a, sizeof(a));
+	write_raw(f, 0, b, sizeof(b));
+	expect_block(f, 0, b, sizeof(b));
+}
+
+/*
+ * Flips random bytes in the records of a container whose blocks were each
+ * written once: every read returns the right bytes or -EBADMSG, never
+ * other data, and check_fd() agrees.
+ */
+static void test_flip_fuzz(void **state)
+{
+	struct fx *f = *state;
+	enum { NB = 6 };
+	uint8_t data[NB][4096], buf[4096];
+	struct sq_ctr_check rep;
+	off_t end;
+	uint64_t rnd = 88172645463325252ULL;
+
+	ctr_open(f, 12);
+	for (int i = 0; i < NB; i++) {
+		fill_text(data[i], 4096, 40 + (unsigned)i);
+		if (i == 2)
+			continue;		/* a hole */
+		if (i & 1)
+			write_raw(f, (uint64_t)i, data[i], 4096);
+		else
+			write_zstd(f, (uint64_t)i, data[i], 4096);
+	}
+	assert_int_equal(sq_ctr_set_size(f->ctr, NB * 4096), 0);
+	sq_ctr_close(f->ctr);
+	f->ctr = NULL;
+	end = file_size(f->fd);
+
+	for (int iter = 0; iter < 3000; iter++) {
+		off_t off;
+		uint8_t orig, bad;
+		int damaged = 0;
+
+		rnd ^= rnd << 13;
+		rnd ^= rnd >> 7;
+		rnd ^= rnd << 17;
+		/* Mostly prefix and header bytes, sometimes the payload. */
+		off = slot_off(12, rnd % NB, 0) +
+		      (off_t)((rnd >> 8) % (iter & 1 ? 64 : 4200));
+		if (off >= end)
+			continue;
+		assert_int_equal(pread(f->fd, &orig, 1, off), 1);
+		bad = orig ^ (uint8_t)(1u << ((rnd >> 20) % 8));
+		put_raw(f->fd, &bad, 1, off);
+
+		ctr_open(f, 12);
+		for (int i = 0; i < NB; i++) {
+			ssize_t n = sq_ctr_read_block(f->ctr, f->cctx,
+						      (uint64_t)i, buf);
+
+			if (n == -EBADMSG) {
+				damaged++;
+				continue;
+			}
+			if (i == 2) {
+				assert_int_equal(n, 0);
+				continue;
+			}
+			assert_int_equal(n, 4096);
+			assert_memory_equal(buf, data[i], 4096);
+		}
+		assert_int_equal(damaged <= 1, 1);
+		assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, NULL,
+						 NULL), damaged ? -EBADMSG : 0);
+		assert_int_equal(rep.damaged, damaged);
+		sq_ctr_close(f->ctr);
+		f->ctr = NULL;
+		put_raw(f->fd, &orig, 1, off);
+	}
+}
+
 /* The worked examples of docs/FORMAT.md. */
 static void test_worked_examples(void **state)
 {
@@ -996,6 +1104,8 @@ int main(void)
 		T(test_equal_generations),
 		T(test_bad_files),
 		T(test_zero_and_punch),
+		T(test_write_error),
+		T(test_flip_fuzz),
 		cmocka_unit_test(test_record_codec),
 		T(test_worked_examples),
 #undef T
