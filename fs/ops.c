@@ -212,7 +212,10 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st)
 		int fd;
 
 		proc_path(path, sizeof(path), i->fd);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
+		/* A stat is no access: leave the file's atime alone. */
+		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+		if (fd < 0 && errno == EPERM)
+			fd = open(path, O_RDONLY | O_CLOEXEC);
 		/* An unreadable or damaged container keeps the backing size:
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */
