@@ -334,3 +334,41 @@ def test_lock_file_and_mount_leave_no_stray_files(sqfs):
     sqfs.stop()
     top = sorted(os.listdir(sqfs.backing))
     assert top == [".squeezefs", "a"], top
+
+
+def test_debug_flag(make_mount):
+    m = make_mount(start=False)
+    m.argv = lambda: [BIN, "-d", m.backing, m.mnt]   # -d implies foreground
+    m.start()
+    with open(m.path("f"), "wb") as f:
+        f.write(TEXT)
+    m.remount()
+    with open(m.path("f"), "rb") as f:
+        assert f.read() == TEXT
+    m.stop()
+    assert len(m.read_log()) > 100, "-d logged nothing"
+
+
+def test_allow_other_and_default_permissions(make_mount):
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) missing")
+    m = make_mount(opts=["allow_other", "default_permissions"])
+    with open(m.path("public"), "wb") as f:
+        f.write(b"everyone may read this\n")
+    with open(m.path("private"), "wb") as f:
+        f.write(b"root only\n")
+    os.chmod(m.path("public"), 0o644)
+    os.chmod(m.path("private"), 0o600)
+    os.chmod(m.mnt, 0o755)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    # relative paths from cwd = the mount: pytest's tmp dirs are 0700
+    r = subprocess.run(nobody + ["cat", "public"], capture_output=True,
+                       timeout=20, cwd=m.mnt)
+    assert r.returncode == 0 and r.stdout == b"everyone may read this\n", r
+    r = subprocess.run(nobody + ["cat", "private"],
+                       capture_output=True, timeout=20, cwd=m.mnt)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    r = subprocess.run(nobody + ["touch", "new"], capture_output=True,
+                       timeout=20, cwd=m.mnt)
+    assert r.returncode != 0, r
+    assert not os.path.exists(m.path("new"))

@@ -584,9 +584,15 @@ def test_mv_over_existing(sqfs):
     no_leftovers(m.mnt, m.backing)
 
 
+def reserved_entries(m):
+    """What squeezefs keeps in BACKING/.squeezefs (recursively)."""
+    return tree_paths(m.bpath(".squeezefs"), skip_reserved=False)
+
+
 def test_unlinked_while_open(sqfs_bs):
     m = sqfs_bs
     p = m.path("gone")
+    reserved = reserved_entries(m)
     data = bytearray(text_bytes(400000, 71))
     fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -618,14 +624,17 @@ def test_unlinked_while_open(sqfs_bs):
     no_leftovers(m.mnt, m.backing)
     assert os.listdir(m.mnt) == []
     assert tree_paths(m.backing) == []
+    assert reserved_entries(m) == reserved, "orphans left in .squeezefs"
     m.remount()
     assert os.listdir(m.mnt) == []
     assert tree_paths(m.backing) == []
+    assert reserved_entries(m) == reserved
 
 
 def test_rename_over_open_file(sqfs_bs):
     m = sqfs_bs
     a, b = m.path("a"), m.path("b")
+    reserved = reserved_entries(m)
     old = random.Random(81).randbytes(300000)
     new = text_bytes(200000, 82)
     write_file(b, old)
@@ -648,8 +657,10 @@ def test_rename_over_open_file(sqfs_bs):
     time.sleep(0.2)
     no_leftovers(m.mnt, m.backing)
     assert tree_paths(m.backing) == ["b"]
+    assert reserved_entries(m) == reserved, "orphans left in .squeezefs"
     m.remount()
     assert read_file(b) == new
+    assert reserved_entries(m) == reserved
 
 
 RENAME_NOREPLACE = 1
