@@ -25,7 +25,7 @@ is_mounted() {
 ./scripts/install-deps.sh
 make -j2
 
-mkdir -p "$BACKING" "$MNT"
+mkdir -p "$BACKING"
 
 if is_mounted "$MNT"; then
 	echo "demo: unmounting the previous demo mount at $MNT"
@@ -42,6 +42,14 @@ if is_mounted "$MNT"; then
 	fi
 fi
 
+# The old daemon may still be finishing (writing back) after the unmount;
+# it holds BACKING/.squeezefs/lock until it exits.
+LOCK=$BACKING/.squeezefs/lock
+if [ -f "$LOCK" ] && ! flock -w 30 "$LOCK" true; then
+	die "an earlier squeezefs still holds $BACKING ($LOCK)"
+fi
+
+mkdir -p "$MNT"
 [ -c /dev/fuse ] || die "/dev/fuse does not exist; cannot mount (see" \
 	"the warning from scripts/install-deps.sh)"
 
