@@ -682,7 +682,7 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino)
 	if (!f->writable)
 		return 0;
 	r = writeback_all(fs, ino);
-	e = sq_ctr_set_size(f->ctr, sq_ctr_size(f->ctr)); // TEMP
+	e = sq_ctr_write_size(f->ctr);
 	if (!r)
 		r = e;
 	if (!e)

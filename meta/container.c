@@ -264,7 +264,7 @@ int sq_ctr_parse_header(const uint8_t *b, unsigned *shift, uint64_t *size,
 	return 0;
 }
 
-static void build_header(const struct sq_ctr *ctr, uint8_t *b)
+static void build_header(const struct sq_ctr *ctr, uint8_t *b, uint64_t size)
 {
 	uint8_t *r = b + SQ_FMT_OFF_SIZE_REC0;
 
@@ -276,11 +276,15 @@ static void build_header(const struct sq_ctr *ctr, uint8_t *b)
 	sq_put_le64(b + SQ_FMT_OFF_HDR_SUM, XXH3_64bits(b, SQ_FMT_OFF_HDR_SUM));
 	/* Size record A, seq 1; record B stays zero (invalid). */
 	sq_put_le64(r, 1);
-	sq_put_le64(r + 8, ctr->size);
+	sq_put_le64(r + 8, size);
 	sq_put_le64(r + 16, XXH3_64bits(r, 16));
 }
 
-/* Writes the header of a still empty container, with the current size. */
+/*
+ * Writes the header of a still empty container.  Its size record says 0:
+ * the size on disk never runs ahead of the blocks written for it, so the
+ * real size follows in sq_ctr_write_size(), after the data.
+ */
 static int ensure_header(struct sq_ctr *ctr)
 {
 	uint8_t b[SQ_FMT_HDR_SIZE];
@@ -288,14 +292,14 @@ static int ensure_header(struct sq_ctr *ctr)
 
 	if (ctr->hdr_on_disk)
 		return 0;
-	build_header(ctr, b);
+	build_header(ctr, b, 0);
 	ret = sq_pwrite_full(ctr->fd, b, sizeof(b), 0);
 	if (ret)
 		return ret;
 	ctr->hdr_on_disk = true;
 	ctr->size_seq = 1;
 	ctr->size_slot = 0;
-	ctr->size_dirty = false;
+	ctr->size_dirty = ctr->size != 0;
 	if (ctr->phys_end < SQ_FMT_HDR_SIZE)
 		ctr->phys_end = SQ_FMT_HDR_SIZE;
 	return 0;
@@ -990,30 +994,32 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 	if ((size >> ctr->shift) >= ctr->max_blocks)
 		return -EFBIG;
 	if (!ctr->hdr_on_disk) {
-		if (!size)
-			return 0;
-		/* The header carries the first size record. */
+		/* Nothing on disk yet: the header and size come with the
+		 * first data or sq_ctr_write_size(). */
 		ctr->size = size;
-		ret = ensure_header(ctr);
-		if (ret)
-			ctr->size = old;
-		return ret;
+		ctr->size_dirty = size != 0;
+		return 0;
 	}
 	if (size > old) {
+		/* Growing is recorded by sq_ctr_write_size(), after the
+		 * blocks written for it, so a crash never shows a size
+		 * whose data is missing. */
 		ret = clean_tail(ctr);
 		if (ret)
 			return ret;
-	}
-	if (size == old && !ctr->size_dirty)
+		ctr->size = size;
+		ctr->size_dirty = true;
 		return 0;
+	}
+	if (size == old)
+		return 0;
+	/* Shrinking: the size record first, then the blocks go. */
 	ctr->size = size;
 	ret = write_size(ctr);
 	if (ret) {
 		ctr->size = old;
 		return ret;
 	}
-	if (size >= old)
-		return 0;
 
 	/* The new size is recorded: blocks past it may go. */
 	nb = nblocks(ctr, size);
@@ -1031,16 +1037,26 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 	return 0;
 }
 
+int sq_ctr_write_size(struct sq_ctr *ctr)
+{
+	int ret;
+
+	if (!ctr->size_dirty)
+		return 0;
+	ret = ensure_header(ctr);
+	if (ret)
+		return ret;
+	return ctr->size_dirty ? write_size(ctr) : 0;
+}
+
 int sq_ctr_sync(struct sq_ctr *ctr)
 {
 	size_t i;
-	int ret = 0;
+	int ret;
 
-	if (ctr->size_dirty && ctr->hdr_on_disk) {
-		ret = write_size(ctr);
-		if (ret)
-			return ret;
-	}
+	ret = sq_ctr_write_size(ctr);
+	if (ret)
+		return ret;
 	if (fdatasync(ctr->fd) < 0)
 		return -errno;
 

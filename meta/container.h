@@ -83,11 +83,12 @@ int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx);
 int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count);
 
 /*
- * Sets the logical size.  Shrinking frees every block wholly past the new
- * end (the size record is written first, then the container is cut);
- * growing frees any leftover slots past the old end, so they can never
- * reappear.  The caller zeroes the tail of a partial last block.  The new
- * size is written to the container (not synced).  Returns 0 or -errno.
+ * Sets the logical size.  Shrinking writes the size record at once, then
+ * frees every block wholly past the new end.  Growing only changes the
+ * size in memory (after freeing any leftover slots past the old end, so
+ * they can never reappear): sq_ctr_write_size() records it once the data
+ * is written, so a crash never leaves a size ahead of its blocks.  The
+ * caller zeroes the tail of a partial last block.  Returns 0 or -errno.
  */
 int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size);
 

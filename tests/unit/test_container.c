@@ -137,6 +137,14 @@ static void write_zstd(struct fx *f, uint64_t idx, const void *p, uint32_t n)
 	free(z);
 }
 
+/* Sets the size and records it, as fs/ does at flush. */
+static int set_size_rec(struct sq_ctr *ctr, uint64_t size)
+{
+	int r = sq_ctr_set_size(ctr, size);
+
+	return r ? r : sq_ctr_write_size(ctr);
+}
+
 /* Reads block @idx and compares it with @want (n bytes) + zero tail. */
 static void expect_block(struct fx *f, uint64_t idx, const void *want,
 			 uint32_t n)
@@ -225,7 +233,7 @@ static void test_empty(void **state)
 	assert_int_equal(info.slot, -1);
 	assert_int_equal(sq_ctr_next_data(f->ctr, 0), 0);
 	/* Nothing stored: nothing written. */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 0), 0);
+	assert_int_equal(set_size_rec(f->ctr, 0), 0);
 	assert_int_equal(sq_ctr_zero_block(f->ctr, 3), 0);
 	assert_int_equal(sq_ctr_punch_blocks(f->ctr, 0, 10), 0);
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
@@ -238,7 +246,7 @@ static void test_empty(void **state)
 	assert_int_equal(pr.count, 0);
 
 	/* Growing an empty container writes just the header. */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 10000), 0);
+	assert_int_equal(set_size_rec(f->ctr, 10000), 0);
 	assert_int_equal(file_size(f->fd), SQ_FMT_HDR_SIZE);
 	ctr_open(f, 16);	/* the file's shift wins over the argument */
 	assert_int_equal(sq_ctr_block_shift(f->ctr), 12);
@@ -260,7 +268,7 @@ static void test_roundtrip(void **state)
 	write_zstd(f, 1, text, sizeof(text));
 	write_zstd(f, 3, text, 1000);		/* short last block */
 	write_raw(f, 4, raw, 17);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4 * 4096 + 17), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4 * 4096 + 17), 0);
 
 	for (int pass = 0; pass < 2; pass++) {
 		expect_block(f, 0, raw, sizeof(raw));
@@ -312,7 +320,7 @@ static void test_rewrite_alternates(void **state)
 		expect_block(f, 7, v[i], sizeof(v[i]));
 		assert_int_equal(sq_ctr_has_stale(f->ctr), i > 0);
 	}
-	assert_int_equal(sq_ctr_set_size(f->ctr, 8 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 8 * 4096), 0);
 	/* Both slots valid on disk: reopen picks the higher generation. */
 	ctr_open(f, 12);
 	expect_block(f, 7, v[4], sizeof(v[4]));
@@ -348,7 +356,7 @@ static void test_sync_frees_stale(void **state)
 	ctr_open(f, sh);
 	write_raw(f, 3, a, 1 << sh);
 	write_raw(f, 4, a, 1 << sh);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 5 << sh), 0);
+	assert_int_equal(set_size_rec(f->ctr, 5 << sh), 0);
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
 	assert_int_equal(fstat(f->fd, &st1), 0);
 
@@ -392,6 +400,39 @@ static void put_size_record(int fd, int k, uint64_t seq, uint64_t size)
 	put_raw(fd, r, 24, SQ_FMT_OFF_SIZE_REC0 + 24 * k);
 }
 
+/* Growing is recorded only by sq_ctr_write_size(), after the data: a
+ * crash before it shows the old size, never a size without its data. */
+static void test_grow_recorded_after_data(void **state)
+{
+	struct fx *f = *state;
+	uint8_t blk[4096];
+	uint64_t size;
+
+	fill_text(blk, sizeof(blk), 7);
+	ctr_open(f, 12);
+	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
+	assert_int_equal(file_size(f->fd), 0);	/* nothing on disk yet */
+	write_raw(f, 0, blk, sizeof(blk));
+	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(size, 0);
+	ctr_open(f, 12);			/* "crash": size not recorded */
+	assert_int_equal(sq_ctr_size(f->ctr), 0);
+	assert_int_equal(sq_ctr_set_size(f->ctr, 2 * 4096), 0);
+	write_raw(f, 0, blk, sizeof(blk));
+	write_raw(f, 1, blk, sizeof(blk));
+	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(size, 0);
+	assert_int_equal(sq_ctr_write_size(f->ctr), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(size, 2 * 4096);
+	ctr_open(f, 12);
+	expect_block(f, 1, blk, sizeof(blk));
+	/* Shrinking is recorded at once. */
+	assert_int_equal(sq_ctr_set_size(f->ctr, 100), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(size, 100);
+}
+
 static void test_size_records(void **state)
 {
 	struct fx *f = *state;
@@ -402,13 +443,13 @@ static void test_size_records(void **state)
 	write_raw(f, 0, &x, 1);
 	assert_int_equal(rec_seq(f->fd, 0), 1);	/* header's record */
 	assert_int_equal(rec_seq(f->fd, 1), 0);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 1), 0);
+	assert_int_equal(set_size_rec(f->ctr, 1), 0);
 	assert_int_equal(rec_seq(f->fd, 1), 2);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 100), 0);
+	assert_int_equal(set_size_rec(f->ctr, 100), 0);
 	assert_int_equal(rec_seq(f->fd, 0), 3);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 100), 0);	/* no change */
+	assert_int_equal(set_size_rec(f->ctr, 100), 0);	/* no change */
 	assert_int_equal(rec_seq(f->fd, 0), 3);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 50), 0);
+	assert_int_equal(set_size_rec(f->ctr, 50), 0);
 	assert_int_equal(rec_seq(f->fd, 1), 4);
 	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
 	assert_int_equal(size, 50);
@@ -422,7 +463,7 @@ static void test_size_records(void **state)
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 100);
 	/* The next size goes over the torn record. */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 70), 0);
+	assert_int_equal(set_size_rec(f->ctr, 70), 0);
 	assert_int_equal(rec_seq(f->fd, 1), 4);
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 70);
@@ -453,13 +494,13 @@ static void test_shrink_grow(void **state)
 		fill_random(blk[i], 4096, 20 + (uint64_t)i);
 		write_raw(f, (uint64_t)i, blk[i], 4096);
 	}
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4 * 4096), 0);
 	/* Shrink into block 1: blocks 2 and 3 are cut off. */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4096 + 10), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4096 + 10), 0);
 	assert_int_equal(file_size(f->fd), slot_off(12, 2, 0));
 	expect_block(f, 1, blk[1], 4096);	/* caller zeroes the tail */
 	expect_hole(f, 2);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4 * 4096), 0);
 	expect_hole(f, 2);
 	expect_hole(f, 3);
 	ctr_open(f, 12);
@@ -468,7 +509,7 @@ static void test_shrink_grow(void **state)
 	expect_hole(f, 3);
 
 	/* Shrink to 0 keeps the header. */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 0), 0);
+	assert_int_equal(set_size_rec(f->ctr, 0), 0);
 	assert_int_equal(file_size(f->fd), SQ_FMT_HDR_SIZE);
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 0);
@@ -486,7 +527,7 @@ static void test_interrupted_shrink(void **state)
 		fill_random(blk[i], 4096, 30 + (uint64_t)i);
 		write_raw(f, (uint64_t)i, blk[i], 4096);
 	}
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4 * 4096), 0);
 	sq_ctr_close(f->ctr);
 	f->ctr = NULL;
 	/* A shrink to 1 block that died after its size record. */
@@ -501,7 +542,7 @@ static void test_interrupted_shrink(void **state)
 	/* Writing past the end frees the leftovers first. */
 	write_raw(f, 3, blk[0], 4096);
 	expect_block(f, 3, blk[0], 4096);	/* this handle's own write */
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4 * 4096), 0);
 	expect_hole(f, 1);
 	expect_hole(f, 2);
 	expect_block(f, 3, blk[0], 4096);
@@ -518,7 +559,7 @@ static void test_interrupted_shrink(void **state)
 	put_size_record(f->fd, 1, seq, 4 * 4096);
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 100);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 5 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 5 * 4096), 0);
 	for (uint64_t i = 1; i < 5; i++)
 		expect_hole(f, i);
 	ctr_open(f, 12);
@@ -539,7 +580,7 @@ static void test_past_4gib(void **state)
 	ctr_open(f, 12);
 	write_zstd(f, idx, text, sizeof(text));
 	write_raw(f, 2, text, 100);
-	assert_int_equal(sq_ctr_set_size(f->ctr, (idx + 1) * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, (idx + 1) * 4096), 0);
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
 	assert_true(file_size(f->fd) > (off_t)(UINT64_C(16) << 30));
 	ctr_open(f, 12);
@@ -578,7 +619,7 @@ static void test_payload_damage(void **state)
 	write_zstd(f, 0, text, sizeof(text));
 	write_zstd(f, 1, text, sizeof(text));
 	write_raw(f, 2, raw, sizeof(raw));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 3 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 3 * 4096), 0);
 	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
 			 0);
 	assert_int_equal(pr.count, 0);
@@ -622,7 +663,7 @@ static void test_torn_header(void **state)
 	ctr_open(f, 12);
 	write_raw(f, 0, a, sizeof(a));
 	write_raw(f, 0, b, sizeof(b));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4096), 0);
 	/* Damage the newest header (slot 1): the older one is current. */
 	flip_byte(f->fd, slot_off(12, 0, 1) + 16 + 3);
 	ctr_open(f, 12);
@@ -645,7 +686,7 @@ static void test_torn_header(void **state)
 
 	/* Only a torn header, nothing older: damaged, not a hole. */
 	write_raw(f, 1, a, sizeof(a));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 2 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 2 * 4096), 0);
 	flip_byte(f->fd, slot_off(12, 1, 0) + 8);
 	ctr_open(f, 12);
 	expect_bad(f, 1);
@@ -665,7 +706,7 @@ static void test_crash_before_header(void **state)
 	fill_random(b, sizeof(b), 11);
 	ctr_open(f, 12);
 	write_raw(f, 0, a, sizeof(a));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 2 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 2 * 4096), 0);
 	sq_ctr_close(f->ctr);
 	f->ctr = NULL;
 	/* Block 1: a first write died after its payload. */
@@ -701,7 +742,7 @@ static void test_equal_generations(void **state)
 	fill_random(a, sizeof(a), 12);
 	ctr_open(f, 12);
 	write_raw(f, 0, a, sizeof(a));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4096), 0);
 	/* Copy slot 0 into slot 1: two valid records of generation 1. */
 	n = pread(f->fd, slot, sizeof(slot), slot_off(12, 0, 0));
 	assert_true(n > 16 + 4096);
@@ -820,7 +861,7 @@ static void test_zero_and_punch(void **state)
 	expect_hole(f, 1);
 	for (uint64_t i = 2; i < 6; i++)
 		write_raw(f, i, a, sizeof(a));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 6 * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 6 * 4096), 0);
 	assert_int_equal(sq_ctr_next_data(f->ctr, 1), 2);
 	assert_int_equal(sq_ctr_punch_blocks(f->ctr, 2, 3), 0);
 	for (uint64_t i = 2; i < 5; i++)
@@ -962,7 +1003,7 @@ static void test_write_error(void **state)
 	fill_random(b, sizeof(b), 17);
 	ctr_open(f, 12);
 	write_raw(f, 0, a, sizeof(a));
-	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, 4096), 0);
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
 
 	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
@@ -1006,7 +1047,7 @@ static void test_flip_fuzz(void **state)
 		else
 			write_zstd(f, (uint64_t)i, data[i], 4096);
 	}
-	assert_int_equal(sq_ctr_set_size(f->ctr, NB * 4096), 0);
+	assert_int_equal(set_size_rec(f->ctr, NB * 4096), 0);
 	sq_ctr_close(f->ctr);
 	f->ctr = NULL;
 	end = file_size(f->fd);
@@ -1066,7 +1107,7 @@ static void test_worked_examples(void **state)
 	assert_non_null(text);
 	ctr_open(f, 12);
 	write_raw(f, 0, &one, 1);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 1), 0);
+	assert_int_equal(set_size_rec(f->ctr, 1), 0);
 	assert_int_equal(fstat(f->fd, &st), 0);
 	print_message("1-byte file: %lld bytes, %lld allocated\n",
 		      (long long)st.st_size, (long long)st.st_blocks * 512);
@@ -1076,7 +1117,7 @@ static void test_worked_examples(void **state)
 	ctr_open(f, 17);
 	fill_text(text, 100 * 1024, 15);
 	write_zstd(f, 0, text, 100 * 1024);
-	assert_int_equal(sq_ctr_set_size(f->ctr, 100 * 1024), 0);
+	assert_int_equal(set_size_rec(f->ctr, 100 * 1024), 0);
 	assert_int_equal(sq_ctr_block_info(f->ctr, 0, &info), 0);
 	assert_int_equal(fstat(f->fd, &st), 0);
 	print_message("100 KiB text, bs 128 KiB, zstd:3: stored %u, "
@@ -1095,6 +1136,7 @@ int main(void)
 		T(test_rewrite_alternates),
 		T(test_sync_frees_stale),
 		T(test_size_records),
+		T(test_grow_recorded_after_data),
 		T(test_shrink_grow),
 		T(test_interrupted_shrink),
 		T(test_past_4gib),
