@@ -1,0 +1,426 @@
+#!/usr/bin/python3
+"""An independent reader for squeezefs containers, written from
+docs/FORMAT.md alone (not from meta/*.c), so that the document stays exact
+and users can get their data out without squeezefs.
+
+    read_container.py FILE            logical content to stdout
+    read_container.py --check FILE... verify every block, report damage
+    read_container.py --info FILE     JSON: header, size records, per block
+                                      slot states and the current record
+
+Exit status: 0 fine, 1 damage found, 2 usage or I/O error.  Importable:
+Container(path).read_all(), .check(), .info()."""
+
+import argparse
+import json
+import os
+import struct
+import sys
+import zlib
+
+import brotli
+import lz4.block
+import msgpack
+import xxhash
+import zstandard
+
+# FORMAT.md section 3
+MAGIC = b"\x89SQZ\r\n\x1a\n"
+FMT_VERSION_MIN = 1
+FMT_VERSION = 1
+HDR_SIZE = 128
+SHIFT_MIN, SHIFT_MAX = 12, 20
+OFF_HEADER_SUM = 48
+OFF_SIZE_A, OFF_SIZE_B = 56, 80
+SIZE_REC_LEN = 24
+# FORMAT.md sections 5 and 6
+SLOT_PAD = 4096
+REC_MAGIC = b"SQBK"
+REC_PREFIX = 16
+HDR_LEN_MAX = 256
+CODEC_NONE, CODEC_LZ4, CODEC_ZSTD, CODEC_ZLIB, CODEC_BROTLI = 0, 1, 2, 3, 4
+CODEC_ZERO = 255
+CODEC_NAMES = {0: "none", 1: "lz4", 2: "zstd", 3: "zlib", 4: "brotli",
+               255: "zero"}
+KEYS = ("b", "g", "c", "l", "r", "s", "x")
+U64_MAX = (1 << 64) - 1
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+EMPTY, VALID, INVALID = "empty", "valid", "invalid"
+
+
+class Damaged(Exception):
+    """The container, or one block of it, is damaged (-EBADMSG / EIO)."""
+
+
+def xxh3(data):
+    return xxhash.xxh3_64(data).intdigest()
+
+
+def slot_offset(shift, i, k):
+    return HDR_SIZE + (2 * i + k) * ((1 << shift) + SLOT_PAD)
+
+
+def _is_uint(v):
+    # msgpack bools and floats are not integers, whatever Python thinks.
+    return type(v) is int
+
+
+def parse_record_header(raw, bs, block):
+    """Decodes and validates the msgpack header of a record (6.2).  Returns
+    the dict of the seven known keys, or raises ValueError."""
+    try:
+        # object_pairs_hook keeps duplicate keys visible; strict_map_key off
+        # because unknown keys may be of any type (nested maps included).
+        # surrogateescape: a str that is not UTF-8 is still well-formed
+        # msgpack as far as the format is concerned.
+        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False,
+                              unicode_errors="surrogateescape",
+                              object_pairs_hook=list, use_list=True)
+    except Exception as e:  # ExtraData, malformed, truncated...
+        raise ValueError("msgpack: %s" % e.__class__.__name__)
+    if not isinstance(obj, list) or (obj and not isinstance(obj[0], tuple)):
+        # object_pairs_hook turns maps into lists of pairs; a top-level
+        # array would be a list of values.
+        raise ValueError("header is not a msgpack map")
+    if raw[0] not in (0xde, 0xdf) and not 0x80 <= raw[0] <= 0x8f:
+        raise ValueError("header is not a msgpack map")
+    h = {}
+    for k, v in obj:
+        if isinstance(k, str) and k in KEYS:
+            if k in h:
+                raise ValueError("key %r twice" % k)
+            h[k] = v
+    for k in KEYS:
+        if k not in h:
+            raise ValueError("key %r missing" % k)
+    for k in ("b", "g", "c", "r", "s", "x"):
+        v = h[k]
+        if not _is_uint(v) or v < 0 or v > U64_MAX:
+            raise ValueError("%r is not a uint: %r" % (k, v))
+    lv = h["l"]
+    if not _is_uint(lv) or lv < INT32_MIN or lv > INT32_MAX:
+        raise ValueError("'l' out of range: %r" % (lv,))
+    if h["b"] != block:
+        raise ValueError("block %d != %d" % (h["b"], block))
+    if h["g"] < 1:
+        raise ValueError("generation 0")
+    if h["c"] > 255:
+        raise ValueError("codec %d > 255" % h["c"])
+    if not 1 <= h["r"] <= bs:
+        raise ValueError("raw length %d outside 1..%d" % (h["r"], bs))
+    if h["c"] == CODEC_ZERO:
+        if h["s"] != 0:
+            raise ValueError("zero record with stored length %d" % h["s"])
+    else:
+        if not 1 <= h["s"] <= bs:
+            raise ValueError("stored length %d outside 1..%d" % (h["s"], bs))
+        if h["c"] == CODEC_NONE and h["s"] != h["r"]:
+            raise ValueError("codec none with s %d != r %d"
+                             % (h["s"], h["r"]))
+    return h
+
+
+def decompress(codec, payload, rawlen):
+    """Returns exactly `rawlen` bytes or raises Damaged (6.3)."""
+    try:
+        if codec == CODEC_NONE:
+            out = payload
+        elif codec == CODEC_LZ4:
+            out = lz4.block.decompress(payload, uncompressed_size=rawlen)
+        elif codec == CODEC_ZSTD:
+            d = zstandard.ZstdDecompressor().decompressobj()
+            out = d.decompress(payload)
+            if not d.eof or d.unused_data:
+                raise Damaged("zstd: not exactly one complete frame")
+        elif codec == CODEC_ZLIB:
+            d = zlib.decompressobj()
+            out = d.decompress(payload, rawlen + 1)
+            if not d.eof or d.unused_data or d.unconsumed_tail:
+                raise Damaged("zlib: not exactly one complete stream")
+        elif codec == CODEC_BROTLI:
+            out = brotli.decompress(payload)
+        else:
+            raise Damaged("unknown codec %d" % codec)
+    except Damaged:
+        raise
+    except Exception as e:
+        raise Damaged("%s: %s" % (CODEC_NAMES[codec], e))
+    if len(out) != rawlen:
+        raise Damaged("%s: decompressed to %d bytes, want %d"
+                      % (CODEC_NAMES[codec], len(out), rawlen))
+    return bytes(out)
+
+
+class Container:
+    """One container file, opened read-only.  Raises Damaged from the
+    constructor when the file header or the size records are damaged."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY)
+        try:
+            self._open()
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.close()
+
+    def _pread(self, n, off):
+        out = b""
+        while len(out) < n:
+            chunk = os.pread(self.fd, n - len(out), off + len(out))
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+    def _open(self):
+        self.flen = os.fstat(self.fd).st_size
+        self.size_records = [None, None]
+        if self.flen == 0:
+            # section 2: an empty, valid container with no blocks.
+            self.version = None
+            self.shift = 17
+            self.bs = 1 << self.shift
+            self.size = 0
+            self.cur_size_rec = None
+            return
+        if self.flen < HDR_SIZE:
+            raise Damaged("file of %d bytes, shorter than the %d-byte header"
+                          % (self.flen, HDR_SIZE))
+        h = self._pread(HDR_SIZE, 0)
+        if len(h) != HDR_SIZE:
+            raise Damaged("short read of the header")
+        if h[:8] != MAGIC:
+            raise Damaged("bad magic %s" % h[:8].hex())
+        want = struct.unpack_from("<Q", h, OFF_HEADER_SUM)[0]
+        got = xxh3(h[:OFF_HEADER_SUM])
+        if want != got:
+            raise Damaged("header checksum 0x%016x != 0x%016x" % (got, want))
+        version, hsize, shift, flags = struct.unpack_from("<HHBB", h, 8)
+        if not FMT_VERSION_MIN <= version <= FMT_VERSION:
+            raise Damaged("format version %d" % version)
+        if hsize != HDR_SIZE:
+            raise Damaged("header size %d" % hsize)
+        if not SHIFT_MIN <= shift <= SHIFT_MAX:
+            raise Damaged("block shift %d" % shift)
+        if flags != 0:
+            raise Damaged("flags 0x%02x" % flags)
+        self.version = version
+        self.shift = shift
+        self.bs = 1 << shift
+        # section 4: the valid size record with the higher seq.
+        cur = None
+        for n, off in enumerate((OFF_SIZE_A, OFF_SIZE_B)):
+            seq, size, s = struct.unpack_from("<QQQ", h, off)
+            ok = s == xxh3(h[off:off + 16]) and seq >= 1
+            self.size_records[n] = {"seq": seq, "size": size, "valid": ok}
+            if not ok:
+                continue
+            if cur is not None and cur["seq"] == seq:
+                raise Damaged("both size records have seq %d" % seq)
+            if cur is None or seq > cur["seq"]:
+                cur = self.size_records[n]
+        if cur is None:
+            raise Damaged("no valid size record")
+        slot_size = self.bs + SLOT_PAD
+        if (cur["size"] >> shift) >= ((1 << 63) - 1 - HDR_SIZE) // \
+                (2 * slot_size):
+            raise Damaged("size %d too large" % cur["size"])
+        self.cur_size_rec = cur
+        self.size = cur["size"]
+
+    @property
+    def nblocks(self):
+        return (self.size + self.bs - 1) >> self.shift
+
+    def _classify(self, i, k):
+        """(state, header dict or None, reason) of slot k of block i (7.2)."""
+        off = slot_offset(self.shift, i, k)
+        if off >= self.flen:
+            return EMPTY, None, None
+        # A slot whose first page is a hole reads as zeros: skip the read.
+        try:
+            if os.lseek(self.fd, off, os.SEEK_DATA) >= off + REC_PREFIX:
+                return EMPTY, None, None
+        except OSError:
+            return EMPTY, None, None  # ENXIO: only a hole up to the end
+        raw = self._pread(REC_PREFIX + HDR_LEN_MAX, off)
+        prefix = raw[:REC_PREFIX]
+        if prefix == bytes(len(prefix)):
+            return EMPTY, None, None
+        if len(prefix) < REC_PREFIX:
+            return INVALID, None, "truncated prefix"
+        if prefix[:4] != REC_MAGIC:
+            return INVALID, None, "bad record magic %s" % prefix[:4].hex()
+        hdr_len, zero, hsum = struct.unpack_from("<HHQ", prefix, 4)
+        if not 1 <= hdr_len <= HDR_LEN_MAX:
+            return INVALID, None, "hdr_len %d" % hdr_len
+        if zero != 0:
+            return INVALID, None, "zero field %d" % zero
+        hraw = raw[REC_PREFIX:REC_PREFIX + hdr_len]
+        if len(hraw) != hdr_len:
+            return INVALID, None, "truncated header"
+        got = xxh3(hraw)
+        if got != hsum:
+            return INVALID, None, "header checksum 0x%016x != 0x%016x" % (
+                got, hsum)
+        try:
+            hdr = parse_record_header(hraw, self.bs, i)
+        except ValueError as e:
+            return INVALID, None, str(e)
+        hdr["hdr_len"] = hdr_len
+        hdr["payload_offset"] = off + REC_PREFIX + hdr_len
+        return VALID, hdr, None
+
+    def current(self, i):
+        """('hole'|'record', slot, header) of block i, or raises Damaged
+        (7.3)."""
+        st = [self._classify(i, k) for k in (0, 1)]
+        valid = [k for k in (0, 1) if st[k][0] == VALID]
+        if len(valid) == 2:
+            g0, g1 = st[0][1]["g"], st[1][1]["g"]
+            if g0 == g1:
+                raise Damaged("block %d: both slots hold generation %d"
+                              % (i, g0))
+            k = 0 if g0 > g1 else 1
+            return "record", k, st[k][1]
+        if len(valid) == 1:
+            k = valid[0]
+            return "record", k, st[k][1]
+        if st[0][0] == EMPTY and st[1][0] == EMPTY:
+            return "hole", None, None
+        why = "; ".join("slot %d: %s" % (k, st[k][2]) for k in (0, 1)
+                        if st[k][0] == INVALID)
+        raise Damaged("block %d: no valid record (%s)" % (i, why))
+
+    def read_block(self, i):
+        """The bs bytes of block i (7), or raises Damaged."""
+        if i >= self.nblocks:
+            return bytes(self.bs)
+        kind, k, h = self.current(i)
+        if kind == "hole":
+            return bytes(self.bs)
+        if h["c"] == CODEC_ZERO:
+            return bytes(self.bs)
+        payload = self._pread(h["s"], h["payload_offset"])
+        if len(payload) != h["s"]:
+            raise Damaged("block %d: payload truncated (%d of %d bytes)"
+                          % (i, len(payload), h["s"]))
+        got = xxh3(payload)
+        if got != h["x"]:
+            raise Damaged("block %d: checksum 0x%016x != 0x%016x"
+                          % (i, got, h["x"]))
+        if h["c"] not in CODEC_NAMES:
+            raise Damaged("block %d: unknown codec %d" % (i, h["c"]))
+        try:
+            raw = decompress(h["c"], payload, h["r"])
+        except Damaged as e:
+            raise Damaged("block %d: %s" % (i, e))
+        return raw + bytes(self.bs - h["r"])
+
+    def iter_content(self):
+        """Yields the logical content block by block."""
+        left = self.size
+        for i in range(self.nblocks):
+            b = self.read_block(i)
+            yield b[:left] if left < self.bs else b
+            left -= self.bs
+
+    def read_all(self):
+        return b"".join(self.iter_content())
+
+    def check(self):
+        """List of problems ([] when clean); every block is read."""
+        problems = []
+        for i in range(self.nblocks):
+            try:
+                self.read_block(i)
+            except Damaged as e:
+                problems.append(str(e))
+        return problems
+
+    def info(self):
+        blocks = []
+        for i in range(self.nblocks):
+            b = {"block": i, "slots": []}
+            for k in (0, 1):
+                state, h, why = self._classify(i, k)
+                s = {"state": state}
+                if h:
+                    s.update({key: h[key] for key in KEYS})
+                if why:
+                    s["why"] = why
+                b["slots"].append(s)
+            try:
+                kind, k, h = self.current(i)
+                b["current"] = k
+                b["kind"] = kind if kind == "hole" else (
+                    "zero" if h["c"] == CODEC_ZERO else "data")
+            except Damaged as e:
+                b["damaged"] = str(e)
+            blocks.append(b)
+        return {"path": self.path, "file_length": self.flen,
+                "version": self.version, "block_shift": self.shift,
+                "block_size": self.bs, "size": self.size,
+                "size_records": self.size_records, "blocks": blocks}
+
+
+def read_file(path):
+    """Logical content of the container at `path`; raises Damaged."""
+    with Container(path) as c:
+        return c.read_all()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        description="Read a squeezefs container (docs/FORMAT.md v1).")
+    ap.add_argument("--check", action="store_true",
+                    help="verify every block of every FILE; print problems")
+    ap.add_argument("--info", action="store_true",
+                    help="print the header, size records and slots as JSON")
+    ap.add_argument("files", nargs="+", metavar="FILE")
+    a = ap.parse_args(argv)
+    if not a.check and len(a.files) != 1:
+        ap.error("one FILE, unless --check")
+    status = 0
+    for path in a.files:
+        try:
+            with Container(path) as c:
+                if a.info:
+                    json.dump(c.info(), sys.stdout, indent=1)
+                    sys.stdout.write("\n")
+                elif a.check:
+                    for p in c.check():
+                        print("%s: %s" % (path, p), file=sys.stderr)
+                        status = 1
+                else:
+                    out = sys.stdout.buffer
+                    for chunk in c.iter_content():
+                        out.write(chunk)
+                    out.flush()
+        except Damaged as e:
+            print("%s: damaged: %s" % (path, e), file=sys.stderr)
+            status = 1
+        except OSError as e:
+            print("%s: %s" % (path, e.strerror or e), file=sys.stderr)
+            return 2
+    return status
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        sys.exit(1)
