@@ -1,39 +1,180 @@
 /*
- * analyzer/analyzer.c - the minimal storage policy: holes for zero blocks,
- * then one codec (zstd:1 for "auto", or the forced one), kept only when it
- * saves at least min_saving of the block.
+ * analyzer/analyzer.c - the storage decision for one block: a hole, raw
+ * without running a codec, or the codec the policy table names for the
+ * block's class (raw again when it saves less than min_saving); and the
+ * counters of every decision.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
-#include "analyzer/analyzer.h"
+#include "analyzer/analyzer_i.h"
 #include "codec/codec.h"
 
-#define AN_AUTO_CODEC SQ_CODEC_ZSTD
-#define AN_AUTO_LEVEL 1
+#define AN_NCTR (sizeof(struct sq_an_counters) / sizeof(uint64_t))
 
-/* Immutable after sq_an_new(), hence shared by all threads unlocked. */
-struct sq_an {
-	int codec;
-	int level;
-	double min_saving;
+/* A table entry: codec in bits 8..15, level + 128 in bits 0..7, so one
+ * atomic word holds both and a reader never sees half an update. */
+#define AN_ENTRY(c, l) ((uint32_t)(c) << 8 | (uint32_t)((l) + 128))
+#define AN_CODEC(e) ((int)((e) >> 8))
+#define AN_LEVEL(e) ((int)((e) & 0xff) - 128)
+
+struct an_row {
+	int cls, codec, level;
 };
 
-int sq_an_new(const char *codec_spec, double min_saving, struct sq_an **out)
+/*
+ * The default policies.  Raw for media and random data, whatever the
+ * policy: no codec pays there, and trying one costs more than sampling.
+ * BINARY doubles as the codec of trials.
+ */
+static const struct an_row an_defaults[SQ_AN_POLICY_COUNT][6] = {
+	[SQ_AN_POLICY_FAST] = {
+		{ SQ_AN_CLASS_TEXT, SQ_CODEC_ZSTD, 1 },
+		{ SQ_AN_CLASS_STRUCTURED, SQ_CODEC_ZSTD, 1 },
+		{ SQ_AN_CLASS_BINARY, SQ_CODEC_LZ4, 1 },
+		{ SQ_AN_CLASS_DATABASE, SQ_CODEC_LZ4, 1 },
+		{ SQ_AN_CLASS_COMPRESSED, SQ_CODEC_NONE, 0 },
+		{ SQ_AN_CLASS_RANDOM, SQ_CODEC_NONE, 0 },
+	},
+	[SQ_AN_POLICY_BALANCED] = {
+		{ SQ_AN_CLASS_TEXT, SQ_CODEC_ZSTD, 6 },
+		{ SQ_AN_CLASS_STRUCTURED, SQ_CODEC_ZSTD, 6 },
+		{ SQ_AN_CLASS_BINARY, SQ_CODEC_ZSTD, 3 },
+		{ SQ_AN_CLASS_DATABASE, SQ_CODEC_ZSTD, 3 },
+		{ SQ_AN_CLASS_COMPRESSED, SQ_CODEC_NONE, 0 },
+		{ SQ_AN_CLASS_RANDOM, SQ_CODEC_NONE, 0 },
+	},
+	[SQ_AN_POLICY_MAX] = {
+		{ SQ_AN_CLASS_TEXT, SQ_CODEC_BROTLI, 9 },
+		{ SQ_AN_CLASS_STRUCTURED, SQ_CODEC_BROTLI, 9 },
+		{ SQ_AN_CLASS_BINARY, SQ_CODEC_ZSTD, 15 },
+		{ SQ_AN_CLASS_DATABASE, SQ_CODEC_ZSTD, 12 },
+		{ SQ_AN_CLASS_COMPRESSED, SQ_CODEC_NONE, 0 },
+		{ SQ_AN_CLASS_RANDOM, SQ_CODEC_NONE, 0 },
+	},
+};
+
+struct sq_an {
+	/* Fixed after sq_an_new(). */
+	int forced_codec;	/* -1: classify ("auto") */
+	int forced_level;
+	double min_saving;
+	double reject_bits;	/* sample entropy from which it is hopeless */
+	sq_an_trace_fn trace;	/* see sq_an_set_trace() */
+	void *trace_arg;
+	/* Rewritten at run time by sq_an_policy_set(). */
+	_Atomic uint32_t table[SQ_AN_CLASS_COUNT];
+	/* Counters, relaxed atomics: each is exact, rows are not a cut. */
+	_Atomic uint64_t cls_ctr[SQ_AN_CLASS_COUNT][AN_NCTR];
+	_Atomic uint64_t codec_ctr[SQ_CODEC_COUNT][AN_NCTR];
+};
+
+struct sq_an_file {
+	int prior;		/* class from block 0's magic bytes */
+	uint32_t db_page;	/* SQLite page size, 0 when unknown */
+	uint64_t skipped;	/* blocks sent raw by class: trial clock */
+	bool have_last;
+	uint64_t last_idx;
+	struct sq_an_result last;
+	struct sq_an_stats stats;
+};
+
+static const char *const an_class_names[SQ_AN_CLASS_COUNT] = {
+	[SQ_AN_CLASS_UNKNOWN] = "unknown",
+	[SQ_AN_CLASS_ZERO] = "zero",
+	[SQ_AN_CLASS_TEXT] = "text",
+	[SQ_AN_CLASS_STRUCTURED] = "structured",
+	[SQ_AN_CLASS_BINARY] = "binary",
+	[SQ_AN_CLASS_DATABASE] = "database",
+	[SQ_AN_CLASS_COMPRESSED] = "compressed",
+	[SQ_AN_CLASS_RANDOM] = "random",
+};
+
+static const char *const an_policy_names[SQ_AN_POLICY_COUNT] = {
+	[SQ_AN_POLICY_FAST] = "fast",
+	[SQ_AN_POLICY_BALANCED] = "balanced",
+	[SQ_AN_POLICY_MAX] = "max",
+};
+
+const char *sq_an_class_name(int cls)
+{
+	if (cls < 0 || cls >= SQ_AN_CLASS_COUNT)
+		return "?";
+	return an_class_names[cls];
+}
+
+const char *sq_an_policy_name(enum sq_an_policy p)
+{
+	if ((int)p < 0 || p >= SQ_AN_POLICY_COUNT)
+		return "?";
+	return an_policy_names[p];
+}
+
+int sq_an_policy_parse(const char *name, enum sq_an_policy *out)
+{
+	int i;
+
+	if (!name)
+		return -EINVAL;
+	for (i = 0; i < SQ_AN_POLICY_COUNT; i++) {
+		if (strcmp(name, an_policy_names[i]) == 0) {
+			*out = (enum sq_an_policy)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int sq_an_parse_saving(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (!s || !*s || *s == ' ' || *s == '+' || *s == '-')
+		return -EINVAL;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s)
+		return -EINVAL;
+	if (*end == '%') {
+		v /= 100.0;
+		end++;
+	}
+	/* Written this way round so that NaN fails too. */
+	if (*end || !(v >= 0.0 && v <= 0.9))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+static bool an_entry_ok(int cls, int codec, int level)
+{
+	const struct sq_codec_info *ci = sq_codec_info(codec);
+
+	if (cls <= SQ_AN_CLASS_ZERO || cls >= SQ_AN_CLASS_COUNT || !ci)
+		return false;
+	if (codec == SQ_CODEC_NONE)
+		return level == 0;
+	return level >= ci->min_level && level <= ci->max_level;
+}
+
+int sq_an_new(const char *codec_spec, enum sq_an_policy policy,
+	      double min_saving, struct sq_an **out)
 {
 	struct sq_an *an;
-	int codec, level, ret;
+	int codec = -1, level = 0, ret, i;
 
 	if (!codec_spec || !out)
+		return -EINVAL;
+	if ((int)policy < 0 || policy >= SQ_AN_POLICY_COUNT)
 		return -EINVAL;
 	/* Written this way round so that NaN fails too. */
 	if (!(min_saving >= 0.0 && min_saving <= 1.0))
 		return -EINVAL;
-	if (strcmp(codec_spec, "auto") == 0) {
-		codec = AN_AUTO_CODEC;
-		level = AN_AUTO_LEVEL;
-	} else {
+	if (strcmp(codec_spec, "auto") != 0) {
 		ret = sq_codec_parse(codec_spec, &codec, &level);
 		if (ret < 0)
 			return ret;
@@ -41,9 +182,26 @@ int sq_an_new(const char *codec_spec, double min_saving, struct sq_an **out)
 	an = calloc(1, sizeof(*an));
 	if (!an)
 		return -ENOMEM;
-	an->codec = codec;
-	an->level = level;
+	an->forced_codec = codec;
+	an->forced_level = level;
 	an->min_saving = min_saving;
+	/*
+	 * An order-0 coder needs about entropy / 8 of the input, so a sample
+	 * above 8 * (1 - min_saving) bits cannot save enough unless it also
+	 * repeats; the margin keeps borderline blocks on the codec side.
+	 * Capped so that random data is refused even with min_saving 0.
+	 */
+	an->reject_bits = 8.0 * (1.0 - min_saving) + 0.3;
+	if (an->reject_bits > 7.85)
+		an->reject_bits = 7.85;
+	atomic_init(&an->table[SQ_AN_CLASS_UNKNOWN],
+		    AN_ENTRY(SQ_CODEC_ZSTD, 1));
+	atomic_init(&an->table[SQ_AN_CLASS_ZERO], AN_ENTRY(SQ_CODEC_NONE, 0));
+	for (i = 0; i < 6; i++) {
+		const struct an_row *r = &an_defaults[policy][i];
+
+		atomic_init(&an->table[r->cls], AN_ENTRY(r->codec, r->level));
+	}
 	*out = an;
 	return 0;
 }
@@ -51,6 +209,147 @@ int sq_an_new(const char *codec_spec, double min_saving, struct sq_an **out)
 void sq_an_free(struct sq_an *an)
 {
 	free(an);
+}
+
+int sq_an_policy_set(struct sq_an *an, int cls, int codec, int level)
+{
+	if (!an || !an_entry_ok(cls, codec, level))
+		return -EINVAL;
+	atomic_store_explicit(&an->table[cls], AN_ENTRY(codec, level),
+			      memory_order_relaxed);
+	return 0;
+}
+
+int sq_an_policy_get(const struct sq_an *an, int cls, int *codec,
+		     int *level)
+{
+	uint32_t e;
+
+	if (!an || cls < 0 || cls >= SQ_AN_CLASS_COUNT)
+		return -EINVAL;
+	/* The table is atomic; loading from a const object is fine. */
+	e = atomic_load_explicit((_Atomic uint32_t *)&an->table[cls],
+				 memory_order_relaxed);
+	*codec = AN_CODEC(e);
+	*level = AN_LEVEL(e);
+	return 0;
+}
+
+void sq_an_set_trace(struct sq_an *an, sq_an_trace_fn fn, void *arg)
+{
+	an->trace = fn;
+	an->trace_arg = arg;
+}
+
+int sq_an_file_new(struct sq_an_file **out)
+{
+	struct sq_an_file *af = calloc(1, sizeof(*af));
+
+	if (!af)
+		return -ENOMEM;
+	af->prior = SQ_AN_CLASS_UNKNOWN;
+	*out = af;
+	return 0;
+}
+
+void sq_an_file_free(struct sq_an_file *af)
+{
+	free(af);
+}
+
+int sq_an_file_prior(const struct sq_an_file *af)
+{
+	return af ? af->prior : SQ_AN_CLASS_UNKNOWN;
+}
+
+bool sq_an_file_last(const struct sq_an_file *af, uint64_t *block_idx,
+		     struct sq_an_result *res)
+{
+	if (!af || !af->have_last)
+		return false;
+	if (block_idx)
+		*block_idx = af->last_idx;
+	if (res)
+		*res = af->last;
+	return true;
+}
+
+void sq_an_stats_get(const struct sq_an *an, struct sq_an_stats *out)
+{
+	uint64_t *c;
+	size_t i, j;
+
+	memset(out, 0, sizeof(*out));
+	for (i = 0; i < SQ_AN_CLASS_COUNT; i++) {
+		c = (uint64_t *)&out->cls[i];
+		for (j = 0; j < AN_NCTR; j++)
+			c[j] = atomic_load_explicit(
+				(_Atomic uint64_t *)&an->cls_ctr[i][j],
+				memory_order_relaxed);
+	}
+	for (i = 0; i < SQ_CODEC_COUNT; i++) {
+		c = (uint64_t *)&out->codec[i];
+		for (j = 0; j < AN_NCTR; j++)
+			c[j] = atomic_load_explicit(
+				(_Atomic uint64_t *)&an->codec_ctr[i][j],
+				memory_order_relaxed);
+	}
+}
+
+void sq_an_file_stats_get(const struct sq_an_file *af,
+			  struct sq_an_stats *out)
+{
+	if (af)
+		*out = af->stats;
+	else
+		memset(out, 0, sizeof(*out));
+}
+
+static uint64_t an_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Counts one decision in the mount's and the file's counters. */
+static void an_count(const struct sq_an *an, struct sq_an_file *af,
+		     size_t len, const struct sq_an_result *res)
+{
+	struct sq_an_counters d = {
+		.blocks = 1,
+		.bytes_in = len,
+		.bytes_out = res->zero ? 0 : res->len,
+		.ns_analysis = res->ns_analysis,
+		.ns_codec = res->ns_codec,
+		.codec_runs = res->ns_codec || res->how == SQ_AN_HOW_FALLBACK ||
+			      res->how == SQ_AN_HOW_COMPRESSED,
+		.rejected = res->how == SQ_AN_HOW_REJECTED,
+		.fallback = res->how == SQ_AN_HOW_FALLBACK,
+		.trials = res->trial,
+		.trial_hits = res->trial && res->how == SQ_AN_HOW_COMPRESSED,
+	};
+	const uint64_t *v = (const uint64_t *)&d;
+	/* Counters are atomic, so const only guards the options. */
+	struct sq_an *mut = (struct sq_an *)an;
+	size_t j;
+
+	for (j = 0; j < AN_NCTR; j++) {
+		atomic_fetch_add_explicit(&mut->cls_ctr[res->cls][j], v[j],
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&mut->codec_ctr[res->codec][j], v[j],
+					  memory_order_relaxed);
+	}
+	if (af) {
+		uint64_t *fc = (uint64_t *)&af->stats.cls[res->cls];
+		uint64_t *fk = (uint64_t *)&af->stats.codec[res->codec];
+
+		for (j = 0; j < AN_NCTR; j++) {
+			fc[j] += v[j];
+			fk[j] += v[j];
+		}
+	}
 }
 
 /*
@@ -79,39 +378,127 @@ static void an_raw(const void *src, size_t len, struct sq_an_result *res)
 	res->len = len;
 }
 
-int sq_an_store(const struct sq_an *an, struct sq_codec_ctx *cctx,
-		const void *src, size_t len, void *scratch, size_t cap,
-		struct sq_an_result *res)
+/* Runs @codec, keeping its output only when it saves enough. */
+static int an_compress(const struct sq_an *an, struct sq_codec_ctx *cctx,
+		       int codec, int level, const void *src, size_t len,
+		       void *scratch, size_t cap, struct sq_an_result *res)
 {
-	size_t max;
+	size_t max = an_max_stored(an, len);
+	uint64_t t0;
 	ssize_t n;
 
-	memset(res, 0, sizeof(*res));
-	if (sq_an_is_zero(src, len)) {
-		res->zero = true;
-		res->codec = SQ_CODEC_NONE;
-		return 0;
-	}
-	max = an_max_stored(an, len);
 	if (max > cap)
 		max = cap;
-	if (an->codec == SQ_CODEC_NONE || max == 0) {
+	if (max == 0) {
 		an_raw(src, len, res);
+		res->how = SQ_AN_HOW_FALLBACK;
 		return 0;
 	}
+	t0 = an_now();
 	/* A dstcap of max turns "does not save enough" into -ENOSPC. */
-	n = sq_codec_compress(cctx, an->codec, an->level, src, len, scratch,
-			      max);
+	n = sq_codec_compress(cctx, codec, level, src, len, scratch, max);
+	res->ns_codec = (uint32_t)(an_now() - t0);
+	if (res->ns_codec == 0)
+		res->ns_codec = 1;	/* "a codec ran" */
 	if (n == -ENOSPC || (n >= 0 && (size_t)n > max)) {
 		an_raw(src, len, res);
+		res->how = SQ_AN_HOW_FALLBACK;
 		return 0;
 	}
 	if (n < 0)
 		return (int)n;
-	res->codec = an->codec;
-	res->level = an->level;
+	res->codec = codec;
+	res->level = level;
 	res->payload = scratch;
 	res->len = (size_t)n;
+	res->how = SQ_AN_HOW_COMPRESSED;
+	return 0;
+}
+
+/* Whether a block the class sends raw gets a codec run anyway. */
+static bool an_trial_due(struct sq_an_file *af, uint64_t block_idx)
+{
+	if (af)
+		return ++af->skipped % SQ_AN_TRIAL_EVERY == 0;
+	return block_idx % SQ_AN_TRIAL_EVERY == SQ_AN_TRIAL_EVERY - 1;
+}
+
+int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
+		uint64_t block_idx, struct sq_codec_ctx *cctx,
+		const void *src, size_t len, void *scratch, size_t cap,
+		struct sq_an_result *res)
+{
+	struct sq_an_features ft;
+	struct an_input in;
+	uint64_t t0 = an_now();
+	int codec = SQ_CODEC_NONE, level = 0, r = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (af && block_idx == 0) {
+		af->prior = sq_an_magic_class(src, len);
+		af->db_page = an_sqlite_page(src, len);
+	}
+	if (sq_an_is_zero(src, len)) {
+		res->zero = true;
+		res->codec = SQ_CODEC_NONE;
+		res->cls = SQ_AN_CLASS_ZERO;
+		res->how = SQ_AN_HOW_HOLE;
+		res->ns_analysis = (uint32_t)(an_now() - t0);
+		goto out;
+	}
+	if (an->forced_codec >= 0) {
+		res->cls = SQ_AN_CLASS_UNKNOWN;
+		res->ns_analysis = (uint32_t)(an_now() - t0);
+		if (an->forced_codec == SQ_CODEC_NONE) {
+			an_raw(src, len, res);
+			res->how = SQ_AN_HOW_REJECTED;
+			goto out;
+		}
+		r = an_compress(an, cctx, an->forced_codec, an->forced_level,
+				src, len, scratch, cap, res);
+		goto out;
+	}
+
+	sq_an_features(src, len, &ft);
+	in.src = src;
+	in.len = len;
+	in.block_idx = block_idx;
+	in.prior = af ? af->prior : SQ_AN_CLASS_UNKNOWN;
+	in.db_page = af ? af->db_page : 0;
+	in.reject_bits = an->reject_bits;
+	res->cls = an_classify(&in, &ft);
+	sq_an_policy_get(an, res->cls, &codec, &level);
+	if (codec == SQ_CODEC_NONE) {
+		if (!an_trial_due(af, block_idx)) {
+			res->ns_analysis = (uint32_t)(an_now() - t0);
+			an_raw(src, len, res);
+			res->how = SQ_AN_HOW_REJECTED;
+			goto out;
+		}
+		res->trial = true;
+		sq_an_policy_get(an, SQ_AN_CLASS_BINARY, &codec, &level);
+		if (codec == SQ_CODEC_NONE) {
+			codec = SQ_CODEC_LZ4;
+			level = 1;
+		}
+	}
+	res->ns_analysis = (uint32_t)(an_now() - t0);
+	r = an_compress(an, cctx, codec, level, src, len, scratch, cap, res);
+	/* A trial that pays means the prior was wrong: forget it. */
+	if (!r && res->trial && res->how == SQ_AN_HOW_COMPRESSED && af)
+		af->prior = SQ_AN_CLASS_UNKNOWN;
+out:
+	if (r)
+		return r;
+	an_count(an, af, len, res);
+	if (af) {
+		af->have_last = true;
+		af->last_idx = block_idx;
+		af->last = *res;
+		af->last.payload = NULL;	/* borrowed, gone by now */
+	}
+	if (an->trace)
+		an->trace(an->trace_arg, af, block_idx, res);
 	return 0;
 }
 

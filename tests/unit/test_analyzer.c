@@ -102,10 +102,11 @@ static void store(struct fixture *f, const char *spec, double min_saving,
 	struct sq_an *an;
 	unsigned char *back;
 
-	assert_int_equal(sq_an_new(spec, min_saving, &an), 0);
+	assert_int_equal(sq_an_new(spec, SQ_AN_POLICY_BALANCED, min_saving,
+				   &an), 0);
 	memset(res, 0xff, sizeof(*res));
-	assert_int_equal(sq_an_store(an, f->cctx, src, len, f->scratch,
-				     f->cap, res), 0);
+	assert_int_equal(sq_an_store(an, NULL, 0, f->cctx, src, len,
+				     f->scratch, f->cap, res), 0);
 	sq_an_free(an);
 	if (res->zero)
 		return;
@@ -172,10 +173,13 @@ static void test_text_auto(void **state)
 	struct sq_an_result res;
 	unsigned char *t = gen_text(128 * KIB, 2);
 
+	/* auto is now the balanced table's choice for text. */
 	store(f, "auto", SQ_AN_MIN_SAVING_DEFAULT, t, 128 * KIB, &res);
 	assert_false(res.zero);
+	assert_int_equal(res.cls, SQ_AN_CLASS_TEXT);
+	assert_int_equal(res.how, SQ_AN_HOW_COMPRESSED);
 	assert_int_equal(res.codec, SQ_CODEC_ZSTD);
-	assert_int_equal(res.level, 1);
+	assert_int_equal(res.level, 6);
 	assert_true(res.len < 128 * KIB / 8 * 7);
 	free(t);
 }
@@ -239,18 +243,21 @@ static void test_bad_spec(void **state)
 {
 	static const char *const bad[] = { "", "bogus", "zstd:99", "zstd:",
 					   "Auto", "auto:1", "lz4:0" };
+	const enum sq_an_policy B = SQ_AN_POLICY_BALANCED;
 	struct sq_an *an = NULL;
 	size_t i;
 
 	(void)state;
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-		assert_int_equal(sq_an_new(bad[i], 0.125, &an), -EINVAL);
-	assert_int_equal(sq_an_new(NULL, 0.125, &an), -EINVAL);
-	assert_int_equal(sq_an_new("auto", -0.1, &an), -EINVAL);
-	assert_int_equal(sq_an_new("auto", 1.5, &an), -EINVAL);
-	assert_int_equal(sq_an_new("auto", NAN, &an), -EINVAL);
+		assert_int_equal(sq_an_new(bad[i], B, 0.125, &an), -EINVAL);
+	assert_int_equal(sq_an_new(NULL, B, 0.125, &an), -EINVAL);
+	assert_int_equal(sq_an_new("auto", B, -0.1, &an), -EINVAL);
+	assert_int_equal(sq_an_new("auto", B, 1.5, &an), -EINVAL);
+	assert_int_equal(sq_an_new("auto", B, NAN, &an), -EINVAL);
+	assert_int_equal(sq_an_new("auto", SQ_AN_POLICY_COUNT, 0.1, &an),
+			 -EINVAL);
 	assert_null(an);
-	assert_int_equal(sq_an_new("auto", 0.0, &an), 0);
+	assert_int_equal(sq_an_new("auto", B, 0.0, &an), 0);
 	sq_an_free(an);
 	sq_an_free(NULL);
 }
