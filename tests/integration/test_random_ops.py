@@ -94,3 +94,95 @@ def test_random_ops_many_files(make_mount, tmp_path):
     finally:
         fa.close_all()
         fb.close_all()
+
+
+def test_random_ops_hypothesis(make_mount, tmp_path):
+    """The same model check as a Hypothesis state machine on small files:
+    slower per operation, but a failure is shrunk to a minimal sequence of
+    operations, printed as a reproducible program."""
+    import itertools
+
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
+                                     run_state_machine_as_test)
+
+    from fsx_model import punch_hole
+
+    bs = 4096
+    m = make_mount(opts=["block_size=4K"])
+    names = itertools.count()
+    offsets = st.one_of(st.integers(0, 10 * bs),
+                        st.builds(lambda k, d: max(k * bs + d, 0),
+                                  st.integers(0, 10), st.integers(-3, 3)))
+    lengths = st.one_of(st.integers(1, 16), st.integers(1, 3 * bs))
+    datas = st.one_of(
+        st.binary(min_size=1, max_size=3 * bs),
+        st.builds(lambda pat, k: pat * k, st.binary(min_size=1, max_size=8),
+                  st.integers(1, 1500)),
+        st.integers(1, 3 * bs).map(bytes))
+
+    class FileMachine(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            self.name = "h%d" % next(names)
+            self.fd = os.open(m.path(self.name),
+                              os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self.model = bytearray()
+
+        @rule(off=offsets, data=datas)
+        def write(self, off, data):
+            assert os.pwrite(self.fd, data, off) == len(data)
+            if len(self.model) < off:
+                self.model.extend(bytes(off - len(self.model)))
+            self.model[off:off + len(data)] = data
+
+        @rule(off=offsets, n=lengths)
+        def read(self, off, n):
+            assert os.pread(self.fd, n, off) == bytes(self.model[off:off + n])
+
+        @rule(size=offsets)
+        def truncate(self, size):
+            os.ftruncate(self.fd, size)
+            if size < len(self.model):
+                del self.model[size:]
+            else:
+                self.model.extend(bytes(size - len(self.model)))
+
+        @rule(off=offsets, n=lengths)
+        def punch(self, off, n):
+            punch_hole(self.fd, off, n)
+            end = min(off + n, len(self.model))
+            if off < end:
+                self.model[off:end] = bytes(end - off)
+
+        @rule()
+        def fsync(self):
+            os.fsync(self.fd)
+
+        @rule()
+        def reopen(self):
+            os.close(self.fd)
+            self.fd = os.open(m.path(self.name), os.O_RDWR)
+
+        @rule()
+        def remount(self):
+            os.close(self.fd)
+            self.fd = -1
+            m.remount()
+            self.fd = os.open(m.path(self.name), os.O_RDWR)
+
+        @invariant()
+        def same_content(self):
+            assert os.fstat(self.fd).st_size == len(self.model)
+            assert os.pread(self.fd, len(self.model) + 1, 0) == self.model
+
+        def teardown(self):
+            if self.fd >= 0:
+                os.close(self.fd)
+            os.unlink(m.path(self.name))
+
+    run_state_machine_as_test(FileMachine, settings=settings(
+        max_examples=1000 if LONG else 60, stateful_step_count=40,
+        deadline=None, database=None, derandomize=not LONG,
+        suppress_health_check=list(HealthCheck)))
