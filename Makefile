@@ -27,7 +27,8 @@ LDLIBS_ALL = $(shell pkg-config --libs $(PKGS)) -pthread $(SAN) $(LDLIBS)
 CORE_SRC := $(wildcard codec/*.c) $(wildcard meta/*.c) $(wildcard analyzer/*.c)
 FS_SRC   := $(wildcard fs/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
-TOOL_SRC := $(wildcard tests/tools/*.c)
+# faultinj.c is an LD_PRELOAD shim (a shared object), not a tool program.
+TOOL_SRC := $(filter-out tests/tools/faultinj.c,$(wildcard tests/tools/*.c))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 FS_OBJ   := $(FS_SRC:%.c=$(BUILD)/%.o)
@@ -35,11 +36,12 @@ UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
 CORE_LIB := $(BUILD)/libsqcore.a
 BIN      := $(BUILD)/squeezefs
+FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
 .PHONY: all test unit integration asan test-long soak install clean bench \
 	format check-deps
 
-all: $(BIN) $(UNIT_BIN) $(TOOL_BIN)
+all: $(BIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
 
 check-deps:
 	@pkg-config --exists $(PKGS) || { echo "missing build dependencies:" \
@@ -64,6 +66,13 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(CORE_LIB)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
+# Never sanitized (it only forwards calls) and built without
+# _FILE_OFFSET_BITS, so it can define both pwrite and pwrite64 and so on.
+$(FAULTINJ): tests/tools/faultinj.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -shared -fPIC -o $@ $< \
+	  -ldl -pthread
+
 # Unit tests first (fast, no mount), then the integration suite, which
 # mounts real squeezefs instances and needs root (or fuse access).
 test: all
@@ -72,7 +81,7 @@ test: all
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BIN) $(TOOL_BIN)
+integration: $(BIN) $(TOOL_BIN) $(FAULTINJ)
 	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration
 

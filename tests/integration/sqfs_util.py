@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("SQUEEZEFS_BIN") or os.path.join(ROOT, "build", "squeezefs")
 TOOLS = os.environ.get("SQ_TOOLS") or os.path.join(ROOT, "build", "tests", "tools")
 LONG = os.environ.get("SQ_LONG") == "1"
+FAULTINJ = os.environ.get("SQ_FAULTINJ") or os.path.join(TOOLS, "libfaultinj.so")
 
 # Sanitizer reports in the daemon's log fail the test that owns the mount.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -29,10 +30,13 @@ class Mount:
     """One squeezefs daemon run in the foreground (-f) so the test owns its
     pid; stderr goes to `log` so tests can read what it logged."""
 
-    def __init__(self, backing, mnt, opts=None, log=None):
+    def __init__(self, backing, mnt, opts=None, log=None, env=None):
         self.backing = str(backing)
         self.mnt = str(mnt)
         self.opts = list(opts or [])
+        # extra environment of the daemon (e.g. faultinj_env()); a test may
+        # change it between stop() and start()
+        self.env = dict(env or {})
         self.log = str(log or (os.path.dirname(self.mnt) + "/daemon.log"))
         self.proc = None
         os.makedirs(self.backing, exist_ok=True)
@@ -47,8 +51,12 @@ class Mount:
     def start(self):
         assert self.proc is None
         logf = open(self.log, "ab")
+        env = None
+        if self.env:
+            env = dict(os.environ)
+            env.update(self.env)
         self.proc = subprocess.Popen(self.argv(), stdout=logf, stderr=logf,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)
         logf.close()
         ok = wait_for(lambda: os.path.ismount(self.mnt) or
                       self.proc.poll() is not None)
@@ -116,6 +124,44 @@ class Mount:
 
     def bpath(self, *parts):
         return os.path.join(self.backing, *parts)
+
+
+def sanitizer_runtimes(binary=None):
+    """Shared sanitizer runtimes (libasan, libtsan) that `binary` links
+    dynamically: an LD_PRELOAD list must name them first."""
+    out = subprocess.run(["ldd", binary or BIN], capture_output=True,
+                         text=True).stdout
+    libs = []
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith(("libasan.", "libtsan.")) and \
+                len(parts) >= 3 and parts[1] == "=>":
+            libs.append(parts[2])
+    return libs
+
+
+def faultinj_env(ctl=None, **cfg):
+    """Environment that runs the daemon under tests/tools/faultinj.c.  `ctl`
+    is the control file (armed later with write_fault_ctl()); `cfg` keys are
+    the SQ_FAULT_* names without the prefix, e.g. op="pwrite", nth=3."""
+    assert os.path.exists(FAULTINJ), "fault shim not built: %s" % FAULTINJ
+    env = {"LD_PRELOAD": ":".join(sanitizer_runtimes() + [FAULTINJ])}
+    if ctl is not None:
+        env["SQ_FAULT_CTL"] = str(ctl)
+    for k, v in cfg.items():
+        env["SQ_FAULT_" + k.upper()] = str(v)
+    return env
+
+
+def write_fault_ctl(ctl, **cfg):
+    """Arms (or with no `cfg`, disarms) the shim of a running daemon: writes
+    the control file under a new inode, so the shim sees the change even
+    within one mtime tick.  Keys as for faultinj_env()."""
+    tmp = str(ctl) + ".tmp"
+    with open(tmp, "w") as f:
+        for k, v in cfg.items():
+            f.write("SQ_FAULT_%s=%s\n" % (k.upper(), v))
+    os.replace(tmp, str(ctl))
 
 
 def run_fsck(backing):
