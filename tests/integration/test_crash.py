@@ -122,13 +122,14 @@ def gen_data(r, n):
 
 
 def writer_main(argv):
-    """writer STATE_DIR MOUNTPOINT SEED: loops until killed or the daemon
-    goes away (exit 3)."""
+    """writer STATE_DIR MOUNTPOINT SEED I,J,..: loops over FILES[I], ...
+    until killed or the daemon goes away (exit 3)."""
     from fsx_model import punch_hole
     state_dir, mnt, seed = argv[0], argv[1], int(argv[2])
+    which = [int(i) for i in argv[3].split(",")]
     r = random.Random(seed)
     files = []
-    for name, bs, max_size in FILES:
+    for name, bs, max_size in (FILES[i] for i in which):
         seq, content = read_base(state_dir, name)
         fd = os.open(os.path.join(mnt, name), os.O_RDWR)
         logp = os.path.join(state_dir, state_name(name) + ".log")
@@ -312,9 +313,10 @@ def fsck_clean(m, where):
         where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
 
 
-def start_writer(state_dir, mnt, seed):
+def start_writer(state_dir, mnt, seed, which):
     p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                          "writer", str(state_dir), mnt, str(seed)],
+                          "writer", str(state_dir), mnt, str(seed),
+                          ",".join(map(str, which))],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ready, _, _ = select.select([p.stdout], [], [], 30)
     line = p.stdout.readline() if ready else b""
@@ -363,17 +365,23 @@ def test_crash_rounds(make_mount, tmp_path):
     stats = []
     for rnd in range(rounds):
         where = "round %d (seed %d)" % (rnd, seed)
-        w = start_writer(state_dir, m.mnt, seed * 1000 + rnd)
+        # two writers, so the daemon also crashes amid concurrent requests
+        ws = [start_writer(state_dir, m.mnt, seed * 1000 + rnd * 2 + k,
+                           range(k, len(FILES), 2)) for k in (0, 1)]
         delay = rng.uniform(0.05, 1.0)
         time.sleep(delay)
         m.kill()
-        stop_writer(w)
+        for w in ws:
+            stop_writer(w)
         m.check_log()
         logged = sum(len(read_log(state_dir, n)) for n, _, _ in FILES)
         stats.append((round(delay, 2), logged))
         fsck_clean(m, where + ", right after kill -9")
         m.start()  # a remount after the crash must succeed
         check_all(m, state_dir, where)
+        assert sorted(os.listdir(m.mnt)) == ["d", "f0", "f1", "f2"], \
+            "%s: unexpected names in the mount: %s" % (where,
+                                                      os.listdir(m.mnt))
         if rnd % 5 == 4:  # now and then, also a clean unmount cycle
             m.stop()
             fsck_clean(m, where + ", after a clean unmount")
@@ -396,4 +404,4 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "writer":
         writer_main(sys.argv[2:])
     else:
-        sys.exit("usage: test_crash.py writer STATE_DIR MOUNTPOINT SEED")
+        sys.exit("usage: test_crash.py writer STATE_DIR MOUNTPOINT SEED I,J,..")
