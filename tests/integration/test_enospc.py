@@ -1,0 +1,186 @@
+"""Issue 5, full backing disk: BACKING lives on a 64 MiB tmpfs that the test
+fills through the mount with incompressible data.  Writes then fail with
+ENOSPC, reported by write(), fsync() and close() alike; after deleting files
+writing works again; every file fully written and fsync'd before the disk
+filled up reads back intact, also after a remount; fsck is clean."""
+
+import errno
+import os
+import random
+import subprocess
+
+import pytest
+
+from sqfs_util import run_fsck
+
+SIZE_MB = 64
+FILE_SIZE = 6 << 20
+CHUNK = 1 << 20
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 MiB tmpfs; unmounted afterwards, also when a squeezefs mount on
+    it is still alive (the test's own cleanup normally stops that first)."""
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        "size=%dm,mode=0755" % SIZE_MB, "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
+    try:
+        yield d
+    finally:
+        fuse_mnt = str(tmp_path / "fs-mnt")
+        if os.path.ismount(fuse_mnt):
+            subprocess.run(["fusermount3", "-u", "-z", fuse_mnt],
+                           check=False)
+        r = subprocess.run(["umount", str(d)], capture_output=True)
+        if r.returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+def fsck_clean(m, where):
+    r = run_fsck(m.backing)
+    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
+        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+
+
+def write_and_sync(path, content):
+    """Returns None when all of it was written, fsync'd and closed, else
+    (where, errno) of the first failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    where = "write"
+    try:
+        for off in range(0, len(content), CHUNK):
+            n = os.write(fd, content[off:off + CHUNK])
+            assert n == len(content[off:off + CHUNK]), "short write %d" % n
+        where = "fsync"
+        os.fsync(fd)
+    except OSError as e:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        return where, e.errno
+    try:
+        os.close(fd)
+    except OSError as e:
+        return "close", e.errno
+    return None
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def check_intact(m, durable, where):
+    for name, want in sorted(durable.items()):
+        try:
+            got = read_file(m.path(name))
+        except OSError as e:
+            raise AssertionError("%s: reading %s: %s" % (where, name, e))
+        assert got == want, "%s: %s changed (%d bytes, want %d)" % (
+            where, name, len(got), len(want))
+
+
+def top_off(d):
+    """Fills what is left of the tmpfs with a plain file outside BACKING,
+    so that the next block the daemon stores cannot fit."""
+    p = os.path.join(d, "filler")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for n in (1 << 20, 4096, 1):
+            while True:
+                try:
+                    os.write(fd, b"\xff" * n)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+                    break
+    finally:
+        os.close(fd)
+    return p
+
+
+def test_full_backing_disk(small_tmpfs, make_mount):
+    r = random.Random(64)
+    backing = small_tmpfs / "backing"
+    m = make_mount(backing=backing)
+    durable, failures = {}, []
+    for i in range(2 * SIZE_MB * (1 << 20) // FILE_SIZE):
+        name = "big%02d" % i
+        content = r.randbytes(FILE_SIZE)
+        res = write_and_sync(m.path(name), content)
+        if res is None:
+            durable[name] = content
+        else:
+            failures.append((name,) + res)
+            break
+    assert failures, "64 MiB never filled up"
+    name, where, err = failures[0]
+    assert err == errno.ENOSPC, "%s: %s failed with %s, want ENOSPC" % (
+        name, where, errno.errorcode.get(err, err))
+    assert len(durable) >= 4, "filled up after %d files" % len(durable)
+    assert m.proc.poll() is None, "daemon died"
+    check_intact(m, durable, "when full")
+    # the file that hit ENOSPC reads without errors (old or new blocks)
+    read_file(m.path(name))
+
+    # now really full, every path must say so
+    filler = top_off(small_tmpfs)
+    seen = {}
+    # write(): a whole block is stored while the write runs
+    fd = os.open(m.path("w"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, r.randbytes(4 << 20))
+    except OSError as e:
+        seen["write"] = e.errno
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    # fsync(): a partial block waits in the daemon until the fsync
+    fd = os.open(m.path("f"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, r.randbytes(1000))
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        seen["fsync"] = e.errno
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    # close(): the flush stores it
+    fd = os.open(m.path("c"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, r.randbytes(1000))
+    try:
+        os.close(fd)
+    except OSError as e:
+        seen["close"] = e.errno
+    assert seen == {"write": errno.ENOSPC, "fsync": errno.ENOSPC,
+                    "close": errno.ENOSPC}, seen
+    assert m.proc.poll() is None, "daemon died"
+    check_intact(m, durable, "when full, after the failed writes")
+
+    # deleting files makes room again
+    os.unlink(filler)
+    for n in (name, "w", "f", "c"):
+        os.unlink(m.path(n))
+    for n in sorted(durable)[:2]:
+        os.unlink(m.path(n))
+        del durable[n]
+    for i in range(3):
+        content = r.randbytes(FILE_SIZE // 2) + bytes(100000)
+        n = "again%d" % i
+        res = write_and_sync(m.path(n), content)
+        assert res is None, "%s after deleting: %s" % (n, res)
+        durable[n] = content
+    check_intact(m, durable, "after deleting")
+
+    m.stop()
+    fsck_clean(m, "after ENOSPC")
+    m.start()
+    check_intact(m, durable, "after remount")
+    m.stop()
