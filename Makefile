@@ -39,7 +39,7 @@ BIN      := $(BUILD)/squeezefs
 FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
 .PHONY: all test unit integration asan test-long soak install clean bench \
-	format check-deps
+	format check-deps fuzz fuzz-regress fuzz-run
 
 all: $(BIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
 
@@ -76,7 +76,7 @@ $(FAULTINJ): tests/tools/faultinj.c
 # Unit tests first (fast, no mount), then the integration suite, which
 # mounts real squeezefs instances and needs root (or fuse access).
 test: all
-	$(MAKE) --no-print-directory unit integration
+	$(MAKE) --no-print-directory unit fuzz-regress integration
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -100,6 +100,46 @@ asan:
 	  $(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
 	  SAN="$(ASAN_FLAGS)" test
 
+# libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang into their own
+# tree.  fuzz-regress (part of `make test`) runs each target once over its
+# seed corpus and the crash inputs kept under tests/fuzz/regress/;
+# fuzz-run fuzzes each target for FUZZ_SECONDS (.ci/run does, after test).
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined \
+	-fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_ENV     := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+
+fuzz:
+	$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=clang \
+	  OPT="-O1 -g" SAN="$(FUZZ_SAN)" \
+	  $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/tests/fuzz/%)
+
+.PRECIOUS: $(BUILD)/tests/fuzz/%.o
+$(BUILD)/tests/fuzz/%: $(BUILD)/tests/fuzz/%.o $(CORE_LIB)
+	$(CC) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
+
+fuzz-regress: fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  in=$$(ls -d tests/fuzz/corpus/$$t/* tests/fuzz/regress/$$t/* \
+	    2>/dev/null || true); \
+	  [ -n "$$in" ] || continue; echo "== $$t (regression)"; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/tests/fuzz/$$t -runs=1 $$in \
+	    >$(FUZZ_BUILD)/$$t.log 2>&1 || \
+	    { tail -50 $(FUZZ_BUILD)/$$t.log; exit 1; }; done
+
+fuzz-run: fuzz
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "== $$t: $(FUZZ_SECONDS)s"; \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crash/$$t; \
+	  $(FUZZ_ENV) $(FUZZ_BUILD)/tests/fuzz/$$t \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=2048 \
+	    -max_len=65536 -print_final_stats=1 \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash/$$t/ \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; done
+
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
@@ -112,7 +152,8 @@ format:
 	  $(wildcard */*.h)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) \
+	$(wildcard $(BUILD)/tests/fuzz/*.d) \
 	$(TOOL_SRC:%.c=$(BUILD)/%.d)
