@@ -33,6 +33,9 @@ struct dblock {
 	uint64_t idx;
 	uint8_t *buf;
 	struct dblock *next;	/* hash chain */
+	bool queued;		/* with the workers: buf is read-only */
+	uint32_t len;		/* bytes to store, fixed when queued */
+	struct sq_job job;
 };
 
 struct sq_file {
@@ -46,6 +49,11 @@ struct sq_file {
 	bool touched;		/* container written since mtime was restored */
 	struct dblock *dtab[DIRTY_BUCKETS];
 	size_t ndirty;
+	struct sq_an_file *af;	/* the analyzer's view of the file */
+	pthread_mutex_t an_lock; /* guards af: workers use it unlocked */
+	unsigned inflight;	/* blocks queued to the workers */
+	pthread_cond_t idle;	/* signalled as queued blocks complete */
+	int wb_err;		/* first failure of a queued block, for flush */
 };
 
 /* ---- per-thread codec state ---- */
@@ -238,6 +246,8 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	}
 	d->idx = idx;
 	d->next = NULL;
+	d->queued = false;
+	d->len = 0;
 	*pp = d;
 	f->ndirty++;
 	atomic_fetch_add(&fs->dirty_bytes, f->bsize);
@@ -245,38 +255,33 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	return 0;
 }
 
+/* Bytes of block @idx inside the logical size (0: past the end). */
+static uint32_t valid_len(struct sq_file *f, uint64_t idx)
+{
+	uint64_t start = idx << f->bshift, size = fsize(f);
+
+	if (start >= size)
+		return 0;
+	return size - start < f->bsize ? (uint32_t)(size - start) : f->bsize;
+}
+
 /*
- * Compresses and stores one dirty block, then hands its buffer to the
- * clean cache.  On failure the block stays dirty, so a later flush retries
- * and nothing the user wrote is dropped silently.
+ * Stores block *@pp as @res describes (lock held), then hands its buffer
+ * to the clean cache.  On failure the block stays dirty, so a later flush
+ * retries and nothing the user wrote is dropped silently.
  */
-static int writeback(struct sq_fs *fs, struct sq_inode *ino,
-		     struct dblock **pp)
+static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
+		 const struct sq_an_result *res, uint32_t n)
 {
 	struct sq_file *f = ino->file;
 	struct dblock *d = *pp;
-	struct tstate *t = tstate_get();
-	struct sq_an_result res;
-	uint64_t start = d->idx << f->bshift, size = fsize(f);
-	uint32_t n;
 	int r;
 
-	if (!t)
-		return -ENOMEM;
-	if (start >= size) {
-		/* Cut off by a truncate after it was dirtied. */
-		ddrop(fs, f, pp);
-		return 0;
-	}
-	n = size - start < f->bsize ? (uint32_t)(size - start) : f->bsize;
-	r = sq_an_store(fs->an, t->cctx, d->buf, n, t->scratch, f->bsize, &res);
-	if (r)
-		return r;
-	if (res.zero)
+	if (res->zero)
 		r = sq_ctr_zero_block(f->ctr, d->idx);
 	else
-		r = sq_ctr_write_block(f->ctr, d->idx, res.codec, res.level, n,
-				       res.payload, (uint32_t)res.len);
+		r = sq_ctr_write_block(f->ctr, d->idx, res->codec, res->level,
+				       n, res->payload, (uint32_t)res->len);
 	if (r) {
 		sq_file_report(ino, (int64_t)d->idx, "cannot store", r);
 		return r;
@@ -285,12 +290,114 @@ static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 	*pp = d->next;
 	f->ndirty--;
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
-	if (res.zero)
+	if (res->zero)
 		free(d->buf);
 	else
 		sq_cache_put(fs->cache, ino->serial, d->idx, d->buf, f->bsize);
 	free(d);
 	return 0;
+}
+
+/* Compresses and stores one dirty block in the calling thread. */
+static int writeback(struct sq_fs *fs, struct sq_inode *ino,
+		     struct dblock **pp)
+{
+	struct sq_file *f = ino->file;
+	struct tstate *t = tstate_get();
+	struct sq_an_result res;
+	uint32_t n = valid_len(f, (*pp)->idx);
+	int r;
+
+	if (!t)
+		return -ENOMEM;
+	if (!n) {
+		/* Cut off by a truncate after it was dirtied. */
+		ddrop(fs, f, pp);
+		return 0;
+	}
+	pthread_mutex_lock(&f->an_lock);
+	r = sq_an_store(fs->an, f->af, (*pp)->idx, t->cctx, (*pp)->buf, n,
+			t->scratch, f->bsize, &res);
+	pthread_mutex_unlock(&f->an_lock);
+	return r ? r : store(fs, ino, pp, &res, n);
+}
+
+/*
+ * Hands block *@pp to the workers (or stores it here when there are
+ * none).  Its buffer must not change until the job completes: writers
+ * wait in wait_block().
+ */
+static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
+{
+	struct sq_file *f = ino->file;
+	struct dblock *d = *pp;
+
+	if (d->queued)
+		return 0;
+	if (!fs->wq)
+		return writeback(fs, ino, pp);
+	d->len = valid_len(f, d->idx);
+	if (!d->len) {
+		ddrop(fs, f, pp);
+		return 0;
+	}
+	d->queued = true;
+	d->job.ino = ino;
+	d->job.blk = d;
+	f->inflight++;
+	sq_wq_push(fs, &d->job);
+	return 0;
+}
+
+void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
+{
+	struct sq_inode *ino = job->ino;
+	struct dblock *d = job->blk;
+	struct tstate *t = tstate_get();
+	struct sq_an_result res;
+	struct sq_file *f = ino->file;
+	int r = -ENOMEM;
+
+	/* Not under the inode lock: the buffer is frozen while queued, the
+	 * file cannot close before its jobs are done, and the scratch
+	 * buffer is this thread's. */
+	if (t) {
+		pthread_mutex_lock(&f->an_lock);
+		r = sq_an_store(fs->an, f->af, d->idx, t->cctx, d->buf, d->len,
+				t->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
+				&res);
+		pthread_mutex_unlock(&f->an_lock);
+	}
+	pthread_mutex_lock(&ino->lock);
+	if (!r)
+		r = store(fs, ino, dfind(f, d->idx), &res, d->len);
+	if (r) {
+		d->queued = false;
+		if (!f->wb_err)
+			f->wb_err = r;
+	}
+	f->inflight--;
+	pthread_cond_broadcast(&f->idle);
+	pthread_mutex_unlock(&ino->lock);
+}
+
+/* Waits (lock held, released meanwhile) until block @idx is not queued. */
+static void wait_block(struct sq_inode *ino, uint64_t idx)
+{
+	struct sq_file *f = ino->file;
+	struct dblock *d;
+
+	while ((d = *dfind(f, idx)) && d->queued)
+		pthread_cond_wait(&f->idle, &ino->lock);
+}
+
+/* Waits until every queued block of the file is stored (or failed). */
+static void drain(struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+
+	while (f->inflight)
+		pthread_cond_wait(&f->idle, &ino->lock);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -300,7 +407,11 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Writes back every dirty block, in block order (sequential backing I/O). */
+/*
+ * Stores every dirty block (in block order: sequential backing I/O) and
+ * waits for them.  Returns the first error, including one a worker met
+ * since the last call.
+ */
 static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
 {
 	struct sq_file *f = ino->file;
@@ -318,12 +429,16 @@ static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
 			idx[n++] = d->idx;
 	qsort(idx, n, sizeof(*idx), cmp_u64);
 	for (i = 0; i < n; i++) {
-		int e = writeback(fs, ino, dfind(f, idx[i]));
+		int e = queue(fs, ino, dfind(f, idx[i]));
 
 		if (e && !r)
 			r = e;	/* keep going: store all that can be */
 	}
 	free(idx);
+	drain(ino);
+	if (!r)
+		r = f->wb_err;
+	f->wb_err = 0;
 	return r;
 }
 
@@ -358,6 +473,8 @@ static int clear_tail(struct sq_fs *fs, struct sq_inode *ino,
 
 	if (!keep)
 		return 0;
+	wait_block(ino, idx);
+	pp = dfind(f, idx);
 	if (*pp) {
 		memset((*pp)->buf + keep, 0, f->bsize - keep);
 		return 0;
@@ -417,6 +534,14 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 			return -ENOMEM;
 		}
 		f->mtime = st.st_mtim;
+		r = sq_an_file_new(&f->af);
+		if (r) {
+			close(fd);
+			free(f);
+			return r;
+		}
+		pthread_cond_init(&f->idle, NULL);
+		pthread_mutex_init(&f->an_lock, NULL);
 	}
 	f->fd = fd;
 	f->writable = rw;
@@ -424,6 +549,9 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 	if (r) {
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);
 		close(fd);
+		pthread_cond_destroy(&f->idle);
+		pthread_mutex_destroy(&f->an_lock);
+		sq_an_file_free(f->af);
 		free(f);
 		ino->file = NULL;
 		return r == -EBADMSG ? -EIO : r;
@@ -455,11 +583,15 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 				r = e;
 		}
 	}
+	drain(ino);
 	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
 		while (f->dtab[i])
 			ddrop(fs, f, &f->dtab[i]);
 	sq_ctr_close(f->ctr);
 	close(f->fd);
+	pthread_cond_destroy(&f->idle);
+	pthread_mutex_destroy(&f->an_lock);
+	sq_an_file_free(f->af);
 	free(f);
 	ino->file = NULL;
 	return r;
@@ -573,8 +705,10 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 
 		if (n > end - pos)
 			n = end - pos;
+		wait_block(ino, idx);
 		/* Nothing to keep when the write covers the block, or all of
 		 * it that exists. */
+		size = fsize(f);
 		whole = (boff == 0 && (n == f->bsize || pos + n >= size)) ||
 			(idx << f->bshift) >= size;
 		e = dget(fs, ino, idx, whole, &d);
@@ -596,7 +730,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		/* A block written up to its end is complete for a streaming
 		 * writer: compress it now, while it is hot in the cache. */
 		if (boff + n == f->bsize) {
-			e = writeback(fs, ino, dfind(f, idx));
+			e = queue(fs, ino, dfind(f, idx));
 			if (e) {
 				r = e;
 				break;
@@ -619,11 +753,13 @@ static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
 			   uint64_t size)
 {
 	struct sq_file *f = ino->file;
-	uint64_t old = fsize(f), nblocks;
+	uint64_t old, nblocks;
 	int r;
 
 	if (size > SQ_MAX_FILE_SIZE)
 		return -EFBIG;
+	drain(ino);
+	old = fsize(f);
 	if (size == old)
 		goto out;
 	if (size < old) {
@@ -747,6 +883,7 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		r = f ? -EBADF : -EIO;
 		goto out;
 	}
+	drain(ino);
 	size = fsize(f);
 	end = off + len < off || off + len > size ? size : off + len;
 	if (off >= end)

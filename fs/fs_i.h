@@ -6,9 +6,11 @@
  *
  *	sq_inode.lock  ->  sq_fs.itable_lock
  *	sq_inode.lock  ->  sq_cache.lock
+ *	sq_inode.lock  ->  sq_wq.lock
  *
- * itable_lock and the cache lock are leaves: nothing blocking happens under
- * them.  sq_inode.lock is held across backing I/O of that one file (pread,
+ * itable_lock, the cache lock and the work queue lock are leaves: nothing
+ * blocking happens under them.  Workers compress with no lock held and
+ * take sq_inode.lock only to store the result.  sq_inode.lock is held across backing I/O of that one file (pread,
  * pwrite, fsync of its container): it serializes the requests of one file,
  * never those of two files.
  */
@@ -41,6 +43,14 @@ struct sq_ctr;
 #define SQ_TOTAL_DIRTY_MAX (64u << 20)
 
 struct sq_file;
+struct sq_wq;
+
+/* A block handed to the compression workers (fs/worker.c). */
+struct sq_job {
+	struct sq_job *next;	/* queue link, guarded by the queue lock */
+	struct sq_inode *ino;	/* kept alive: its file drains jobs first */
+	struct dblock *blk;	/* immutable while queued */
+};
 
 struct sq_inode {
 	/* Immutable after creation. */
@@ -88,6 +98,7 @@ struct sq_fs {
 	uint64_t next_serial;
 
 	atomic_size_t dirty_bytes; /* across all files */
+	struct sq_wq *wq;	/* compression workers; NULL: store inline */
 };
 
 /* ---- log.c ---- */
@@ -154,6 +165,14 @@ void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
 /* Logs a damaged block/container with the file's backing path. */
 void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,
 		    int err);
+
+/* ---- worker.c ---- */
+int sq_wq_start(struct sq_fs *fs, unsigned nthreads);
+void sq_wq_push(struct sq_fs *fs, struct sq_job *job);
+/* Runs every queued job, then joins the workers.  NULL-safe. */
+void sq_wq_stop(struct sq_fs *fs);
+/* file.c: compresses and stores one queued block. */
+void sq_file_run_job(struct sq_fs *fs, struct sq_job *job);
 
 /* ---- fsck.c ---- */
 int sq_fsck_main(int argc, char **argv);

@@ -28,6 +28,8 @@ struct sq_opts {
 	char *block_size;
 	char *codec;
 	char *cache_size;
+	char *policy;
+	char *min_saving;
 	char *backing;
 	char *mountpoint;
 	int nonopts;
@@ -38,6 +40,8 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("block_size=%s", block_size),
 	SQ_OPT("codec=%s", codec),
 	SQ_OPT("cache_size=%s", cache_size),
+	SQ_OPT("policy=%s", policy),
+	SQ_OPT("min_saving=%s", min_saving),
 	FUSE_OPT_END
 };
 
@@ -53,7 +57,11 @@ static void usage(const char *prog)
 	       "    -o codec=C             auto|none|lz4[:L]|zstd[:L]|zlib[:L]|"
 	       "brotli[:L] (default auto)\n"
 	       "    -o cache_size=N        decompressed block cache "
-	       "(default 64M)\n\n",
+	       "(default 64M)\n"
+	       "    -o policy=P            fast|balanced|max (default "
+	       "balanced)\n"
+	       "    -o min_saving=F        store raw unless compression saves "
+	       "F (0..0.9 or 12.5%%; default 12.5%%)\n\n",
 	       prog, prog);
 }
 
@@ -119,6 +127,26 @@ static int parse_size(const char *s, uint64_t *out)
 }
 
 /* One clear line on stderr; returns the exit code for startup errors. */
+/* "0.125" or "12.5%" -> 0.125; -EINVAL outside 0..0.9 or malformed. */
+static int parse_fraction(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s)
+		return -EINVAL;
+	if (*end == '%') {
+		v /= 100;
+		end++;
+	}
+	if (*end || !(v >= 0 && v <= 0.9))
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {
@@ -220,6 +248,8 @@ static void fs_teardown(struct sq_fs *fs)
 			free(i);
 		}
 	}
+	/* After the files above: closing them may still queue blocks. */
+	sq_wq_stop(fs);
 	free(fs->itable);
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
@@ -241,6 +271,8 @@ int main(int argc, char **argv)
 	char backing[PATH_MAX], mnt[PATH_MAX], fsname[PATH_MAX + 32];
 	uint64_t v;
 	struct stat st;
+	enum sq_an_policy policy = SQ_AN_POLICY_BALANCED;
+	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
 	int ret = 1, r;
 
 	if (argc >= 2 && strcmp(argv[1], "fsck") == 0)
@@ -293,8 +325,25 @@ int main(int argc, char **argv)
 		}
 		fs.cache_size = (size_t)v;
 	}
-	r = sq_an_new(o.codec ? o.codec : "auto", SQ_AN_MIN_SAVING_DEFAULT,
-		      &fs.an);
+	if (o.policy) {
+		if (!strcmp(o.policy, "fast"))
+			policy = SQ_AN_POLICY_FAST;
+		else if (!strcmp(o.policy, "balanced"))
+			policy = SQ_AN_POLICY_BALANCED;
+		else if (!strcmp(o.policy, "max"))
+			policy = SQ_AN_POLICY_MAX;
+		else {
+			ret = fail("bad policy '%s': want fast, balanced or max",
+				   o.policy);
+			goto out;
+		}
+	}
+	if (o.min_saving && parse_fraction(o.min_saving, &min_saving)) {
+		ret = fail("bad min_saving '%s': want a fraction from 0 to 0.9 "
+			   "or a percentage such as 12.5%%", o.min_saving);
+		goto out;
+	}
+	r = sq_an_new(o.codec ? o.codec : "auto", policy, min_saving, &fs.an);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
 			   "or brotli, with an optional :level in range",
@@ -372,6 +421,17 @@ int main(int argc, char **argv)
 	}
 	sq_log_init(!copts.foreground, copts.debug);
 	fuse_daemonize(copts.foreground);
+	/* Threads do not survive the daemon's fork: start them after it.
+	 * Without workers (-s, or none could start) blocks are stored by
+	 * the thread that completes them. */
+	if (!copts.singlethread) {
+		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+		r = sq_wq_start(&fs, ncpu > 0 && ncpu < 64 ? (unsigned)ncpu : 2);
+		if (r)
+			sq_log(SQ_LOG_WARN, "no compression workers: %s",
+			       strerror(-r));
+	}
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se) ? 1 : 0;
 	} else {
@@ -403,6 +463,8 @@ out:
 	free(o.block_size);
 	free(o.codec);
 	free(o.cache_size);
+	free(o.policy);
+	free(o.min_saving);
 	fuse_opt_free_args(&args);
 	return ret;
 }
