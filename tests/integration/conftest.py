@@ -18,12 +18,14 @@ def pytest_configure(config):
 @pytest.fixture
 def make_mount(tmp_path):
     """Factory: make_mount(opts=[...], name='a', env={...}) -> started
-    Mount; `backing` overrides where the backing directory is."""
+    Mount; `backing` and `mnt` override where the backing directory and
+    the mount point are."""
     mounts = []
 
-    def factory(opts=None, name="fs", start=True, env=None, backing=None):
+    def factory(opts=None, name="fs", start=True, env=None, backing=None,
+                mnt=None):
         m = Mount(backing or tmp_path / (name + "-backing"),
-                  tmp_path / (name + "-mnt"), opts=opts,
+                  mnt or tmp_path / (name + "-mnt"), opts=opts,
                   log=tmp_path / (name + "-daemon.log"), env=env)
         mounts.append(m)
         return m.start() if start else m
