@@ -272,7 +272,8 @@ def test_block_size_fixed_per_file(make_mount):
 @pytest.mark.parametrize("codec,cid,level", [
     ("none", 0, None), ("lz4", 1, None), ("zstd", 2, None),
     ("zstd:7", 2, 7), ("zlib:6", 3, 6), ("brotli:5", 4, 5),
-    ("auto", 2, 1), (None, 2, 1)])
+    # auto: the analyzer picks; text must come out compressed by some codec
+    ("auto", None, None), (None, None, None)])
 def test_codec_option_recorded(make_mount, codec, cid, level):
     m = make_mount(opts=["codec=" + codec] if codec else None)
     with open(m.path("f"), "wb") as f:
@@ -288,8 +289,12 @@ def test_codec_option_recorded(make_mount, codec, cid, level):
         cur = ctr_current_record(m.bpath("f"), i, bs)
         assert cur is not None, "block %d has no record" % i
         hdr = cur[1]["hdr"]
-        assert hdr.get("c") == cid, "block %d: codec %r, wanted %d (%s)" % (
-            i, hdr.get("c"), cid, codec)
+        if cid is None:
+            assert hdr.get("c") in (1, 2, 3, 4), "block %d: codec %r (%s)" % (
+                i, hdr.get("c"), codec)
+        else:
+            assert hdr.get("c") == cid, "block %d: codec %r, wanted %d (%s)" % (
+                i, hdr.get("c"), cid, codec)
         if level is not None:
             assert hdr.get("l") == level, hdr
         raw = min(bs, len(TEXT) - i * bs)
