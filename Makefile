@@ -144,8 +144,13 @@ install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
 
-bench:
-	@echo "make bench: the benchmark arrives with its issue (scripts/bench/)"
+# The benchmark of issue 4 (scripts/bench/): squeezefs side by side with a
+# plain directory, bindfs and btrfs zstd:3; results in bench/results/.
+# Needs root.  QUICK=1: 64 MiB corpus, short fio.  BENCH_ARGS passes more.
+BENCH_ARGS ?=
+bench: $(BIN)
+	$(PYTHON) scripts/bench/bench.py --squeezefs $(abspath $(BIN)) \
+	  $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 format:
 	clang-format -i $(CORE_SRC) $(FS_SRC) $(UNIT_SRC) $(TOOL_SRC) \
