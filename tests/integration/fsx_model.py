@@ -406,6 +406,17 @@ class Fsx:
                       % (st, st2, self.size))
         self.counts["stat"] += 1
 
+    def op_dropcache(self):
+        """Drops the file's clean pages from the kernel page cache (dirty
+        mapped pages are written back first), so the next reads are
+        served by the daemon rather than by the kernel's copy."""
+        self.note("fadvise DONTNEED")
+        try:
+            os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError as e:
+            self.fail("posix_fadvise(DONTNEED): %s" % e)
+        self.counts["dropcache"] += 1
+
     def op_reopen(self):
         self.note("close+reopen")
         self.close()
@@ -424,8 +435,8 @@ class Fsx:
         self.counts["remount"] += 1
 
     OPS = (("write", 28), ("append", 5), ("aligned", 5), ("read", 32),
-           ("truncate", 6), ("punch", 8), ("fsync", 4), ("stat", 8),
-           ("reopen", 2))
+           ("truncate", 6), ("punch", 8), ("fsync", 4), ("stat", 6),
+           ("dropcache", 4), ("reopen", 2))
 
     def step(self, skip=()):
         """Picks and performs one random operation (never a remount)."""
