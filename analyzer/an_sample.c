@@ -12,10 +12,10 @@
  * 4 KiB, i.e. 1/32 of a 128 KiB block and 1/8 of a 32 KiB one.  Chunks
  * rather than single bytes, so that 4-byte sequences are seen whole.
  */
-#define AN_CHUNK 128
-#define AN_SAMPLE_MAX 4096
+#define AN_CHUNK 64
+#define AN_SAMPLE_MAX 2048
 #define AN_SMALL_SAMPLE 512
-#define AN_HASH_BITS 12
+#define AN_HASH_BITS 11
 
 /*
  * log2 without libm (the core does not link it): the exponent from the

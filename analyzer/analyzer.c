@@ -75,7 +75,8 @@ struct sq_an {
 struct sq_an_file {
 	int prior;		/* class from block 0's magic bytes */
 	uint32_t db_page;	/* SQLite page size, 0 when unknown */
-	uint64_t skipped;	/* blocks sent raw by class: trial clock */
+	uint64_t skipped;	/* blocks sent raw since the last trial */
+	uint64_t trial_gap;	/* skipped blocks before the next trial */
 	bool have_last;
 	uint64_t last_idx;
 	struct sq_an_result last;
@@ -248,6 +249,7 @@ int sq_an_file_new(struct sq_an_file **out)
 	if (!af)
 		return -ENOMEM;
 	af->prior = SQ_AN_CLASS_UNKNOWN;
+	af->trial_gap = SQ_AN_TRIAL_FIRST;
 	*out = af;
 	return 0;
 }
@@ -418,9 +420,28 @@ static int an_compress(const struct sq_an *an, struct sq_codec_ctx *cctx,
 /* Whether a block the class sends raw gets a codec run anyway. */
 static bool an_trial_due(struct sq_an_file *af, uint64_t block_idx)
 {
-	if (af)
-		return ++af->skipped % SQ_AN_TRIAL_EVERY == 0;
-	return block_idx % SQ_AN_TRIAL_EVERY == SQ_AN_TRIAL_EVERY - 1;
+	const uint64_t every = SQ_AN_TRIAL_FIRST * 4;
+
+	if (!af)
+		return block_idx % every == every - 1;
+	if (++af->skipped < af->trial_gap)
+		return false;
+	af->skipped = 0;
+	return true;
+}
+
+/* Backs off after a trial that did not pay, resets after one that did. */
+static void an_trial_done(struct sq_an_file *af, bool paid)
+{
+	if (!af)
+		return;
+	if (paid) {
+		/* The prior was wrong: forget it. */
+		af->prior = SQ_AN_CLASS_UNKNOWN;
+		af->trial_gap = SQ_AN_TRIAL_FIRST;
+	} else if (af->trial_gap < SQ_AN_TRIAL_MAX_GAP) {
+		af->trial_gap *= 2;
+	}
 }
 
 int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
@@ -484,9 +505,8 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	}
 	res->ns_analysis = (uint32_t)(an_now() - t0);
 	r = an_compress(an, cctx, codec, level, src, len, scratch, cap, res);
-	/* A trial that pays means the prior was wrong: forget it. */
-	if (!r && res->trial && res->how == SQ_AN_HOW_COMPRESSED && af)
-		af->prior = SQ_AN_CLASS_UNKNOWN;
+	if (!r && res->trial)
+		an_trial_done(af, res->how == SQ_AN_HOW_COMPRESSED);
 out:
 	if (r)
 		return r;

@@ -21,10 +21,15 @@ struct sq_codec_ctx;
 
 /*
  * Of the blocks a file's class or sample sends to raw without running a
- * codec, every SQ_AN_TRIAL_EVERY-th is compressed anyway, so that a file
- * whose sample or magic bytes fooled the classifier recovers.
+ * codec, some are compressed anyway ("trials"), so that a file whose
+ * sample or magic bytes fooled the classifier recovers: the
+ * SQ_AN_TRIAL_FIRST-th such block of a file, then gaps that double after
+ * every trial that did not pay, up to SQ_AN_TRIAL_MAX_GAP (a long video
+ * costs about 1% of its blocks), back to SQ_AN_TRIAL_FIRST after one that
+ * did.  Without an sq_an_file, one block index in SQ_AN_TRIAL_FIRST * 4.
  */
-#define SQ_AN_TRIAL_EVERY 32
+#define SQ_AN_TRIAL_FIRST 8
+#define SQ_AN_TRIAL_MAX_GAP 256
 
 /* Content classes.  Reported in statistics: never renumber. */
 enum sq_an_class {
