@@ -39,7 +39,7 @@ BIN      := $(BUILD)/squeezefs
 FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
 .PHONY: all test unit integration asan test-long soak install clean bench \
-	format check-deps fuzz fuzz-regress fuzz-run
+	format check-deps fuzz fuzz-regress fuzz-run tsan
 
 all: $(BIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
 
@@ -140,6 +140,26 @@ fuzz-run: fuzz
 	    -artifact_prefix=$(FUZZ_BUILD)/crash/$$t/ \
 	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; done
 
+# ThreadSanitizer: the daemon built in build-tsan/, then the concurrency
+# tests and a bounded part of the random-operation tests through it; any
+# report in a daemon log fails its test (sqfs_util.Mount.check_log).
+TSAN_BUILD := build-tsan
+TSAN_ENV   := TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+	SQ_TSAN=1 SQUEEZEFS_BIN=$(abspath $(TSAN_BUILD)/squeezefs) \
+	SQ_TOOLS=$(abspath $(TSAN_BUILD)/tests/tools)
+tsan:
+	$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT="-O1 -g" \
+	  SAN="-fsanitize=thread" $(TSAN_BUILD)/squeezefs \
+	  $(TSAN_BUILD)/tests/tools/libfaultinj.so
+	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
+	  tests/integration/test_concurrency.py
+	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
+	  tests/integration/test_random_ops.py -k "codecs or many_files"
+
+# 1,000,000 random operations with remounts (long; not part of CI).
+soak: $(BIN)
+	SQUEEZEFS_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) scripts/soak.sh
+
 install: $(BIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
@@ -157,7 +177,7 @@ format:
 	  $(wildcard */*.h)
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-fuzz $(TSAN_BUILD)
 
 -include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) \
 	$(wildcard $(BUILD)/tests/fuzz/*.d) \
