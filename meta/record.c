@@ -354,7 +354,18 @@ enum sq_slot_state sq_rec_decode(const uint8_t *buf, size_t n, uint64_t idx,
 		if (k.kind == MP_STR && k.n == 1 && k.data[0])
 			kp = strchr(rec_keys, k.data[0]);
 		if (!kp) {			/* unknown key: ignored */
-			if (mp_skip(&c, 1))
+			/*
+			 * mp_next() read only the key's head: an array or
+			 * map key still has its elements to skip, then the
+			 * value.
+			 */
+			uint64_t pending = 1;
+
+			if (k.kind == MP_ARRAY)
+				pending += k.n;
+			else if (k.kind == MP_MAP)
+				pending += 2 * (uint64_t)k.n;
+			if (mp_skip(&c, pending))
 				goto malformed;
 			continue;
 		}
