@@ -66,31 +66,48 @@ def _is_uint(v):
     return type(v) is int
 
 
+def _known_key(kraw):
+    """The known key that the msgpack bytes `kraw` of a map key encode, or
+    None: a 1-byte str in any str encoding (fixstr, str 8/16/32)."""
+    for enc in (b"\xa1", b"\xd9\x01", b"\xda\x00\x01",
+                b"\xdb\x00\x00\x00\x01"):
+        if len(kraw) == len(enc) + 1 and kraw.startswith(enc):
+            k = chr(kraw[-1])
+            return k if k in KEYS else None
+    return None
+
+
 def parse_record_header(raw, bs, block):
     """Decodes and validates the msgpack header of a record (6.2).  Returns
     the dict of the seven known keys, or raises ValueError."""
-    try:
-        # object_pairs_hook keeps duplicate keys visible; strict_map_key off
-        # because unknown keys may be of any type (nested maps included).
-        # surrogateescape: a str that is not UTF-8 is still well-formed
-        # msgpack as far as the format is concerned.
-        obj = msgpack.unpackb(raw, raw=False, strict_map_key=False,
-                              unicode_errors="surrogateescape",
-                              object_pairs_hook=list, use_list=True)
-    except Exception as e:  # ExtraData, malformed, truncated...
-        raise ValueError("msgpack: %s" % e.__class__.__name__)
-    if not isinstance(obj, list) or (obj and not isinstance(obj[0], tuple)):
-        # object_pairs_hook turns maps into lists of pairs; a top-level
-        # array would be a list of values.
-        raise ValueError("header is not a msgpack map")
-    if raw[0] not in (0xde, 0xdf) and not 0x80 <= raw[0] <= 0x8f:
-        raise ValueError("header is not a msgpack map")
+    # Unknown keys and their values are skipped, never built: they may be
+    # of any type (maps as keys, ext types of any length), and skipping
+    # still checks that they are well-formed.
+    up = msgpack.Unpacker(raw=False, strict_map_key=False,
+                          unicode_errors="surrogateescape")
+    up.feed(raw)
     h = {}
-    for k, v in obj:
-        if isinstance(k, str) and k in KEYS:
+    try:
+        try:
+            n = up.read_map_header()
+        except ValueError:
+            raise ValueError("header is not a msgpack map")
+        for _ in range(n):
+            start = up.tell()
+            up.skip()
+            k = _known_key(raw[start:up.tell()])
+            if k is None:
+                up.skip()
+                continue
             if k in h:
                 raise ValueError("key %r twice" % k)
-            h[k] = v
+            h[k] = up.unpack()
+    except ValueError:
+        raise
+    except Exception as e:  # OutOfData, FormatError, StackError...
+        raise ValueError("msgpack: %s" % (e.__class__.__name__,))
+    if up.tell() != len(raw):
+        raise ValueError("%d bytes after the map" % (len(raw) - up.tell()))
     for k in KEYS:
         if k not in h:
             raise ValueError("key %r missing" % k)
@@ -121,6 +138,44 @@ def parse_record_header(raw, bs, block):
     return h
 
 
+# Input is fed to the stream decoders in small pieces so that a hostile
+# payload cannot expand far past r before we notice.
+FEED = 256
+
+
+def _zstd(payload, rawlen):
+    """One or more zstd frames (skippable ones included), one after the
+    other, as ZSTD_decompress() takes them."""
+    out = bytearray()
+    data = payload
+    while data:
+        d = zstandard.ZstdDecompressor().decompressobj()
+        pos = 0
+        while not d.eof and pos < len(data):
+            out += d.decompress(data[pos:pos + FEED])
+            pos += FEED
+            if len(out) > rawlen:
+                return out
+        if not d.eof:
+            raise Damaged("zstd: frame cut short")
+        data = d.unused_data + data[pos:]
+    return out
+
+
+def _brotli(payload, rawlen):
+    d = brotli.Decompressor()
+    out = bytearray()
+    for pos in range(0, len(payload), FEED):
+        if d.is_finished():
+            raise Damaged("brotli: bytes after the end of the stream")
+        out += d.process(payload[pos:pos + FEED])
+        if len(out) > rawlen:
+            return out
+    if not d.is_finished():
+        raise Damaged("brotli: stream cut short")
+    return out
+
+
 def decompress(codec, payload, rawlen):
     """Returns exactly `rawlen` bytes or raises Damaged (6.3)."""
     try:
@@ -129,17 +184,14 @@ def decompress(codec, payload, rawlen):
         elif codec == CODEC_LZ4:
             out = lz4.block.decompress(payload, uncompressed_size=rawlen)
         elif codec == CODEC_ZSTD:
-            d = zstandard.ZstdDecompressor().decompressobj()
-            out = d.decompress(payload)
-            if not d.eof or d.unused_data:
-                raise Damaged("zstd: not exactly one complete frame")
+            out = _zstd(payload, rawlen)
         elif codec == CODEC_ZLIB:
             d = zlib.decompressobj()
             out = d.decompress(payload, rawlen + 1)
             if not d.eof or d.unused_data or d.unconsumed_tail:
                 raise Damaged("zlib: not exactly one complete stream")
         elif codec == CODEC_BROTLI:
-            out = brotli.decompress(payload)
+            out = _brotli(payload, rawlen)
         else:
             raise Damaged("unknown codec %d" % codec)
     except Damaged:
