@@ -203,8 +203,11 @@ def test_sticky_fault_on_one_file(make_mount, tmp_path, op, err):
     assert n > 0 or never, "%s: the fault never fired:\n%s" % (
         where, m.read_log())
     failed = {s for s, e in res if e is not None}
-    assert failed or never, "%s: %d faults injected but no operation " \
-        "failed" % (where, n)
+    # the cut after a shrink only frees space: the size record is what
+    # counts, and what the cut left is freed later, so it may stay silent
+    absorbed = op == "ftruncate"
+    assert failed or never or absorbed, "%s: %d faults injected but no " \
+        "operation failed" % (where, n)
     # a successful fsync while the data cannot be stored would be a lie
     if op in ("pwrite", "fdatasync", "fsync"):
         assert "fsync" in failed, where
@@ -220,6 +223,8 @@ def test_sticky_fault_on_one_file(make_mount, tmp_path, op, err):
             raise AssertionError("%s: reading victim after the fault: %s"
                                  % (where, e))
         check_blocks(got, states, where + ", victim after the fault")
+        if not failed:
+            assert got == states[-1], where + ": victim differs"
         if "fsync" not in failed:
             durable["victim"] = got  # fsync'd: must survive as it is
     if not ({"create", "new-write", "new-fsync"} & failed):
