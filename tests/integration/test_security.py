@@ -220,7 +220,7 @@ def public_dir():
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-def test_other_users(make_mount, public_dir):
+def test_other_users(public_dir, make_mount):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv not installed")
     m = make_mount(opts=["allow_other"], backing=os.path.join(public_dir,
