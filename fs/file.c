@@ -827,6 +827,40 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino)
 	return r ? r : e;
 }
 
+int sq_file_start_flush(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f;
+	int r = 0;
+
+	pthread_mutex_lock(&ino->lock);
+	f = ino->file;
+	if (f && f->writable) {
+		for (size_t i = 0; i < DIRTY_BUCKETS && !r; i++) {
+			struct dblock **pp = &f->dtab[i];
+
+			while (*pp && !r) {
+				struct dblock *d = *pp;
+
+				r = queue(fs, ino, pp);
+				/* queue() may have unlinked d (stored inline
+				 * or cut off): only step past a kept one. */
+				if (*pp == d)
+					pp = &d->next;
+			}
+		}
+		if (!r)
+			r = f->wb_err;
+		f->wb_err = 0;
+	}
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+int sq_file_flush_locked(struct sq_fs *fs, struct sq_inode *ino)
+{
+	return flush_locked(fs, ino);
+}
+
 int sq_file_flush(struct sq_fs *fs, struct sq_inode *ino)
 {
 	int r = 0;
@@ -1035,7 +1069,8 @@ void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime)
 
 	if (!f)
 		return;
+	/* Blocks still to be stored would move the container's mtime:
+	 * restore_mtime() puts this one back after them. */
 	f->mtime = *mtime;
-	f->mtime_dirty = false;
-	f->touched = false;
+	f->mtime_dirty = true;
 }

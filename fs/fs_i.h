@@ -151,6 +151,14 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 int sq_file_truncate(struct sq_fs *fs, struct sq_inode *ino, uint64_t size);
 /* Writes every dirty block and the size; restores the logical mtime. */
 int sq_file_flush(struct sq_fs *fs, struct sq_inode *ino);
+/* The same with the inode lock held (it is dropped while waiting). */
+int sq_file_flush_locked(struct sq_fs *fs, struct sq_inode *ino);
+/*
+ * close(): hands every dirty block to the workers without waiting (the
+ * last close stores and records everything).  Returns an error a worker
+ * met since the last flush.
+ */
+int sq_file_start_flush(struct sq_fs *fs, struct sq_inode *ino);
 int sq_file_fsync(struct sq_fs *fs, struct sq_inode *ino, bool datasync);
 int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		  uint64_t len);
@@ -160,7 +168,8 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    int whence);
 /* Overlays the open file's logical size and pending mtime on @st. */
 void sq_file_stat(struct sq_inode *ino, struct stat *st);
-/* Sets the logical mtime (after the caller changed the container's). */
+/* Sets the logical mtime (after the caller changed the container's); it
+ * is applied again after blocks still pending are stored. */
 void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
 /* Logs a damaged block/container with the file's backing path. */
 void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,

@@ -350,11 +350,22 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 	int r = 0;
 
 	pthread_mutex_lock(&i->lock);
+	/*
+	 * Store everything first: waiting for the workers drops the lock, and
+	 * an open() that slips in meanwhile must find the file still open.
+	 * Past the check below nothing waits, so "last" stays true.
+	 */
+	if (i->file)
+		r = sq_file_flush_locked(fs, i);
 	pthread_mutex_lock(&fs->itable_lock);
 	last = i->nopen == 1;
 	pthread_mutex_unlock(&fs->itable_lock);
-	if (last)
-		r = sq_file_close(fs, i);
+	if (last) {
+		int e = sq_file_close(fs, i);
+
+		if (!r)
+			r = e;
+	}
 	pthread_mutex_unlock(&i->lock);
 	iput(fs, i, 0, 1);
 	return r;
@@ -435,13 +446,9 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			ts[1].tv_nsec = UTIME_NOW;
 		else if (valid & FUSE_SET_ATTR_MTIME)
 			ts[1] = attr->st_mtim;
-		/* Store pending data first: writing it later would move the
-		 * container's mtime past the one set here. */
-		if (i->type == S_IFREG) {
-			r = sq_file_flush(fs, i);
-			if (r)
-				goto out;
-		}
+		/* Blocks of an open file stored later would move the
+		 * container's mtime: sq_file_set_mtime() remembers this one
+		 * for after them. */
 		pthread_mutex_lock(&i->lock);
 		r = set_times(i, ts);
 		if (!r && i->file && (valid & FUSE_SET_ATTR_MTIME) &&
@@ -799,7 +806,9 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)fi;
-	fuse_reply_err(req, -sq_file_flush(fs_of(req), ino_of(req, ino)));
+	/* close() need not wait for compression: the last release stores
+	 * and records everything, and fsync() waits for it. */
+	fuse_reply_err(req, -sq_file_start_flush(fs_of(req), ino_of(req, ino)));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
