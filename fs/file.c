@@ -633,16 +633,17 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 			int e;
 
 			if (!blk) {
-				r = r ? r : -ENOMEM;
+				r = -ENOMEM;
 				goto out;
 			}
 			e = load(fs, ino, idx, blk);
 			if (e) {
 				free(blk);
-				/* Hand back what was read before the damaged
-				 * block; the next read reports the error. */
-				if (!r)
-					r = e;
+				/* The whole request fails: FUSE takes a short
+				 * read for the end of the file.  The kernel
+				 * retries page by page, so the good blocks
+				 * around a damaged one still read. */
+				r = e;
 				goto out;
 			}
 			memcpy(dst, blk + boff, n);

@@ -240,12 +240,6 @@ def test_golden_errors(golden, tmp_path):
             assert len(probs) == len(e.get("bad_blocks", [])), (rel, probs)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "fs/ bug: a read spanning a good block and a damaged one returns the "
-    "good part as a short read; FUSE takes a short read for end of file, "
-    "shrinks the cached size, and the rest reads as EOF instead of EIO "
-    "(cp copies a truncated file and exits 0).  Remove this marker when "
-    "fs/ fails the whole request."))
 @pytest.mark.parametrize("golden", ERRORS, ids=lambda d: os.path.basename(
     d.rstrip("/")))
 def test_golden_errors_whole_file(golden, tmp_path):
