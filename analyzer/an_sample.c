@@ -268,18 +268,27 @@ static bool an_db_pages(const struct an_input *in, uint32_t page)
 int an_classify(const struct an_input *in, const struct sq_an_features *ft)
 {
 	bool flat = ft->repeat < 0.03 && !ft->zero_chunks;
+	double reject = in->reject_bits;
 
 	if (ft->text >= 0.9)
 		return ft->hints & (SQ_AN_HINT_JSON | SQ_AN_HINT_CSV |
 				    SQ_AN_HINT_XML | SQ_AN_HINT_LOG) ?
 		       SQ_AN_CLASS_STRUCTURED : SQ_AN_CLASS_TEXT;
-	if (ft->entropy >= in->reject_bits && flat)
+	/* A small media file (icons, thumbnails): its few bytes cannot show
+	 * a high entropy, and a codec's own header eats what it saves. */
+	if (in->prior == SQ_AN_CLASS_COMPRESSED && in->len < 4096 &&
+	    ft->repeat < 0.08)
+		return SQ_AN_CLASS_COMPRESSED;
+	/* n bytes hold at most log2(n) bits of entropy each. */
+	if (ft->sample_len < 256 && reject > 0.92 * an_log2(ft->sample_len))
+		reject = 0.92 * an_log2(ft->sample_len);
+	if (ft->entropy >= reject && flat)
 		return in->prior == SQ_AN_CLASS_COMPRESSED ?
 		       SQ_AN_CLASS_COMPRESSED : SQ_AN_CLASS_RANDOM;
 	/* Media whose sample is merely close to hopeless: the prior decides,
 	 * and the trials catch the files it gets wrong. */
 	if (in->prior == SQ_AN_CLASS_COMPRESSED && flat &&
-	    ft->entropy >= in->reject_bits - 0.5)
+	    ft->entropy >= reject - 0.5)
 		return SQ_AN_CLASS_COMPRESSED;
 	if (in->prior == SQ_AN_CLASS_DATABASE ||
 	    an_db_pages(in, in->db_page ? in->db_page : 4096))

@@ -30,6 +30,9 @@ struct col {
 	struct sq_an *an;
 	bool is_auto;
 	struct sq_an_file *af;	/* per file, auto columns only */
+	/* Its own codec state, as a squeezefs worker thread that only ever
+	 * runs one codec and level would have. */
+	struct sq_codec_ctx *cctx;
 	uint64_t out[SQ_AN_CLASS_COUNT];
 	uint64_t ns[SQ_AN_CLASS_COUNT];	/* thread CPU time in sq_an_store */
 };
@@ -40,7 +43,8 @@ struct eval {
 	struct col cols[MAX_COLS];
 	int ncols;
 	int ref;		/* column whose class labels the rows */
-	struct sq_codec_ctx *cctx;
+	bool verbose;		/* -v: list the misjudged blocks */
+	const char *path;	/* the file being read */
 	unsigned char *buf, *scratch;
 	/* Per class (of the reference analyzer). */
 	uint64_t in[SQ_AN_CLASS_COUNT];
@@ -67,6 +71,19 @@ static uint64_t cpu_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+static void print_block(const char *what, uint64_t idx, size_t len,
+			const struct sq_an_result *res)
+{
+	struct sq_an_features ft;
+
+	sq_an_features(ev.buf, len, &ft);
+	printf("%s: %s block %llu len %zu class %s how %d trial %d: "
+	       "H %.2f rep %.3f text %.2f distinct %u zchunks %u\n", what,
+	       ev.path, (unsigned long long)idx, len,
+	       sq_an_class_name(res->cls), res->how, res->trial, ft.entropy,
+	       ft.repeat, ft.text, ft.distinct, ft.zero_chunks);
+}
+
 static int eval_block(uint64_t idx, size_t len)
 {
 	struct sq_an_result res, ref_res;
@@ -80,7 +97,7 @@ static int eval_block(uint64_t idx, size_t len)
 		uint64_t out;
 
 		t0 = cpu_ns();
-		r = sq_an_store(c->an, c->af, idx, ev.cctx, ev.buf, len,
+		r = sq_an_store(c->an, c->af, idx, c->cctx, ev.buf, len,
 				ev.scratch, ev.bs, &res);
 		t0 = cpu_ns() - t0;
 		if (r)
@@ -124,9 +141,13 @@ static int eval_block(uint64_t idx, size_t len)
 		ev.inc_trials += ref_res.trial;
 		ev.inc_fallback += !ref_res.trial &&
 				   ref_res.how == SQ_AN_HOW_FALLBACK;
+		if (ev.verbose && ref_res.how != SQ_AN_HOW_REJECTED)
+			print_block("codec ran in vain", idx, len, &ref_res);
 	} else if ((double)(len - best) >= 0.125 * (double)len) {
 		ev.compressible++;
 		ev.wrong_raw += ref_res.codec == SQ_CODEC_NONE;
+		if (ev.verbose && ref_res.codec == SQ_CODEC_NONE)
+			print_block("wrongly raw", idx, len, &ref_res);
 	}
 	return 0;
 }
@@ -140,6 +161,7 @@ static int eval_file(const char *path, const struct stat *st, int type,
 	(void)ftw;
 	if (type != FTW_F || !S_ISREG(st->st_mode) || st->st_size == 0)
 		return 0;
+	ev.path = path;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		ev.errors++;
@@ -198,8 +220,12 @@ static int add_col(const char *spec, int policy)
 		r = sq_an_new(spec, SQ_AN_POLICY_BALANCED, ev.min_saving,
 			      &c->an);
 	}
-	if (r)
+	if (!r)
+		r = sq_codec_ctx_new(&c->cctx);
+	if (r) {
+		sq_an_free(c->an);
 		return r;
+	}
 	ev.ncols++;
 	return 0;
 }
@@ -367,12 +393,13 @@ static void print_report(void)
 static void usage(void)
 {
 	fprintf(stderr, "usage: analyzer_eval [-b BLOCK_SIZE] [-m MIN_SAVING] "
-		"[-r fast|balanced|max] [-c SPEC,...] DIR|FILE...\n"
+		"[-r fast|balanced|max] [-c SPEC,...] [-v] DIR|FILE...\n"
 		"  -b  block size, 4K..1M (default 128K)\n"
 		"  -m  min_saving as 0.125 or 12.5%% (default 12.5%%)\n"
 		"  -r  the analyzer policy the acceptance figures judge "
 		"(default balanced)\n"
-		"  -c  fixed codecs to compare (default " DEFAULT_FIXED ")\n");
+		"  -c  fixed codecs to compare (default " DEFAULT_FIXED ")\n"
+		"  -v  list the blocks the reference misjudged\n");
 }
 
 static int parse_bs(const char *s, size_t *out)
@@ -401,8 +428,11 @@ int main(int argc, char **argv)
 
 	ev.bs = 128 * 1024;
 	ev.min_saving = SQ_AN_MIN_SAVING_DEFAULT;
-	while ((opt = getopt(argc, argv, "b:m:r:c:h")) != -1) {
+	while ((opt = getopt(argc, argv, "b:m:r:c:vh")) != -1) {
 		switch (opt) {
+		case 'v':
+			ev.verbose = true;
+			break;
 		case 'b':
 			if (parse_bs(optarg, &ev.bs))
 				goto bad;
@@ -449,7 +479,7 @@ int main(int argc, char **argv)
 	}
 	ev.buf = malloc(ev.bs);
 	ev.scratch = malloc(ev.bs);
-	if (!ev.buf || !ev.scratch || sq_codec_ctx_new(&ev.cctx))
+	if (!ev.buf || !ev.scratch)
 		goto out;
 	for (i = optind; i < argc; i++) {
 		if (nftw(argv[i], eval_file, 32, FTW_PHYS) != 0) {
@@ -465,9 +495,10 @@ int main(int argc, char **argv)
 bad:
 	usage();
 out:
-	for (i = 0; i < ev.ncols; i++)
+	for (i = 0; i < ev.ncols; i++) {
 		sq_an_free(ev.cols[i].an);
-	sq_codec_ctx_free(ev.cctx);
+		sq_codec_ctx_free(ev.cols[i].cctx);
+	}
 	free(ev.buf);
 	free(ev.scratch);
 	free(list);

@@ -429,8 +429,8 @@ static void test_classes(void **state)
 		  6 },
 		{ "json", gen_json(len, 12), SQ_AN_CLASS_STRUCTURED,
 		  SQ_CODEC_ZSTD, 6 },
-		{ "elf", read_exe(len, 0), SQ_AN_CLASS_BINARY, SQ_CODEC_ZSTD,
-		  3 },
+		{ "elf", read_exe(len, 0), SQ_AN_CLASS_BINARY,
+		  SQ_CODEC_BROTLI, 5 },
 		{ "gzip", gen_gzip(len, 13), SQ_AN_CLASS_COMPRESSED,
 		  SQ_CODEC_NONE, 0 },
 		{ "png", gen_media(len, png_head, sizeof(png_head), 14),
@@ -438,7 +438,7 @@ static void test_classes(void **state)
 		{ "jpeg", gen_media(len, jpeg_head, sizeof(jpeg_head), 15),
 		  SQ_AN_CLASS_COMPRESSED, SQ_CODEC_NONE, 0 },
 		{ "pattern", gen_random(len, 16), SQ_AN_CLASS_BINARY,
-		  SQ_CODEC_ZSTD, 3 },
+		  SQ_CODEC_BROTLI, 5 },
 	};
 	struct sq_an *an;
 	struct sq_an_result res;
@@ -485,7 +485,7 @@ static void test_policies(void **state)
 		int text_codec, text_level, bin_codec;
 	} want[] = {
 		{ SQ_AN_POLICY_FAST, SQ_CODEC_ZSTD, 1, SQ_CODEC_LZ4 },
-		{ SQ_AN_POLICY_BALANCED, SQ_CODEC_ZSTD, 6, SQ_CODEC_ZSTD },
+		{ SQ_AN_POLICY_BALANCED, SQ_CODEC_ZSTD, 6, SQ_CODEC_BROTLI },
 		{ SQ_AN_POLICY_MAX, SQ_CODEC_BROTLI, 9, SQ_CODEC_ZSTD },
 	};
 	struct fixture *f = *state;
