@@ -104,7 +104,7 @@ class Fsx:
         self.use_mmap = use_mmap
         self.remount_every = remount_every
         if max_size is None:
-            max_size = min((64 if block_size <= 16384 else 32) * block_size,
+            max_size = min((64 if block_size <= 16384 else 16) * block_size,
                            8 << 20)
         self.max_size = max_size
         self.rng = random.Random(seed)
@@ -276,13 +276,13 @@ class Fsx:
     def pick_len(self):
         r, bs = self.rng, self.bs
         x = r.random()
-        if x < 0.25:
+        if x < 0.3:
             return r.randint(1, 64)
-        if x < 0.5:
+        if x < 0.55:
             return r.randint(1, min(4096, bs))
-        if x < 0.8:
+        if x < 0.85:
             return r.randint(1, bs)
-        if x < 0.93:
+        if x < 0.95:
             return r.randint(bs, 2 * bs)
         return r.randint(2 * bs, 3 * bs)
 
@@ -310,7 +310,7 @@ class Fsx:
                 self.do_truncate(off + n)
             self.ensure_map()
             self.map[off:off + n] = data
-            if r.random() < 0.3:
+            if r.random() < 0.2:
                 try:
                     self.map.flush()
                 except OSError as e:

@@ -366,11 +366,19 @@ def test_crash_rounds(make_mount, tmp_path):
     for rnd in range(rounds):
         where = "round %d (seed %d)" % (rnd, seed)
         # two writers, so the daemon also crashes amid concurrent requests
-        ws = [start_writer(state_dir, m.mnt, seed * 1000 + rnd * 2 + k,
-                           range(k, len(FILES), 2)) for k in (0, 1)]
-        delay = rng.uniform(0.05, 1.0)
-        time.sleep(delay)
-        m.kill()
+        ws = []
+        try:
+            for k in (0, 1):
+                ws.append(start_writer(state_dir, m.mnt,
+                                       seed * 1000 + rnd * 2 + k,
+                                       range(k, len(FILES), 2)))
+            delay = rng.uniform(0.05, 1.0)
+            time.sleep(delay)
+            m.kill()
+        finally:
+            for w in ws:  # never leave a writer holding the mount busy
+                if w.poll() is None:
+                    w.kill()
         for w in ws:
             stop_writer(w)
         m.check_log()
