@@ -952,13 +952,16 @@ def main():
                 s = sq[0]
                 s.setup(os.path.join(runroot, "perf"))
                 try:
-                    pdata = os.path.join(s.rundir, "..", "perf.data")
+                    pdata = os.path.join(runroot, "perf.data")
                     wl_copyread(s, corpus, logical, perf_out=pdata)
                 finally:
                     s.teardown()
-                rep = run(["perf", "report", "--stdio", "-i", pdata,
-                           "--no-children", "--percent-limit", "1"],
-                          check=False).stdout
+                rep = ""
+                for sort in ("dso", "dso,sym"):
+                    rep += run(["perf", "report", "--stdio", "-i", pdata,
+                                "--no-children", "-g", "none", "--sort",
+                                sort, "--percent-limit", "0.5"],
+                               check=False).stdout
                 ppath = os.path.join(a.results, stamp + "-perf.txt")
                 with open(ppath, "w") as f:
                     f.write(rep)
