@@ -283,9 +283,17 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
 		r = sq_ctr_write_block(f->ctr, d->idx, res->codec, res->level,
 				       n, res->payload, (uint32_t)res->len);
 	if (r) {
-		sq_file_report(ino, (int64_t)d->idx, "cannot store", r);
+		if (r == -ENOSPC || r == -EDQUOT) {
+			/* Said once: a full disk fails every store. */
+			if (!atomic_exchange(&fs->backing_full, true))
+				sq_file_report(ino, (int64_t)d->idx,
+					       "backing filesystem full", r);
+		} else
+			sq_file_report(ino, (int64_t)d->idx, "cannot store", r);
 		return r;
 	}
+	if (atomic_load(&fs->backing_full))
+		atomic_store(&fs->backing_full, false);
 	f->touched = true;
 	*pp = d->next;
 	f->ndirty--;
@@ -334,7 +342,10 @@ static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
 
 	if (d->queued)
 		return 0;
-	if (!fs->wq)
+	/* With the backing disk full, store here: the error then reaches
+	 * the write() or close() at hand, as on a local filesystem, instead
+	 * of a later fsync only. */
+	if (!fs->wq || atomic_load(&fs->backing_full))
 		return writeback(fs, ino, pp);
 	d->len = valid_len(f, d->idx);
 	if (!d->len) {
@@ -764,6 +775,11 @@ static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
 	if (size == old)
 		goto out;
 	if (size < old) {
+		/* The size record first: if it fails, the file must be as it
+		 * was, pending writes included. */
+		r = sq_ctr_set_size(f->ctr, size);
+		if (r)
+			return r;
 		nblocks = (size + f->bsize - 1) >> f->bshift;
 		for (size_t i = 0; i < DIRTY_BUCKETS; i++) {
 			struct dblock **pp = &f->dtab[i];
@@ -785,12 +801,11 @@ static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
 		sq_cache_drop(fs->cache, ino->serial, size >> f->bshift);
 	} else {
 		r = clear_tail(fs, ino, old);
+		if (!r)
+			r = sq_ctr_set_size(f->ctr, size);
 		if (r)
 			return r;
 	}
-	r = sq_ctr_set_size(f->ctr, size);
-	if (r)
-		return r;
 	f->touched = true;
 out:
 	now(&f->mtime);

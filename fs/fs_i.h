@@ -99,6 +99,7 @@ struct sq_fs {
 
 	atomic_size_t dirty_bytes; /* across all files */
 	struct sq_wq *wq;	/* compression workers; NULL: store inline */
+	atomic_bool backing_full; /* last store met ENOSPC: store inline */
 };
 
 /* ---- log.c ---- */
