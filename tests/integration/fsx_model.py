@@ -110,7 +110,10 @@ class Fsx:
         self.rng = random.Random(seed)
         self.history = collections.deque(maxlen=history)
         self.log_path = str(log_path) if log_path else None
-        self.logf = open(self.log_path, "w") if self.log_path else None
+        # line-buffered: the log must show the last op even if this process
+        # is killed while the daemon hangs
+        self.logf = open(self.log_path, "w", buffering=1) \
+            if self.log_path else None
         self.fd = -1
         self.mfd = -1
         self.map = None
