@@ -282,6 +282,8 @@ def edge_cases():
     z2 = zstandard.ZstdCompressor().compress(P[400:])
     skip = struct.pack("<II", 0x184D2A50, 4) + b"abcd"
     zl = __import__("zlib").compress(P)
+    co = __import__("zlib").compressobj(zdict=P[:64])
+    zdict = co.compress(P) + co.flush()
     br = __import__("brotli").compress(P)
     l4 = __import__("lz4.block").block.compress(P, store_size=False)
 
@@ -312,6 +314,8 @@ def edge_cases():
         "brotli_trailing_byte": codec(4, br + b"\0", len(P)),
         "lz4": codec(1, l4, len(P)),
         "lz4_r_short": codec(1, l4, len(P) - 1),
+        "lz4_trailing_byte": codec(1, l4 + b"\0", len(P)),
+        "zlib_preset_dict": codec(3, zdict, len(P)),
         "lz4_r_long": codec(1, l4, len(P) + 1),
         "codec_unknown": codec(9, P[:10], 10),
         "mp_plain": one(_hdr()),
