@@ -34,6 +34,7 @@ struct dblock {
 	uint8_t *buf;
 	struct dblock *next;	/* hash chain */
 	bool queued;		/* with the workers: buf is read-only */
+	bool rewrite;		/* stored data was read back to modify it */
 	uint32_t len;		/* bytes to store, fixed when queued */
 	struct sq_job job;
 };
@@ -247,6 +248,11 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	d->idx = idx;
 	d->next = NULL;
 	d->queued = false;
+	/* A stored block changed in part: random writes (databases, VM
+	 * images) pay a read and a compression per write, so such blocks
+	 * are stored with the fast policy; cold data can be recompressed
+	 * later. */
+	d->rewrite = !fill_zero && (idx << f->bshift) < fsize(f);
 	d->len = 0;
 	*pp = d;
 	f->ndirty++;
@@ -324,7 +330,8 @@ static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 		return 0;
 	}
 	pthread_mutex_lock(&f->an_lock);
-	r = sq_an_store(fs->an, f->af, (*pp)->idx, t->cctx, (*pp)->buf, n,
+	r = sq_an_store((*pp)->rewrite ? fs->an_hot : fs->an, f->af,
+			(*pp)->idx, t->cctx, (*pp)->buf, n,
 			t->scratch, f->bsize, &res);
 	pthread_mutex_unlock(&f->an_lock);
 	return r ? r : store(fs, ino, pp, &res, n);
@@ -374,7 +381,8 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 	 * buffer is this thread's. */
 	if (t) {
 		pthread_mutex_lock(&f->an_lock);
-		r = sq_an_store(fs->an, f->af, d->idx, t->cctx, d->buf, d->len,
+		r = sq_an_store(d->rewrite ? fs->an_hot : fs->an, f->af,
+				d->idx, t->cctx, d->buf, d->len,
 				t->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
 				&res);
 		pthread_mutex_unlock(&f->an_lock);

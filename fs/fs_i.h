@@ -84,6 +84,7 @@ struct sq_fs {
 	unsigned block_shift;	/* for files created by this mount */
 	size_t cache_size;
 	struct sq_an *an;	/* storage policy (thread-safe) */
+	struct sq_an *an_hot;	/* the same, fast policy: rewritten blocks */
 	struct sq_cache *cache;
 	double timeout;		/* entry/attr timeout, seconds */
 	bool debug;

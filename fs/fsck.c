@@ -31,7 +31,8 @@ static void problem(void *arg, uint64_t block, const char *msg)
 {
 	struct fsck *c = arg;
 
-	if (block == UINT64_MAX)
+	/* Messages from meta/ may name the block already. */
+	if (block == UINT64_MAX || strncmp(msg, "block ", 6) == 0)
 		printf("%s: %s\n", c->path, msg);
 	else
 		printf("%s: block %llu: %s\n", c->path,

@@ -253,6 +253,7 @@ static void fs_teardown(struct sq_fs *fs)
 	free(fs->itable);
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
+	sq_an_free(fs->an_hot);
 	if (fs->root_fd >= 0)
 		close(fs->root_fd);
 	if (fs->lock_fd >= 0)
@@ -344,6 +345,9 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	r = sq_an_new(o.codec ? o.codec : "auto", policy, min_saving, &fs.an);
+	if (!r)
+		r = sq_an_new(o.codec ? o.codec : "auto", SQ_AN_POLICY_FAST,
+			      min_saving, &fs.an_hot);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
 			   "or brotli, with an optional :level in range",
