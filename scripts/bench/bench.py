@@ -40,22 +40,26 @@ BINDFS_OPTS = ["big_writes", "kernel_cache", "attr_timeout=60",
 
 LIVE = []  # systems with something mounted or attached, for cleanup
 
-# FUSE daemons that keep a descriptor per inode the kernel remembers run
-# out at a 39k-file copy with a soft limit of 1024 or even 20000 (EMFILE);
-# libfuse's passthrough_hp raises its own limit.  Every daemon here starts
-# with the limit at fs.nr_open, and the results say so.
-try:
-    with open("/proc/sys/fs/nr_open") as _f:
-        NOFILE = int(_f.read())
-except OSError:
-    NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 
-
-def _raise_nofile():
+def raise_nofile():
+    """A FUSE daemon that keeps a descriptor per inode the kernel remembers
+    runs out (EMFILE) during a 39k-file copy at a soft limit of 1024 or
+    even 20000; libfuse's passthrough_hp raises its own limit.  Raise ours
+    (inherited by every daemon) to fs.nr_open, or at least to the hard
+    limit without CAP_SYS_RESOURCE, and return what we got."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
-    except (ValueError, OSError):
-        pass
+        with open("/proc/sys/fs/nr_open") as f:
+            want = int(f.read())
+    except OSError:
+        want = hard
+    for lim in ((want, want), (hard, hard)):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, lim)
+            break
+        except (ValueError, OSError):
+            continue
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def log(*a):
@@ -71,8 +75,9 @@ def timed(cmd, shell=False, cwd=None):
     """Run cmd to completion; return (wall seconds, CPU seconds of it and
     its children).  wait4 gives the rusage of exactly this process tree."""
     t0 = time.monotonic()
+    err = tempfile.TemporaryFile()
     p = subprocess.Popen(cmd, shell=shell, cwd=cwd,
-                         stdout=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=err)
     try:
         _, status, ru = os.wait4(p.pid, 0)
     except BaseException:  # a signal: do not leave cp writing on
@@ -82,7 +87,11 @@ def timed(cmd, shell=False, cwd=None):
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t0
     if p.returncode != 0:
-        raise RuntimeError("%s exited with %d" % (cmd, p.returncode))
+        err.seek(0)
+        lines = err.read().decode(errors="replace").splitlines()
+        raise RuntimeError("%s exited with %d after %d error lines: %s" % (
+            cmd if shell else cmd[0], p.returncode, len(lines),
+            " / ".join(lines[:2])))
     return wall, ru.ru_utime + ru.ru_stime
 
 
@@ -211,8 +220,7 @@ class Fuse(Plain):
     def mount(self):
         logf = open(os.path.join(self.rundir, "daemon.log"), "ab")
         self.proc = subprocess.Popen(self.argv + [self.dir, self.mnt],
-                                     stdout=logf, stderr=logf,
-                                     preexec_fn=_raise_nofile)
+                                     stdout=logf, stderr=logf)
         logf.close()
         self.pid = self.proc.pid
         for _ in range(200):
@@ -874,14 +882,14 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    notes = ["FUSE daemons run with RLIMIT_NOFILE = %d: squeezefs "
-             "fails the 512M copy-in with EMFILE (`Too many open files`) "
-             "at the soft limit of 20000 this shell had." % NOFILE]
+    nofile = raise_nofile()
+    notes = ["every process here, daemons included, runs with "
+             "RLIMIT_NOFILE = %d (raised as far as allowed)." % nofile]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     meta = {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
             "quick": a.quick, "corpus_size": size, "seed": a.seed,
             "fio_size": fio_size, "fio_runtime": runtime,
-            "meta_files": nmeta, "reps": a.reps,
+            "meta_files": nmeta, "reps": a.reps, "nofile": nofile,
             "machine": machine(a.workdir), "notes": notes}
 
     corpus = os.path.join(a.workdir, "corpus-%s-s%d" % (size, a.seed))
