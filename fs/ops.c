@@ -910,12 +910,18 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/*
+ * readdir and readdirplus.  With @plus every entry but "." and ".." is
+ * looked up (one reference each, as the kernel counts them), so `ls -l`
+ * and tar need no LOOKUP per name.
+ */
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
 	struct sq_fs *fs = fs_of(req);
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
-	bool root = ino_of(req, ino) == &fs->root;
+	struct sq_inode *parent = ino_of(req, ino);
+	bool root = parent == &fs->root;
 	char *buf = malloc(size), *p = buf;
 	size_t rem = size;
 	int err = 0;
@@ -930,6 +936,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		d->offset = off;
 	}
 	for (;;) {
+		struct dirent *de;
 		struct stat st;
 		size_t n;
 
@@ -941,21 +948,53 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				break;
 			}
 		}
-		if (root && strcmp(d->entry->d_name, SQ_RESERVED_NAME) == 0) {
-			d->offset = d->entry->d_off;
+		de = d->entry;
+		if (root && strcmp(de->d_name, SQ_RESERVED_NAME) == 0) {
+			d->offset = de->d_off;
 			d->entry = NULL;
 			continue;
 		}
 		memset(&st, 0, sizeof(st));
-		st.st_ino = d->entry->d_ino;
-		st.st_mode = (mode_t)d->entry->d_type << 12;
-		n = fuse_add_direntry(req, p, rem, d->entry->d_name, &st,
-				      d->entry->d_off);
+		st.st_ino = de->d_ino;
+		st.st_mode = (mode_t)de->d_type << 12;
+		if (!plus) {
+			n = fuse_add_direntry(req, p, rem, de->d_name, &st,
+					      de->d_off);
+		} else {
+			struct fuse_entry_param e;
+			struct sq_inode *ci = NULL;
+
+			memset(&e, 0, sizeof(e));
+			e.attr = st;
+			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
+				int r = do_lookup(fs, parent, de->d_name, &ci,
+						  &e.attr);
+
+				if (r == -ENOENT) {
+					/* Gone since readdir: skip it. */
+					d->offset = de->d_off;
+					d->entry = NULL;
+					continue;
+				}
+				if (r) {
+					err = -r;
+					break;
+				}
+				e.ino = ino_id(fs, ci);
+				e.attr.st_ino = e.ino;
+				e.attr_timeout = fs->timeout;
+				e.entry_timeout = fs->timeout;
+			}
+			n = fuse_add_direntry_plus(req, p, rem, de->d_name, &e,
+						   de->d_off);
+			if (n > rem && ci)
+				iput(fs, ci, 1, 0);	/* not sent */
+		}
 		if (n > rem)
 			break;	/* keep the entry for the next call */
 		p += n;
 		rem -= n;
-		d->offset = d->entry->d_off;
+		d->offset = de->d_off;
 		d->entry = NULL;
 	}
 	if (err && p == buf)
@@ -963,6 +1002,18 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		fuse_reply_buf(req, buf, (size_t)(p - buf));
 	free(buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
@@ -1076,6 +1127,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* The kernel asks for attributes with the names when they will be
+	 * used (ls -l, tar), plain names otherwise. */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO)
+		conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
 	/* Large requests: fewer round trips, and a whole block per write. */
 	conn->max_write = 1u << 20;
 	conn->max_readahead = 1u << 20;
@@ -1113,6 +1170,7 @@ const struct fuse_lowlevel_ops sq_fs_ops = {
 	.lseek = op_lseek,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
 	.releasedir = op_releasedir,
 	.fsyncdir = op_fsyncdir,
 	.statfs = op_statfs,
