@@ -73,10 +73,14 @@ $(FAULTINJ): tests/tools/faultinj.c
 	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(WARN) -shared -fPIC -o $@ $< \
 	  -ldl -pthread
 
-# Unit tests first (fast, no mount), then the integration suite, which
-# mounts real squeezefs instances and needs root (or fuse access).
+# Unit tests first (fast, no mount), the fuzz targets over their regression
+# inputs and then for FUZZ_SECONDS each (FUZZ_IN_TEST=0 skips that part),
+# then the integration suite, which mounts real squeezefs instances and
+# needs root (or fuse access).
+FUZZ_IN_TEST ?= 1
 test: all
-	$(MAKE) --no-print-directory unit fuzz-regress integration
+	$(MAKE) --no-print-directory unit fuzz-regress \
+	  $(if $(filter 1,$(FUZZ_IN_TEST)),fuzz-run) integration
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -98,12 +102,12 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) --no-print-directory BUILD=build-asan OPT="-O1 -g" \
-	  SAN="$(ASAN_FLAGS)" test
+	  SAN="$(ASAN_FLAGS)" FUZZ_IN_TEST=0 test
 
 # libFuzzer targets (tests/fuzz/fuzz_*.c), built with clang into their own
 # tree.  fuzz-regress (part of `make test`) runs each target once over its
 # seed corpus and the crash inputs kept under tests/fuzz/regress/;
-# fuzz-run fuzzes each target for FUZZ_SECONDS (.ci/run does, after test).
+# fuzz-run fuzzes each target for FUZZ_SECONDS (part of `make test`).
 FUZZ_BUILD   := build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined \
