@@ -987,9 +987,14 @@ def main():
             if sq:
                 s = sq[0]
                 s.setup(os.path.join(runroot, "perf"))
+                pdata = os.path.join(runroot, "perf.data")
                 try:
-                    pdata = os.path.join(runroot, "perf.data")
                     wl_copyread(s, corpus, logical, perf_out=pdata)
+                except (RuntimeError, OSError,
+                        subprocess.CalledProcessError) as e:
+                    notes.append("the profiled copy-in failed (the profile"
+                                 " of its first 10 s stands): %s" %
+                                 str(e)[-200:])
                 finally:
                     s.teardown()
                 rep = ""
