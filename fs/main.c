@@ -127,26 +127,6 @@ static int parse_size(const char *s, uint64_t *out)
 }
 
 /* One clear line on stderr; returns the exit code for startup errors. */
-/* "0.125" or "12.5%" -> 0.125; -EINVAL outside 0..0.9 or malformed. */
-static int parse_fraction(const char *s, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s)
-		return -EINVAL;
-	if (*end == '%') {
-		v /= 100;
-		end++;
-	}
-	if (*end || !(v >= 0 && v <= 0.9))
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {
@@ -326,20 +306,12 @@ int main(int argc, char **argv)
 		}
 		fs.cache_size = (size_t)v;
 	}
-	if (o.policy) {
-		if (!strcmp(o.policy, "fast"))
-			policy = SQ_AN_POLICY_FAST;
-		else if (!strcmp(o.policy, "balanced"))
-			policy = SQ_AN_POLICY_BALANCED;
-		else if (!strcmp(o.policy, "max"))
-			policy = SQ_AN_POLICY_MAX;
-		else {
-			ret = fail("bad policy '%s': want fast, balanced or max",
-				   o.policy);
-			goto out;
-		}
+	if (o.policy && sq_an_policy_parse(o.policy, &policy)) {
+		ret = fail("bad policy '%s': want fast, balanced or max",
+			   o.policy);
+		goto out;
 	}
-	if (o.min_saving && parse_fraction(o.min_saving, &min_saving)) {
+	if (o.min_saving && sq_an_parse_saving(o.min_saving, &min_saving)) {
 		ret = fail("bad min_saving '%s': want a fraction from 0 to 0.9 "
 			   "or a percentage such as 12.5%%", o.min_saving);
 		goto out;
