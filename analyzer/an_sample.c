@@ -286,9 +286,11 @@ int an_classify(const struct an_input *in, const struct sq_an_features *ft)
 		return in->prior == SQ_AN_CLASS_COMPRESSED ?
 		       SQ_AN_CLASS_COMPRESSED : SQ_AN_CLASS_RANDOM;
 	/* Media whose sample is merely close to hopeless: the prior decides,
-	 * and the trials catch the files it gets wrong. */
-	if (in->prior == SQ_AN_CLASS_COMPRESSED && flat &&
-	    ft->entropy >= reject - 0.5)
+	 * and the trials catch the files it gets wrong.  Container formats
+	 * (png chunks, mp4 boxes) repeat a few short byte strings, so a
+	 * little repetition does not make them compressible. */
+	if (in->prior == SQ_AN_CLASS_COMPRESSED && !ft->zero_chunks &&
+	    ft->repeat < 0.10 && ft->entropy >= reject - 0.5)
 		return SQ_AN_CLASS_COMPRESSED;
 	if (in->prior == SQ_AN_CLASS_DATABASE ||
 	    an_db_pages(in, in->db_page ? in->db_page : 4096))

@@ -42,8 +42,8 @@ static const struct an_row an_defaults[SQ_AN_POLICY_COUNT][6] = {
 	/* Binaries: brotli:5 stores them 6% smaller than zstd:6 at half
 	 * its speed (analyzer-eval on the make-corpus mix). */
 	[SQ_AN_POLICY_BALANCED] = {
-		{ SQ_AN_CLASS_TEXT, SQ_CODEC_ZSTD, 6 },
-		{ SQ_AN_CLASS_STRUCTURED, SQ_CODEC_ZSTD, 6 },
+		{ SQ_AN_CLASS_TEXT, SQ_CODEC_BROTLI, 5 },
+		{ SQ_AN_CLASS_STRUCTURED, SQ_CODEC_BROTLI, 5 },
 		{ SQ_AN_CLASS_BINARY, SQ_CODEC_BROTLI, 5 },
 		{ SQ_AN_CLASS_DATABASE, SQ_CODEC_ZSTD, 6 },
 		{ SQ_AN_CLASS_COMPRESSED, SQ_CODEC_NONE, 0 },

@@ -13,7 +13,7 @@ from test_cli import assert_one_line_error, run_daemon_expect_failure
 
 # What each policy stores text as: (codec id, level).
 TEXT_CODEC = {"fast": (CODEC_IDS["zstd"], 1),
-              "balanced": (CODEC_IDS["zstd"], 6),
+              "balanced": (CODEC_IDS["brotli"], 5),
               "max": (CODEC_IDS["brotli"], 9)}
 
 WORDS = ("the of and to in a is that for it as was with be by on not he "

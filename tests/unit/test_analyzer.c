@@ -184,8 +184,8 @@ static void test_text_auto(void **state)
 	assert_false(res.zero);
 	assert_int_equal(res.cls, SQ_AN_CLASS_TEXT);
 	assert_int_equal(res.how, SQ_AN_HOW_COMPRESSED);
-	assert_int_equal(res.codec, SQ_CODEC_ZSTD);
-	assert_int_equal(res.level, 6);
+	assert_int_equal(res.codec, SQ_CODEC_BROTLI);
+	assert_int_equal(res.level, 5);
 	assert_true(res.len < 128 * KIB / 8 * 7);
 	free(t);
 }
@@ -425,10 +425,10 @@ static void test_classes(void **state)
 		  0 },
 		{ "random", gen_random(len, 10), SQ_AN_CLASS_RANDOM,
 		  SQ_CODEC_NONE, 0 },
-		{ "text", gen_text(len, 11), SQ_AN_CLASS_TEXT, SQ_CODEC_ZSTD,
-		  6 },
+		{ "text", gen_text(len, 11), SQ_AN_CLASS_TEXT, SQ_CODEC_BROTLI,
+		  5 },
 		{ "json", gen_json(len, 12), SQ_AN_CLASS_STRUCTURED,
-		  SQ_CODEC_ZSTD, 6 },
+		  SQ_CODEC_BROTLI, 5 },
 		{ "elf", read_exe(len, 0), SQ_AN_CLASS_BINARY,
 		  SQ_CODEC_BROTLI, 5 },
 		{ "gzip", gen_gzip(len, 13), SQ_AN_CLASS_COMPRESSED,
@@ -485,7 +485,7 @@ static void test_policies(void **state)
 		int text_codec, text_level, bin_codec;
 	} want[] = {
 		{ SQ_AN_POLICY_FAST, SQ_CODEC_ZSTD, 1, SQ_CODEC_LZ4 },
-		{ SQ_AN_POLICY_BALANCED, SQ_CODEC_ZSTD, 6, SQ_CODEC_BROTLI },
+		{ SQ_AN_POLICY_BALANCED, SQ_CODEC_BROTLI, 5, SQ_CODEC_BROTLI },
 		{ SQ_AN_POLICY_MAX, SQ_CODEC_BROTLI, 9, SQ_CODEC_ZSTD },
 	};
 	struct fixture *f = *state;
@@ -684,7 +684,7 @@ static void test_stats(void **state)
 	assert_int_equal(st.cls[SQ_AN_CLASS_RANDOM].codec_runs, 0);
 	assert_int_equal(st.cls[SQ_AN_CLASS_ZERO].blocks, 1);
 	assert_int_equal(st.cls[SQ_AN_CLASS_ZERO].bytes_out, 0);
-	assert_int_equal(st.codec[SQ_CODEC_ZSTD].blocks, 2);
+	assert_int_equal(st.codec[SQ_CODEC_BROTLI].blocks, 2);
 	assert_int_equal(st.codec[SQ_CODEC_NONE].blocks, 2);
 	assert_true(st.cls[SQ_AN_CLASS_TEXT].ns_codec > 0);
 	assert_true(st.cls[SQ_AN_CLASS_RANDOM].ns_analysis > 0);
