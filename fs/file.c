@@ -93,13 +93,21 @@ static struct tstate *tstate_get(void)
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->scratch = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
-	if (!t->scratch || sq_codec_ctx_new(&t->cctx)) {
+	if (sq_codec_ctx_new(&t->cctx)) {
 		tstate_free(t);
 		return NULL;
 	}
 	pthread_setspecific(tkey, t);
 	return t;
+}
+
+/* This thread's compression scratch buffer, allocated on first use: FUSE
+ * threads that only decompress never need one. */
+static void *tscratch(struct tstate *t)
+{
+	if (!t->scratch)
+		t->scratch = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
+	return t->scratch;
 }
 
 struct sq_codec_ctx *sq_fs_thread_cctx(void)
@@ -322,7 +330,7 @@ static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 	uint32_t n = valid_len(f, (*pp)->idx);
 	int r;
 
-	if (!t)
+	if (!t || !tscratch(t))
 		return -ENOMEM;
 	if (!n) {
 		/* Cut off by a truncate after it was dirtied. */
@@ -379,7 +387,7 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 	/* Not under the inode lock: the buffer is frozen while queued, the
 	 * file cannot close before its jobs are done, and the scratch
 	 * buffer is this thread's. */
-	if (t) {
+	if (t && tscratch(t)) {
 		pthread_mutex_lock(&f->an_lock);
 		r = sq_an_store(d->rewrite ? fs->an_hot : fs->an, f->af,
 				d->idx, t->cctx, d->buf, d->len,

@@ -38,9 +38,9 @@ struct sq_ctr;
 #define SQ_DEFAULT_BLOCK_SHIFT 17		/* 128 KiB */
 #define SQ_DEFAULT_CACHE_SIZE (64u << 20)
 /* Dirty (not yet compressed) bytes one file may hold before it writes back. */
-#define SQ_FILE_DIRTY_MAX (8u << 20)
+#define SQ_FILE_DIRTY_MAX (4u << 20)
 /* Dirty bytes across all files before writers write back everything. */
-#define SQ_TOTAL_DIRTY_MAX (64u << 20)
+#define SQ_TOTAL_DIRTY_MAX (16u << 20)
 
 struct sq_file;
 struct sq_wq;

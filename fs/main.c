@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -124,6 +125,18 @@ static int parse_size(const char *s, uint64_t *out)
 		return -EINVAL;
 	*out = v;
 	return 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl))
+			fprintf(stderr, "squeezefs: cannot raise the open file "
+				"limit: %s\n", strerror(errno));
+	}
 }
 
 /* One clear line on stderr; returns the exit code for startup errors. */
@@ -385,6 +398,9 @@ int main(int argc, char **argv)
 	}
 	/* Modes arrive from the kernel with the caller's umask applied. */
 	umask(0);
+	/* Every inode the kernel keeps costs one O_PATH fd: a tree of tens
+	 * of thousands of files needs far more than the usual soft limit. */
+	raise_nofile();
 
 	se = fuse_session_new(&args, &sq_fs_ops, sizeof(sq_fs_ops), &fs);
 	if (!se)

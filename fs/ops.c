@@ -250,6 +250,17 @@ static void reply_entry(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 		iput(fs, i, 1, 0);	/* the kernel dropped the request */
 }
 
+/* Each inode the kernel keeps holds one fd: say once what to do when that
+ * runs out, instead of failing lookups silently. */
+static void emfile_warn(void)
+{
+	static atomic_bool said;
+
+	if (!atomic_exchange(&said, true))
+		sq_log(SQ_LOG_ERR, "out of file descriptors (one per cached "
+		       "inode): raise the hard limit (ulimit -Hn, LimitNOFILE)");
+}
+
 /* Looks @name up in @parent, taking a lookup reference on success. */
 static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
 		     const char *name, struct sq_inode **out, struct stat *st)
@@ -260,8 +271,12 @@ static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
 	if (reserved(fs, parent, name))
 		return -ENOENT;
 	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	if (fd < 0) {
+		r = -errno;
+		if (r == -EMFILE || r == -ENFILE)
+			emfile_warn();
+		return r;
+	}
 	if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 		r = -errno;
 		close(fd);
