@@ -230,6 +230,10 @@ def test_other_users(public_dir, make_mount):
     secret = m.path("secret")
     with open(secret, "wb") as f:
         f.write(b"root only\n")
+        # close() does not wait for the block to be stored: fsync so the
+        # container is final before its fingerprint is taken
+        f.flush()
+        os.fsync(f.fileno())
     os.chmod(secret, 0o600)
     os.mkdir(m.path("pub"))
     os.chmod(m.path("pub"), 0o1777)
