@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -398,6 +399,12 @@ int main(int argc, char **argv)
 	}
 	/* Modes arrive from the kernel with the caller's umask applied. */
 	umask(0);
+	/* glibc gives each thread that allocates its own arena, and codec
+	 * contexts and block buffers freed in one thread and allocated in
+	 * another leave them all at their peak: two arenas keep the daemon's
+	 * peak RSS ~1/3 lower (151 -> 102 MiB on a 256 MiB fio write+read)
+	 * at no measurable cost with a handful of worker threads. */
+	mallopt(M_ARENA_MAX, 2);
 	/* Every inode the kernel keeps costs one O_PATH fd: a tree of tens
 	 * of thousands of files needs far more than the usual soft limit. */
 	raise_nofile();
