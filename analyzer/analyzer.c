@@ -5,6 +5,7 @@
  * counters of every decision.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,9 @@ struct sq_an {
 };
 
 struct sq_an_file {
+	/* Guards every field below: blocks of one file are analysed by
+	 * several workers at once; the codec runs without it. */
+	pthread_mutex_t lock;
 	int prior;		/* class from block 0's magic bytes */
 	uint32_t db_page;	/* SQLite page size, 0 when unknown */
 	uint64_t skipped;	/* blocks sent raw since the last trial */
@@ -252,30 +256,57 @@ int sq_an_file_new(struct sq_an_file **out)
 		return -ENOMEM;
 	af->prior = SQ_AN_CLASS_UNKNOWN;
 	af->trial_gap = SQ_AN_TRIAL_FIRST;
+	pthread_mutex_init(&af->lock, NULL);
 	*out = af;
 	return 0;
 }
 
 void sq_an_file_free(struct sq_an_file *af)
 {
+	if (!af)
+		return;
+	pthread_mutex_destroy(&af->lock);
 	free(af);
+}
+
+/* The getters take a const handle; the lock inside is still ours to take. */
+static void af_lock(const struct sq_an_file *af)
+{
+	pthread_mutex_lock((pthread_mutex_t *)&af->lock);
+}
+
+static void af_unlock(const struct sq_an_file *af)
+{
+	pthread_mutex_unlock((pthread_mutex_t *)&af->lock);
 }
 
 int sq_an_file_prior(const struct sq_an_file *af)
 {
-	return af ? af->prior : SQ_AN_CLASS_UNKNOWN;
+	int p;
+
+	if (!af)
+		return SQ_AN_CLASS_UNKNOWN;
+	af_lock(af);
+	p = af->prior;
+	af_unlock(af);
+	return p;
 }
 
 bool sq_an_file_last(const struct sq_an_file *af, uint64_t *block_idx,
 		     struct sq_an_result *res)
 {
-	if (!af || !af->have_last)
+	bool have;
+
+	if (!af)
 		return false;
-	if (block_idx)
+	af_lock(af);
+	have = af->have_last;
+	if (have && block_idx)
 		*block_idx = af->last_idx;
-	if (res)
+	if (have && res)
 		*res = af->last;
-	return true;
+	af_unlock(af);
+	return have;
 }
 
 void sq_an_stats_get(const struct sq_an *an, struct sq_an_stats *out)
@@ -303,10 +334,13 @@ void sq_an_stats_get(const struct sq_an *an, struct sq_an_stats *out)
 void sq_an_file_stats_get(const struct sq_an_file *af,
 			  struct sq_an_stats *out)
 {
-	if (af)
+	if (af) {
+		af_lock(af);
 		*out = af->stats;
-	else
+		af_unlock(af);
+	} else {
 		memset(out, 0, sizeof(*out));
+	}
 }
 
 static uint64_t an_now(void)
@@ -457,9 +491,18 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	int codec = SQ_CODEC_NONE, level = 0, r = 0;
 
 	memset(res, 0, sizeof(*res));
-	if (af && block_idx == 0) {
-		af->prior = sq_an_magic_class(src, len);
-		af->db_page = an_sqlite_page(src, len);
+	if (af) {
+		af_lock(af);
+		if (block_idx == 0) {
+			af->prior = sq_an_magic_class(src, len);
+			af->db_page = an_sqlite_page(src, len);
+		}
+		in.prior = af->prior;
+		in.db_page = af->db_page;
+		af_unlock(af);
+	} else {
+		in.prior = SQ_AN_CLASS_UNKNOWN;
+		in.db_page = 0;
 	}
 	if (sq_an_is_zero(src, len)) {
 		res->zero = true;
@@ -486,13 +529,18 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	in.src = src;
 	in.len = len;
 	in.block_idx = block_idx;
-	in.prior = af ? af->prior : SQ_AN_CLASS_UNKNOWN;
-	in.db_page = af ? af->db_page : 0;
 	in.reject_bits = an->reject_bits;
 	res->cls = an_classify(&in, &ft);
 	sq_an_policy_get(an, res->cls, &codec, &level);
 	if (codec == SQ_CODEC_NONE) {
-		if (!an_trial_due(af, block_idx)) {
+		bool due;
+
+		if (af)
+			af_lock(af);
+		due = an_trial_due(af, block_idx);
+		if (af)
+			af_unlock(af);
+		if (!due) {
 			res->ns_analysis = (uint32_t)(an_now() - t0);
 			an_raw(src, len, res);
 			res->how = SQ_AN_HOW_REJECTED;
@@ -507,17 +555,23 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	}
 	res->ns_analysis = (uint32_t)(an_now() - t0);
 	r = an_compress(an, cctx, codec, level, src, len, scratch, cap, res);
-	if (!r && res->trial)
+	if (!r && res->trial && af) {
+		af_lock(af);
 		an_trial_done(af, res->how == SQ_AN_HOW_COMPRESSED);
+		af_unlock(af);
+	}
 out:
 	if (r)
 		return r;
+	if (af)
+		af_lock(af);
 	an_count(an, af, len, res);
 	if (af) {
 		af->have_last = true;
 		af->last_idx = block_idx;
 		af->last = *res;
 		af->last.payload = NULL;	/* borrowed, gone by now */
+		af_unlock(af);
 	}
 	if (an->trace)
 		an->trace(an->trace_arg, af, block_idx, res);

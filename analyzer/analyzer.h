@@ -98,9 +98,9 @@ int sq_an_policy_get(const struct sq_an *an, int cls, int *codec,
 
 /*
  * Per-file state: the class prior taken from the magic bytes of block 0,
- * the trial counter and the file's own counters.  Not thread-safe: the
- * caller serialises every use of one sq_an_file (squeezefs holds the
- * inode lock).  sq_an_file_free(NULL) does nothing.
+ * the trial counter and the file's own counters.  Thread-safe: several
+ * workers may store blocks of one file at once (a lock inside guards the
+ * state; codecs run outside it).  sq_an_file_free(NULL) does nothing.
  */
 struct sq_an_file;
 int sq_an_file_new(struct sq_an_file **out);

@@ -50,8 +50,7 @@ struct sq_file {
 	bool touched;		/* container written since mtime was restored */
 	struct dblock *dtab[DIRTY_BUCKETS];
 	size_t ndirty;
-	struct sq_an_file *af;	/* the analyzer's view of the file */
-	pthread_mutex_t an_lock; /* guards af: workers use it unlocked */
+	struct sq_an_file *af;	/* the analyzer's view (thread-safe) */
 	unsigned inflight;	/* blocks queued to the workers */
 	pthread_cond_t idle;	/* signalled as queued blocks complete */
 	int wb_err;		/* first failure of a queued block, for flush */
@@ -337,11 +336,9 @@ static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 		ddrop(fs, f, pp);
 		return 0;
 	}
-	pthread_mutex_lock(&f->an_lock);
 	r = sq_an_store((*pp)->rewrite ? fs->an_hot : fs->an, f->af,
 			(*pp)->idx, t->cctx, (*pp)->buf, n,
 			t->scratch, f->bsize, &res);
-	pthread_mutex_unlock(&f->an_lock);
 	return r ? r : store(fs, ino, pp, &res, n);
 }
 
@@ -387,14 +384,11 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 	/* Not under the inode lock: the buffer is frozen while queued, the
 	 * file cannot close before its jobs are done, and the scratch
 	 * buffer is this thread's. */
-	if (t && tscratch(t)) {
-		pthread_mutex_lock(&f->an_lock);
+	if (t && tscratch(t))
 		r = sq_an_store(d->rewrite ? fs->an_hot : fs->an, f->af,
 				d->idx, t->cctx, d->buf, d->len,
 				t->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
 				&res);
-		pthread_mutex_unlock(&f->an_lock);
-	}
 	pthread_mutex_lock(&ino->lock);
 	if (!r)
 		r = store(fs, ino, dfind(f, d->idx), &res, d->len);
@@ -568,7 +562,6 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 			return r;
 		}
 		pthread_cond_init(&f->idle, NULL);
-		pthread_mutex_init(&f->an_lock, NULL);
 	}
 	f->fd = fd;
 	f->writable = rw;
@@ -577,7 +570,6 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);
 		close(fd);
 		pthread_cond_destroy(&f->idle);
-		pthread_mutex_destroy(&f->an_lock);
 		sq_an_file_free(f->af);
 		free(f);
 		ino->file = NULL;
@@ -617,7 +609,6 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 	sq_ctr_close(f->ctr);
 	close(f->fd);
 	pthread_cond_destroy(&f->idle);
-	pthread_mutex_destroy(&f->an_lock);
 	sq_an_file_free(f->af);
 	free(f);
 	ino->file = NULL;
