@@ -230,6 +230,9 @@ static void fs_teardown(struct sq_fs *fs)
 			struct sq_inode *i = fs->itable[b];
 
 			fs->itable[b] = i->hnext;
+			/* The workers still run and take the inode lock:
+			 * closing waits for them under it. */
+			pthread_mutex_lock(&i->lock);
 			if (i->file) {
 				int r = sq_file_close(fs, i);
 
@@ -237,6 +240,7 @@ static void fs_teardown(struct sq_fs *fs)
 					sq_file_report(i, -1, "storing data at "
 						       "unmount failed", r);
 			}
+			pthread_mutex_unlock(&i->lock);
 			close(i->fd);
 			pthread_mutex_destroy(&i->lock);
 			free(i);
