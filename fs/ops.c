@@ -1074,17 +1074,11 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	fuse_reply_err(req, setxattr(path, name, value, size, flags) ? errno : 0);
 }
 
-static void reply_xattr(fuse_req_t req, size_t size, ssize_t n, char *buf)
-{
-	if (n < 0)
-		fuse_reply_err(req, errno);
-	else if (size == 0)
-		fuse_reply_xattr(req, (size_t)n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
-}
-
-static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+/*
+ * getxattr (@name) and listxattr (@name NULL): with @size 0 the kernel asks
+ * for the length only.
+ */
+static void xattr_query(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
 	char path[64], *buf = NULL;
@@ -1098,27 +1092,25 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			return;
 		}
 	}
-	n = getxattr(path, name, buf, size);
-	reply_xattr(req, size, n, buf);
+	n = name ? getxattr(path, name, buf, size) : listxattr(path, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
 	free(buf);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	xattr_query(req, ino, name, size);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char path[64], *buf = NULL;
-	ssize_t n;
-
-	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
-	if (size) {
-		buf = malloc(size);
-		if (!buf) {
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-	}
-	n = listxattr(path, buf, size);
-	reply_xattr(req, size, n, buf);
-	free(buf);
+	xattr_query(req, ino, NULL, size);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
