@@ -75,6 +75,14 @@ struct sq_an {
 	_Atomic uint64_t codec_ctr[SQ_CODEC_COUNT][AN_NCTR];
 };
 
+/* Pay-off checks of one class in one file (see SQ_AN_PAYOFF_FIRST). */
+struct an_pay {
+	uint32_t gap;		/* slow blocks between checks */
+	uint32_t count;		/* slow blocks since the last one */
+	uint32_t cheap_left;	/* blocks left to store cheaply */
+	uint32_t cheap_run;	/* length of the next cheap run */
+};
+
 struct sq_an_file {
 	/* Guards every field below: blocks of one file are analysed by
 	 * several workers at once; the codec runs without it. */
@@ -83,6 +91,8 @@ struct sq_an_file {
 	uint32_t db_page;	/* SQLite page size, 0 when unknown */
 	uint64_t skipped;	/* blocks sent raw since the last trial */
 	uint64_t trial_gap;	/* skipped blocks before the next trial */
+	/* Pay-off checks of the policy's codec, per class. */
+	struct an_pay pay[SQ_AN_CLASS_COUNT];
 	bool have_last;
 	uint64_t last_idx;
 	struct sq_an_result last;
@@ -256,6 +266,10 @@ int sq_an_file_new(struct sq_an_file **out)
 		return -ENOMEM;
 	af->prior = SQ_AN_CLASS_UNKNOWN;
 	af->trial_gap = SQ_AN_TRIAL_FIRST;
+	for (int c = 0; c < SQ_AN_CLASS_COUNT; c++) {
+		af->pay[c].gap = SQ_AN_PAYOFF_FIRST;
+		af->pay[c].cheap_run = SQ_AN_PAYOFF_FIRST * 4;
+	}
 	pthread_mutex_init(&af->lock, NULL);
 	*out = af;
 	return 0;
@@ -480,6 +494,100 @@ static void an_trial_done(struct sq_an_file *af, bool paid)
 	}
 }
 
+enum { AN_SLOW, AN_CHEAP, AN_CHECK };
+
+/* The fast policy's codec for @cls, when it differs from @codec:@level. */
+static bool an_cheaper(int cls, int codec, int level, int *ccodec,
+		       int *clevel)
+{
+	for (size_t i = 0; i < sizeof(an_defaults[0]) / sizeof(an_defaults[0][0]); i++) {
+		const struct an_row *row = &an_defaults[SQ_AN_POLICY_FAST][i];
+
+		if (row->cls != cls)
+			continue;
+		if (row->codec == SQ_CODEC_NONE ||
+		    (row->codec == codec && row->level == level))
+			return false;
+		*ccodec = row->codec;
+		*clevel = row->level;
+		return true;
+	}
+	return false;
+}
+
+/* Whether the next block of class @cls is slow, cheap or a check.  Locked. */
+static int an_payoff_mode(struct sq_an_file *af, int cls)
+{
+	struct an_pay *p = &af->pay[cls];
+
+	if (p->cheap_left) {
+		if (--p->cheap_left == 0)
+			p->count = p->gap;	/* check next */
+		return AN_CHEAP;
+	}
+	if (++p->count < p->gap)
+		return AN_SLOW;
+	p->count = 0;
+	return AN_CHECK;
+}
+
+/* Backs off checks while the slow codec pays, cheap runs while not. */
+static void an_payoff_done(struct sq_an_file *af, int cls, bool pays)
+{
+	struct an_pay *p = &af->pay[cls];
+
+	if (pays) {
+		if (p->gap < SQ_AN_PAYOFF_MAX)
+			p->gap *= 2;
+		p->cheap_run = SQ_AN_PAYOFF_FIRST * 4;
+		return;
+	}
+	p->gap = SQ_AN_PAYOFF_FIRST;
+	p->cheap_left = p->cheap_run;
+	if (p->cheap_run < SQ_AN_PAYOFF_MAX)
+		p->cheap_run *= 2;
+}
+
+/*
+ * Compresses with the cheap codec and the policy's; keeps the policy's
+ * output when it stores SQ_AN_PAYOFF_PCT percent less, else recompresses
+ * cheaply (the scratch holds one output; the cheap codec costs little).
+ */
+static int an_payoff_check(const struct sq_an *an, struct sq_an_file *af,
+			   struct sq_codec_ctx *cctx, int codec, int level,
+			   int ccodec, int clevel, const void *src, size_t len,
+			   void *scratch, size_t cap, struct sq_an_result *res)
+{
+	struct sq_an_result alt = *res;
+	uint32_t ns;
+	bool pays;
+	int r;
+
+	r = an_compress(an, cctx, ccodec, clevel, src, len, scratch, cap,
+			&alt);
+	if (r)
+		return r;
+	r = an_compress(an, cctx, codec, level, src, len, scratch, cap, res);
+	if (r)
+		return r;
+	ns = alt.ns_codec + res->ns_codec;
+	pays = res->len * 100 <= alt.len * (100 - SQ_AN_PAYOFF_PCT);
+	af_lock(af);
+	an_payoff_done(af, res->cls, pays);
+	af_unlock(af);
+	res->payoff = true;
+	if (!pays) {
+		r = an_compress(an, cctx, ccodec, clevel, src, len, scratch,
+				cap, res);
+		if (r)
+			return r;
+		res->cheap = true;
+		ns += res->ns_codec;
+	}
+	res->ns_codec = ns;
+	return 0;
+}
+
 int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 		uint64_t block_idx, struct sq_codec_ctx *cctx,
 		const void *src, size_t len, void *scratch, size_t cap,
@@ -489,6 +597,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	struct an_input in;
 	uint64_t t0 = an_now();
 	int codec = SQ_CODEC_NONE, level = 0, r = 0;
+	int ccodec = SQ_CODEC_NONE, clevel = 0, mode = AN_SLOW;
 
 	memset(res, 0, sizeof(*res));
 	if (af) {
@@ -553,7 +662,23 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 			level = 1;
 		}
 	}
+	if (!res->trial && af &&
+	    an_cheaper(res->cls, codec, level, &ccodec, &clevel)) {
+		af_lock(af);
+		mode = an_payoff_mode(af, res->cls);
+		af_unlock(af);
+	}
 	res->ns_analysis = (uint32_t)(an_now() - t0);
+	if (mode == AN_CHECK) {
+		r = an_payoff_check(an, af, cctx, codec, level, ccodec, clevel,
+				    src, len, scratch, cap, res);
+		goto out;
+	}
+	if (mode == AN_CHEAP) {
+		codec = ccodec;
+		level = clevel;
+		res->cheap = true;
+	}
 	r = an_compress(an, cctx, codec, level, src, len, scratch, cap, res);
 	if (!r && res->trial && af) {
 		af_lock(af);

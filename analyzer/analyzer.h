@@ -31,6 +31,22 @@ struct sq_codec_ctx;
 #define SQ_AN_TRIAL_FIRST 8
 #define SQ_AN_TRIAL_MAX_GAP 256
 
+/*
+ * Pay-off checks.  Where the policy's codec for a class is slower than
+ * the fast policy's (brotli:5 where fast says lz4), a file's blocks of
+ * that class are compressed with both now and then: the
+ * SQ_AN_PAYOFF_FIRST-th block, then gaps that double while the slow
+ * codec keeps paying, up to SQ_AN_PAYOFF_MAX.  When it stores less than
+ * SQ_AN_PAYOFF_PCT percent below the fast codec, the file's next blocks
+ * of that class use the fast codec (SQ_AN_PAYOFF_FIRST * 4 of them, then
+ * runs that double up to SQ_AN_PAYOFF_MAX) before the next check.  Data
+ * that no codec squeezes better than another (half random, half zeros)
+ * then costs lz4's CPU, not brotli's, to write and to read.
+ */
+#define SQ_AN_PAYOFF_FIRST 4
+#define SQ_AN_PAYOFF_MAX 256
+#define SQ_AN_PAYOFF_PCT 5
+
 /* Content classes.  Reported in statistics: never renumber. */
 enum sq_an_class {
 	SQ_AN_CLASS_UNKNOWN = 0,	/* not analysed: a forced codec */
@@ -127,6 +143,9 @@ struct sq_an_result {
 	int cls;		/* enum sq_an_class */
 	int how;		/* enum sq_an_how */
 	bool trial;		/* a codec ran although the class said raw */
+	bool payoff;		/* the policy's and the fast codec both ran */
+	bool cheap;		/* the fast policy's codec, the policy's did not
+				 * pay on this file lately */
 	uint32_t ns_analysis;	/* sampling and classifying */
 	uint32_t ns_codec;	/* running the codec, 0 when none ran */
 };

@@ -411,6 +411,81 @@ static void store_an(struct fixture *f, const struct sq_an *an,
 	free(back);
 }
 
+/*
+ * Pay-off checks: on blocks that every codec squeezes alike (random runs
+ * between zero runs, like fio's buffers) balanced's brotli stops paying
+ * and the file goes on with lz4; on text brotli keeps its blocks.
+ */
+static void payoff_run(struct fixture *f, const struct sq_an *an, bool text,
+		       uint64_t *checks, uint64_t *cheap, int *slow_codec)
+{
+	const size_t len = 128 * KIB;
+	struct sq_an_file *af;
+	struct sq_an_result res;
+	uint64_t i;
+
+	*checks = *cheap = 0;
+	*slow_codec = -1;
+	assert_int_equal(sq_an_file_new(&af), 0);
+	for (i = 0; i < 64; i++) {
+		unsigned char *b;
+
+		if (text) {
+			b = gen_text(len, 500 + i);
+		} else {
+			b = gen_random(len, 700 + i);
+			for (size_t j = 0; j < len; j += 4 * KIB)
+				memset(b + j + 1638, 0, 4 * KIB - 1638);
+		}
+		store_an(f, an, af, i, b, len, &res);
+		assert_int_equal(res.how, SQ_AN_HOW_COMPRESSED);
+		if (res.payoff)
+			checks[0] |= 1ull << i;
+		if (res.cheap) {
+			assert_int_equal(res.codec, SQ_CODEC_LZ4);
+			(*cheap)++;
+		} else {
+			if (*slow_codec < 0)
+				*slow_codec = res.codec;
+			assert_int_equal(res.codec, *slow_codec);
+		}
+		free(b);
+	}
+	sq_an_file_free(af);
+}
+
+static void test_payoff(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t checks, cheap;
+	int slow;
+	struct sq_an *an;
+
+	assert_int_equal(sq_an_new("auto", SQ_AN_POLICY_BALANCED, 0.125, &an),
+			 0);
+	/* Blocks 0-2 brotli, 3 checks and falls to lz4 for 16 blocks,
+	 * 20 checks again, then 32 cheap blocks, 53 checks. */
+	payoff_run(f, an, false, &checks, &cheap, &slow);
+	assert_int_equal(slow, SQ_CODEC_BROTLI);
+	assert_int_equal(checks, (1ull << 3) | (1ull << 20) | (1ull << 53));
+	assert_int_equal(cheap, 61);
+	/* Text: each check pays, the gaps double, brotli throughout. */
+	payoff_run(f, an, true, &checks, &cheap, &slow);
+	assert_int_equal(slow, SQ_CODEC_BROTLI);
+	assert_int_equal(checks, (1ull << 3) | (1ull << 11) | (1ull << 27) |
+				 (1ull << 59));
+	assert_int_equal(cheap, 0);
+	sq_an_free(an);
+
+	/* The fast policy has nothing cheaper to fall to: no checks. */
+	assert_int_equal(sq_an_new("auto", SQ_AN_POLICY_FAST, 0.125, &an), 0);
+	payoff_run(f, an, false, &checks, &cheap, &slow);
+	assert_int_equal(checks, 0);
+	assert_int_equal(cheap, 0);
+	assert_int_equal(slow, SQ_CODEC_LZ4);
+	sq_an_free(an);
+}
+
 /* Acceptance 1: each synthetic block lands in its class and policy. */
 static void test_classes(void **state)
 {
@@ -859,6 +934,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_database, setup,
 						teardown),
 		cmocka_unit_test(test_parse),
+		cmocka_unit_test_setup_teardown(test_payoff, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
