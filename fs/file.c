@@ -164,7 +164,7 @@ static void ddrop(struct sq_fs *fs, struct sq_file *f, struct dblock **pp)
 	*pp = d->next;
 	f->ndirty--;
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
-	free(d->buf);
+	sq_cache_buf_put(fs->cache, d->buf, f->bsize);
 	free(d);
 }
 
@@ -202,7 +202,7 @@ static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	cached = sq_cache_take(fs->cache, ino->serial, idx);
 	if (cached) {
 		memcpy(buf, cached, f->bsize);
-		free(cached);
+		sq_cache_buf_put(fs->cache, cached, f->bsize);
 		return 0;
 	}
 	cctx = sq_fs_thread_cctx();
@@ -235,19 +235,21 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	d = malloc(sizeof(*d));
 	if (!d)
 		return -ENOMEM;
-	d->buf = malloc(f->bsize);
+	d->buf = sq_cache_buf_get(fs->cache, f->bsize);
 	if (!d->buf) {
 		free(d);
 		return -ENOMEM;
 	}
 	if (fill_zero) {
 		/* Fully overwritten: whatever was cached is obsolete. */
-		free(sq_cache_take(fs->cache, ino->serial, idx));
+		sq_cache_buf_put(fs->cache,
+				 sq_cache_take(fs->cache, ino->serial, idx),
+				 f->bsize);
 		memset(d->buf, 0, f->bsize);
 	} else {
 		r = load(fs, ino, idx, d->buf);
 		if (r) {
-			free(d->buf);
+			sq_cache_buf_put(fs->cache, d->buf, f->bsize);
 			free(d);
 			return r;
 		}
@@ -312,7 +314,7 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
 	f->ndirty--;
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
 	if (res->zero)
-		free(d->buf);
+		sq_cache_buf_put(fs->cache, d->buf, f->bsize);
 	else
 		sq_cache_put(fs->cache, ino->serial, d->idx, d->buf, f->bsize);
 	free(d);
@@ -650,7 +652,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 			memcpy(dst, d->buf + boff, n);
 		} else if (!sq_cache_read(fs->cache, ino->serial, idx, boff,
 					  n, dst)) {
-			uint8_t *blk = malloc(f->bsize);
+			uint8_t *blk = sq_cache_buf_get(fs->cache, f->bsize);
 			int e;
 
 			if (!blk) {
@@ -659,7 +661,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 			}
 			e = load(fs, ino, idx, blk);
 			if (e) {
-				free(blk);
+				sq_cache_buf_put(fs->cache, blk, f->bsize);
 				/* The whole request fails: FUSE takes a short
 				 * read for the end of the file.  The kernel
 				 * retries page by page, so the good blocks
@@ -965,7 +967,9 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 
 			if (*pp)
 				ddrop(fs, f, pp);
-			free(sq_cache_take(fs->cache, ino->serial, idx));
+			sq_cache_buf_put(fs->cache,
+					 sq_cache_take(fs->cache, ino->serial,
+						       idx), f->bsize);
 		} else {
 			r = dget(fs, ino, idx, false, &d);
 			if (r)

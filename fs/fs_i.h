@@ -110,7 +110,9 @@ void sq_log(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
 /* ---- cache.c: bounded LRU of clean decompressed blocks ---- */
-int sq_cache_new(size_t capacity, struct sq_cache **out);
+/* Holds at most @capacity minus *@reserved (the dirty bytes) bytes. */
+int sq_cache_new(size_t capacity, const atomic_size_t *reserved,
+		 struct sq_cache **out);
 void sq_cache_free(struct sq_cache *c);
 /*
  * Copies @len bytes at @off of block (@serial, @idx) into @dst when cached.
@@ -118,15 +120,19 @@ void sq_cache_free(struct sq_cache *c);
  */
 bool sq_cache_read(struct sq_cache *c, uint64_t serial, uint64_t idx,
 		   size_t off, size_t len, void *dst);
+/* Block buffers of @bsize bytes: every buffer that goes into the cache, or
+ * comes out of it, is one of these. */
+void *sq_cache_buf_get(struct sq_cache *c, size_t bsize);
+void sq_cache_buf_put(struct sq_cache *c, void *buf, size_t bsize);
 /*
- * Hands @buf (malloc'ed, @bsize bytes; the cache frees it) over to the cache
+ * Hands @buf (from sq_cache_buf_get(), @bsize bytes) over to the cache
  * as the clean content of block (@serial, @idx), replacing any older entry.
  */
 void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
 		  void *buf, size_t bsize);
 /*
- * Removes block (@serial, @idx) and returns its buffer (caller frees), or
- * NULL when not cached.
+ * Removes block (@serial, @idx) and returns its buffer (caller puts it
+ * back with sq_cache_buf_put()), or NULL when not cached.
  */
 void *sq_cache_take(struct sq_cache *c, uint64_t serial, uint64_t idx);
 /* Drops every block of @serial with index >= @from. */

@@ -218,7 +218,7 @@ static int fs_setup(struct sq_fs *fs, const char *backing)
 		return -ENOMEM;
 	fs->next_serial = 1;
 	fs->root.serial = 1;
-	r = sq_cache_new(fs->cache_size, &fs->cache);
+	r = sq_cache_new(fs->cache_size, &fs->dirty_bytes, &fs->cache);
 	return r;
 }
 
