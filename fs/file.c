@@ -431,11 +431,11 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /*
- * Stores every dirty block (in block order: sequential backing I/O) and
- * waits for them.  Returns the first error, including one a worker met
- * since the last call.
+ * Hands every dirty block to the workers (in block order: sequential
+ * backing I/O) without waiting.  Returns the first error of a block stored
+ * here, or one a worker met since the last call.
  */
-static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
+static int queue_all(struct sq_fs *fs, struct sq_inode *ino)
 {
 	struct sq_file *f = ino->file;
 	uint64_t *idx;
@@ -443,13 +443,14 @@ static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
 	int r = 0;
 
 	if (!f->ndirty)
-		return 0;
+		goto out;
 	idx = malloc(f->ndirty * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
 	for (i = 0; i < DIRTY_BUCKETS; i++)
 		for (struct dblock *d = f->dtab[i]; d; d = d->next)
-			idx[n++] = d->idx;
+			if (!d->queued)
+				idx[n++] = d->idx;
 	qsort(idx, n, sizeof(*idx), cmp_u64);
 	for (i = 0; i < n; i++) {
 		int e = queue(fs, ino, dfind(f, idx[i]));
@@ -458,6 +459,20 @@ static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
 			r = e;	/* keep going: store all that can be */
 	}
 	free(idx);
+out:
+	if (!r)
+		r = f->wb_err;
+	f->wb_err = 0;
+	return r;
+}
+
+/* Stores every dirty block and waits for them; errors as queue_all(). */
+static int writeback_all(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+	int r;
+
+	r = queue_all(fs, ino);
 	drain(ino);
 	if (!r)
 		r = f->wb_err;
@@ -681,16 +696,23 @@ out:
 	return r;
 }
 
-/* Writes back this file's blocks when it, or the whole mount, holds too
- * much dirty data.  Bounds memory no matter how many files are written. */
+/*
+ * Bounds memory no matter how many files are written.  Past the soft
+ * limits the file's dirty blocks go to the workers and the writer goes
+ * on (it reads and patches the next blocks while they compress, which
+ * random writes need); past twice those it waits for them.
+ */
 static int limit_dirty(struct sq_fs *fs, struct sq_inode *ino)
 {
 	struct sq_file *f = ino->file;
+	size_t mine = (size_t)f->ndirty * f->bsize;
+	size_t all = atomic_load(&fs->dirty_bytes);
 
-	if ((size_t)f->ndirty * f->bsize > SQ_FILE_DIRTY_MAX ||
-	    atomic_load(&fs->dirty_bytes) > SQ_TOTAL_DIRTY_MAX)
+	if (mine <= SQ_FILE_DIRTY_MAX && all <= SQ_TOTAL_DIRTY_MAX)
+		return 0;
+	if (mine > 2 * SQ_FILE_DIRTY_MAX || all > 2 * SQ_TOTAL_DIRTY_MAX)
 		return writeback_all(fs, ino);
-	return 0;
+	return queue_all(fs, ino);
 }
 
 ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
