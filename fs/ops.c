@@ -51,6 +51,9 @@ static void proc_path(char *buf, size_t n, int fd)
 	snprintf(buf, n, "/proc/self/fd/%d", fd);
 }
 
+/* Set once by op_init(), before any request. */
+static bool as_root;
+
 /* BACKING/.squeezefs belongs to squeezefs: invisible and unusable. */
 static bool reserved(struct sq_fs *fs, struct sq_inode *parent,
 		     const char *name)
@@ -184,21 +187,42 @@ static int iget(struct sq_fs *fs, int fd, const struct stat *st,
 /* ---- attributes ---- */
 
 /*
+ * Remembers @size as the logical size of the closed file @i while its
+ * container keeps the size and times in @st (so any change to it, through
+ * this mount or not, invalidates the entry); sets it in @st.  i->lock held.
+ */
+static void cache_size(struct sq_inode *i, struct stat *st, uint64_t size)
+{
+	i->size_cached = true;
+	i->cached_size = size;
+	i->cached_bsize = st->st_size;
+	i->cached_mtim = st->st_mtim;
+	i->cached_ctim = st->st_ctim;
+	st->st_size = (off_t)size;
+}
+
+/*
  * The attributes the mount shows: the backing object's, with a regular
  * file's logical size from its container (st_blocks stays the backing
- * file's, so du shows what is really stored).
+ * file's, so du shows what is really stored).  With @fresh, @st already
+ * holds the backing object's attributes, just read by the caller.
  */
-static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st)
+static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
+		      bool fresh)
 {
 	(void)fs;
 
-	if (fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+	if (!fresh &&
+	    fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
 		return -errno;
 	if (!S_ISREG(st->st_mode))
 		return 0;
 	pthread_mutex_lock(&i->lock);
 	if (i->file) {
 		sq_file_stat(i, st);
+	} else if (st->st_size == 0) {
+		/* An empty backing file is an empty container: its logical
+		 * size is the backing one, no header to read. */
 	} else if (i->size_cached && i->cached_bsize == st->st_size &&
 		   i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
 		   i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
@@ -206,7 +230,6 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st)
 		   i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec) {
 		st->st_size = (off_t)i->cached_size;
 	} else {
-		off_t bsize = st->st_size;
 		char path[64];
 		uint64_t size;
 		int fd;
@@ -220,14 +243,8 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st)
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
-			if (sq_ctr_peek_size(fd, &size) == 0) {
-				st->st_size = (off_t)size;
-				i->size_cached = true;
-				i->cached_size = size;
-				i->cached_bsize = bsize;
-				i->cached_mtim = st->st_mtim;
-				i->cached_ctim = st->st_ctim;
-			}
+			if (sq_ctr_peek_size(fd, &size) == 0)
+				cache_size(i, st, size);
 			close(fd);
 		}
 	}
@@ -261,15 +278,58 @@ static void emfile_warn(void)
 		       "inode): raise the hard limit (ulimit -Hn, LimitNOFILE)");
 }
 
-/* Looks @name up in @parent, taking a lookup reference on success. */
+/*
+ * Takes one lookup reference on the inode of (@st->st_dev, @st->st_ino)
+ * when the table has it.  Its fd pins the backing object, so a match is
+ * the same object, not a reused inode number.
+ */
+static struct sq_inode *iget_cached(struct sq_fs *fs, const struct stat *st)
+{
+	struct sq_inode *i;
+
+	if (st->st_ino == fs->root.src_ino && st->st_dev == fs->root.src_dev)
+		return &fs->root;
+	pthread_mutex_lock(&fs->itable_lock);
+	i = *ifind(fs, st->st_dev, st->st_ino);
+	if (i)
+		i->nlookup++;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return i;
+}
+
+/* Whether the table has (@dev, @ino) now: a hint, it may change at once. */
+static bool icached(struct sq_fs *fs, dev_t dev, ino_t ino)
+{
+	bool r;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	r = *ifind(fs, dev, ino) != NULL;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return r;
+}
+
+/*
+ * Looks @name up in @parent, taking a lookup reference on success.  With
+ * @probe the name is stat'ed first, and an inode the table already has
+ * costs that one call instead of opening and closing an O_PATH fd; without
+ * it (a name just created, or not known yet) it is opened at once.
+ */
 static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
-		     const char *name, struct sq_inode **out, struct stat *st)
+		     const char *name, bool probe, struct sq_inode **out,
+		     struct stat *st)
 {
 	struct sq_inode *i;
 	int fd, r;
 
 	if (reserved(fs, parent, name))
 		return -ENOENT;
+	if (probe) {
+		if (fstatat(parent->fd, name, st, AT_SYMLINK_NOFOLLOW))
+			return -errno;
+		i = iget_cached(fs, st);
+		if (i)
+			goto found;
+	}
 	fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		r = -errno;
@@ -285,7 +345,8 @@ static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
 	r = iget(fs, fd, st, &i);
 	if (r)
 		return r;
-	r = do_getattr(fs, i, st);
+found:
+	r = do_getattr(fs, i, st, true);
 	if (r) {
 		iput(fs, i, 1, 0);
 		return r;
@@ -299,7 +360,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *i;
 	struct stat st;
-	int r = do_lookup(fs, ino_of(req, parent), name, &i, &st);
+	int r = do_lookup(fs, ino_of(req, parent), name, true, &i, &st);
 
 	if (r)
 		fuse_reply_err(req, -r);
@@ -330,7 +391,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	int r;
 
 	(void)fi;
-	r = do_getattr(fs, ino_of(req, ino), &st);
+	r = do_getattr(fs, ino_of(req, ino), &st, false);
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
@@ -376,10 +437,23 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 	last = i->nopen == 1;
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (last) {
-		int e = sq_file_close(fs, i);
+		struct stat st = { .st_size = 0 };
+		bool known = i->file != NULL;
+		uint64_t size;
+		int e;
 
+		if (known)
+			sq_file_stat(i, &st);
+		size = (uint64_t)st.st_size;
+		e = sq_file_close(fs, i);
 		if (!r)
 			r = e;
+		/* The container now holds that size: remember it, so that
+		 * the stat that usually follows need not read the header. */
+		if (known && !r &&
+		    fstatat(i->fd, "", &st,
+			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0)
+			cache_size(i, &st, size);
 	}
 	pthread_mutex_unlock(&i->lock);
 	iput(fs, i, 0, 1);
@@ -478,7 +552,7 @@ out:
 		fuse_reply_err(req, -r);
 		return;
 	}
-	r = do_getattr(fs, i, &st);
+	r = do_getattr(fs, i, &st, false);
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
@@ -507,7 +581,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /*
  * New objects belong to the caller, as on a local filesystem, when the
- * daemon runs as root (otherwise they can only be the daemon's).
+ * daemon runs as root (otherwise they can only be the daemon's).  @name
+ * "" means @dirfd itself.
  */
 static int set_owner(fuse_req_t req, struct sq_inode *parent, int dirfd,
 		     const char *name)
@@ -516,12 +591,13 @@ static int set_owner(fuse_req_t req, struct sq_inode *parent, int dirfd,
 	struct stat pst;
 	gid_t gid = ctx->gid;
 
-	if (geteuid() != 0)
+	if (!as_root)
 		return 0;
 	if (fstatat(parent->fd, "", &pst, AT_EMPTY_PATH) == 0 &&
 	    (pst.st_mode & S_ISGID))
 		gid = pst.st_gid;	/* BSD group semantics of setgid dirs */
-	if (fchownat(dirfd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW))
+	if (fchownat(dirfd, name, ctx->uid, gid,
+		     AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH)))
 		return -errno;
 	return 0;
 }
@@ -536,7 +612,7 @@ static void finish_new(fuse_req_t req, struct sq_inode *parent,
 	if (!r)
 		r = set_owner(req, parent, parent->fd, name);
 	if (!r)
-		r = do_lookup(fs, parent, name, &i, &st);
+		r = do_lookup(fs, parent, name, false, &i, &st);
 	if (r)
 		fuse_reply_err(req, -r);
 	else
@@ -624,7 +700,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	pthread_mutex_lock(&fs->itable_lock);
 	i->nlookup++;
 	pthread_mutex_unlock(&fs->itable_lock);
-	r = do_getattr(fs, i, &st);
+	r = do_getattr(fs, i, &st, false);
 	if (r) {
 		iput(fs, i, 1, 0);
 		fuse_reply_err(req, -r);
@@ -739,25 +815,58 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent), *i;
+	bool created = true;
 	struct stat st;
-	int fd, r;
+	char path[64];
+	int fd, pfd, r;
 
 	if (reserved(fs, p, name)) {
 		fuse_reply_err(req, EPERM);
 		return;
 	}
+	/*
+	 * O_EXCL first, so that we know whether we made the file: only a new
+	 * one gets the caller as owner.  The kernel sends CREATE for a name
+	 * it found missing, so an existing one means a race we lost; it is
+	 * opened as O_PATH, to identify it and nothing more.
+	 */
 	fd = openat(p->fd, name,
-		    O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW |
-			    (fi->flags & O_EXCL),
+		    O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW,
 		    mode & 07777);
+	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+		created = false;
+		fd = openat(p->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (fd < 0) {
-		fuse_reply_err(req, errno);
+		r = -errno;
+		if (r == -EMFILE || r == -ENFILE)
+			emfile_warn();
+		fuse_reply_err(req, -r);
 		return;
 	}
-	close(fd);
-	r = set_owner(req, p, p->fd, name);
-	if (!r)
-		r = do_lookup(fs, p, name, &i, &st);
+	pfd = fd;
+	if (created) {
+		r = set_owner(req, p, fd, "");
+		if (r)
+			goto fail;
+		/* The inode's fd, from the very file we created (a name can
+		 * be replaced meanwhile). */
+		proc_path(path, sizeof(path), fd);
+		pfd = open(path, O_PATH | O_CLOEXEC);
+		if (pfd < 0) {
+			r = -errno;
+			goto fail;
+		}
+	}
+	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+		r = -errno;
+		if (pfd != fd)
+			close(pfd);
+		goto fail;
+	}
+	if (pfd != fd)
+		close(fd);
+	r = iget(fs, pfd, &st, &i);	/* consumes pfd */
 	if (r) {
 		fuse_reply_err(req, -r);
 		return;
@@ -768,7 +877,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
-	if (fi->flags & O_TRUNC) {
+	if (!created && (fi->flags & O_TRUNC)) {
 		r = get_file(fs, i, true);
 		if (!r) {
 			r = sq_file_truncate(fs, i, 0);
@@ -779,9 +888,20 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			fuse_reply_err(req, -r);
 			return;
 		}
-		do_getattr(fs, i, &st);
+		r = do_getattr(fs, i, &st, false);
+	} else {
+		r = do_getattr(fs, i, &st, true);
+	}
+	if (r) {
+		iput(fs, i, 1, 0);
+		fuse_reply_err(req, -r);
+		return;
 	}
 	finish_open(req, fs, i, fi, true, &st);
+	return;
+fail:
+	close(fd);
+	fuse_reply_err(req, -r);
 }
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -982,8 +1102,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			memset(&e, 0, sizeof(e));
 			e.attr = st;
 			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-				int r = do_lookup(fs, parent, de->d_name, &ci,
-						  &e.attr);
+				bool probe = icached(fs, parent->src_dev,
+						     de->d_ino);
+				int r = do_lookup(fs, parent, de->d_name, probe,
+						  &ci, &e.attr);
 
 				if (r == -ENOENT) {
 					/* Gone since readdir: skip it. */
@@ -1126,6 +1248,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
+	as_root = geteuid() == 0;
 	/* Data is transformed on its way: the kernel must not cache writes
 	 * behind our back (writeback cache) nor let us skip suid clearing. */
 	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
