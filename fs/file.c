@@ -868,11 +868,15 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino)
 	if (!f->writable)
 		return 0;
 	r = writeback_all(fs, ino);
-	e = sq_ctr_write_size(f->ctr);
-	if (!r)
-		r = e;
-	if (!e)
-		f->touched = true;
+	/* Only a write moves the container's mtime: a file that was only
+	 * read closes without a system call here. */
+	if (sq_ctr_size_pending(f->ctr)) {
+		e = sq_ctr_write_size(f->ctr);
+		if (!r)
+			r = e;
+		if (!e)
+			f->touched = true;
+	}
 	e = restore_mtime(f);
 	return r ? r : e;
 }

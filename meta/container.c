@@ -1038,6 +1038,11 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 	return 0;
 }
 
+bool sq_ctr_size_pending(const struct sq_ctr *ctr)
+{
+	return ctr->size_dirty;
+}
+
 int sq_ctr_write_size(struct sq_ctr *ctr)
 {
 	int ret;

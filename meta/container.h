@@ -97,6 +97,8 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size);
  * written (not synced).  Returns 0 or -errno.
  */
 int sq_ctr_write_size(struct sq_ctr *ctr);
+/* Whether sq_ctr_write_size() has a record to write. */
+bool sq_ctr_size_pending(const struct sq_ctr *ctr);
 
 /*
  * Makes everything written so far durable: writes the size record if it
