@@ -53,6 +53,8 @@ static void proc_path(char *buf, size_t n, int fd)
 
 /* Set once by op_init(), before any request. */
 static bool as_root;
+static uid_t daemon_uid;
+static gid_t daemon_gid;
 
 /* BACKING/.squeezefs belongs to squeezefs: invisible and unusable. */
 static bool reserved(struct sq_fs *fs, struct sq_inode *parent,
@@ -592,6 +594,10 @@ static int set_owner(fuse_req_t req, struct sq_inode *parent, int dirfd,
 	gid_t gid = ctx->gid;
 
 	if (!as_root)
+		return 0;
+	/* Made with the caller's ids already (and the group of a setgid
+	 * directory, which the backing filesystem applies itself). */
+	if (ctx->uid == daemon_uid && ctx->gid == daemon_gid)
 		return 0;
 	if (fstatat(parent->fd, "", &pst, AT_EMPTY_PATH) == 0 &&
 	    (pst.st_mode & S_ISGID))
@@ -1248,7 +1254,9 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
-	as_root = geteuid() == 0;
+	daemon_uid = geteuid();
+	daemon_gid = getegid();
+	as_root = daemon_uid == 0;
 	/* Data is transformed on its way: the kernel must not cache writes
 	 * behind our back (writeback cache) nor let us skip suid clearing. */
 	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
