@@ -23,6 +23,8 @@
 #include <unistd.h>
 
 #define DIRTY_BUCKETS 256	/* power of two */
+/* A last block this small is stored by the thread at hand, see queue(). */
+#define SQ_INLINE_STORE_MAX 4096
 
 /* Largest logical size: block indexes times slot size must fit in off_t. */
 #define SQ_MAX_FILE_SIZE (1ull << 50)
@@ -353,13 +355,18 @@ static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
 {
 	struct sq_file *f = ino->file;
 	struct dblock *d = *pp;
+	uint32_t n;
 
 	if (d->queued)
 		return 0;
 	/* With the backing disk full, store here: the error then reaches
 	 * the write() or close() at hand, as on a local filesystem, instead
-	 * of a later fsync only. */
-	if (!fs->wq || atomic_load(&fs->backing_full))
+	 * of a later fsync only.  A small last block (a small file) too: it
+	 * compresses in less time than handing it to a worker costs (two
+	 * thread switches), which dominated creating many small files. */
+	n = valid_len(f, d->idx);
+	if (!fs->wq || atomic_load(&fs->backing_full) ||
+	    (n < f->bsize && n <= SQ_INLINE_STORE_MAX))
 		return writeback(fs, ino, pp);
 	d->len = valid_len(f, d->idx);
 	if (!d->len) {
