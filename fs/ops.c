@@ -816,6 +816,35 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	finish_open(req, fs, i, fi, false, NULL);
 }
 
+/*
+ * Opens an O_PATH fd (*@pfd) of the file open as @fd, found as @name in
+ * @parent, and stats it into @st.  By name, which the dentry cache answers
+ * at once; should the name be another file by now, through /proc.
+ */
+static int opath_of(struct sq_inode *parent, const char *name, int fd,
+		    int *pfd, struct stat *st)
+{
+	struct stat fst;
+	char path[64];
+
+	if (fstatat(fd, "", &fst, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	*pfd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (*pfd >= 0) {
+		if (fstatat(*pfd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ==
+			    0 &&
+		    st->st_ino == fst.st_ino && st->st_dev == fst.st_dev)
+			return 0;
+		close(*pfd);
+	}
+	proc_path(path, sizeof(path), fd);
+	*pfd = open(path, O_PATH | O_CLOEXEC);
+	if (*pfd < 0)
+		return -errno;
+	*st = fst;
+	return 0;
+}
+
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      mode_t mode, struct fuse_file_info *fi)
 {
@@ -823,7 +852,6 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_inode *p = ino_of(req, parent), *i;
 	bool created = true;
 	struct stat st;
-	char path[64];
 	int fd, pfd, r;
 
 	if (reserved(fs, p, name)) {
@@ -853,25 +881,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	pfd = fd;
 	if (created) {
 		r = set_owner(req, p, fd, "");
+		if (!r)
+			r = opath_of(p, name, fd, &pfd, &st);
 		if (r)
 			goto fail;
-		/* The inode's fd, from the very file we created (a name can
-		 * be replaced meanwhile). */
-		proc_path(path, sizeof(path), fd);
-		pfd = open(path, O_PATH | O_CLOEXEC);
-		if (pfd < 0) {
-			r = -errno;
-			goto fail;
-		}
-	}
-	if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+		close(fd);
+	} else if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 		r = -errno;
-		if (pfd != fd)
-			close(pfd);
 		goto fail;
 	}
-	if (pfd != fd)
-		close(fd);
 	r = iget(fs, pfd, &st, &i);	/* consumes pfd */
 	if (r) {
 		fuse_reply_err(req, -r);
