@@ -54,7 +54,9 @@ struct sq_file {
 	size_t ndirty;
 	struct sq_an_file *af;	/* the analyzer's view (thread-safe) */
 	unsigned inflight;	/* blocks queued to the workers */
-	pthread_cond_t idle;	/* signalled as queued blocks complete */
+	unsigned readers;	/* reading the container without the lock */
+	pthread_cond_t idle;	/* signalled as queued blocks complete and
+				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
 };
 
@@ -214,6 +216,66 @@ static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	if (r < 0) {
 		sq_file_report(ino, (int64_t)idx, "cannot read", (int)r);
 		return r == -EBADMSG ? -EIO : (int)r;
+	}
+	zero_past(f, idx, buf, fsize(f));
+	return 0;
+}
+
+/*
+ * load() for reads that miss the cache: the payload is read, checked and
+ * decompressed with the inode lock dropped, so the kernel's readahead
+ * requests and other readers of the file run on every core.  Lock held on
+ * entry and on return; the file's state may have changed in between.
+ */
+static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
+			 uint64_t idx, uint8_t *buf)
+{
+	struct sq_file *f = ino->file;
+	struct sq_codec_ctx *cctx;
+	struct sq_ctr_loc loc;
+	uint8_t *zbuf = NULL;
+	char why[160] = "";
+	uint64_t seq;
+	ssize_t n;
+	int r;
+
+	if ((idx << f->bshift) >= fsize(f)) {
+		memset(buf, 0, f->bsize);
+		return 0;
+	}
+	cctx = sq_fs_thread_cctx();
+	if (!cctx)
+		return -ENOMEM;
+	r = sq_ctr_locate(f->ctr, idx, &loc);
+	if (r) {
+		sq_file_report(ino, (int64_t)idx, "cannot read", r);
+		return r == -EBADMSG ? -EIO : r;
+	}
+	if (loc.data && loc.codec != SQ_CODEC_NONE) {
+		zbuf = sq_cache_buf_get(fs->cache, f->bsize);
+		if (!zbuf)
+			return -ENOMEM;
+	}
+	seq = sq_ctr_seq(f->ctr);
+	/* Keeps f->fd open: an upgrade to read-write waits for us. */
+	f->readers++;
+	pthread_mutex_unlock(&ino->lock);
+	n = sq_ctr_read_loc(&loc, cctx, zbuf, buf, why, sizeof(why));
+	pthread_mutex_lock(&ino->lock);
+	if (--f->readers == 0)
+		pthread_cond_broadcast(&f->idle);
+	sq_cache_buf_put(fs->cache, zbuf, f->bsize);
+	/* A store, punch, resize or sync meanwhile may have reused or freed
+	 * the slot we read, good bytes or bad: read again, locked. */
+	if (sq_ctr_seq(f->ctr) != seq)
+		return load(fs, ino, idx, buf);
+	if (n < 0) {
+		char what[200];
+
+		snprintf(what, sizeof(what), "cannot read%s%s",
+			 why[0] ? ": " : "", why);
+		sq_file_report(ino, (int64_t)idx, what, (int)n);
+		return n == -EBADMSG ? -EIO : (int)n;
 	}
 	zero_past(f, idx, buf, fsize(f));
 	return 0;
@@ -570,6 +632,8 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 	}
 	if (f) {
 		/* Upgrade a read-only state: nothing is dirty in it. */
+		while (f->readers)
+			pthread_cond_wait(&f->idle, &ino->lock);
 		sq_ctr_close(f->ctr);
 		close(f->fd);
 	} else {
@@ -630,6 +694,8 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 		}
 	}
 	drain(ino);
+	while (f->readers)
+		pthread_cond_wait(&f->idle, &ino->lock);
 	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
 		while (f->dtab[i])
 			ddrop(fs, f, &f->dtab[i]);
@@ -681,7 +747,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 				r = -ENOMEM;
 				goto out;
 			}
-			e = load(fs, ino, idx, blk);
+			e = load_unlocked(fs, ino, idx, blk);
 			if (e) {
 				sq_cache_buf_put(fs->cache, blk, f->bsize);
 				/* The whole request fails: FUSE takes a short
@@ -691,8 +757,16 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 				r = e;
 				goto out;
 			}
-			memcpy(dst, blk + boff, n);
-			sq_cache_put(fs->cache, ino->serial, idx, blk, f->bsize);
+			d = *dfind(f, idx);
+			if (d) {
+				/* Written while we read: that is newer. */
+				memcpy(dst, d->buf + boff, n);
+				sq_cache_buf_put(fs->cache, blk, f->bsize);
+			} else {
+				memcpy(dst, blk + boff, n);
+				sq_cache_put(fs->cache, ino->serial, idx, blk,
+					     f->bsize);
+			}
 		}
 		dst += n;
 		pos += n;

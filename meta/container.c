@@ -64,6 +64,7 @@ struct sq_ctr {
 	uint64_t size_seq;	/* seq of the current size record on disk */
 	int size_slot;		/* 0 or 1: which size record is current */
 	bool size_dirty;	/* size differs from the on-disk record */
+	uint64_t seq;		/* bumped before any slot may change */
 
 	uint64_t phys_end;	/* container length: fstat, then our writes */
 	/*
@@ -655,56 +656,72 @@ int sq_ctr_peek_size(int fd, uint64_t *size)
 
 /* ---- reading blocks ---- */
 
+/*
+ * Reads, checks and decodes one payload of @stored_len bytes at @off into
+ * @buf (bs bytes, zero past raw_len); compressed payloads go through
+ * @scratch (bs bytes).
+ */
+static ssize_t payload_read(int fd, uint32_t bs, off_t off, int codec,
+			    uint32_t raw_len, uint32_t stored_len,
+			    uint64_t want, struct sq_codec_ctx *cctx,
+			    void *scratch, void *buf, char *why, size_t whylen)
+{
+	/* Raw payloads land in place; compressed ones go through scratch. */
+	uint8_t *dst = codec == SQ_CODEC_NONE ? buf : scratch;
+	uint64_t sum;
+	ssize_t n;
+
+	if (codec == SQ_FMT_CODEC_ZERO) {
+		memset(buf, 0, bs);
+		return 0;
+	}
+	/* sq_rec_decode() bounded stored_len and raw_len by bs. */
+	n = sq_pread_full(fd, dst, stored_len, off);
+	if (n < 0)
+		return n;
+	if ((size_t)n < stored_len) {
+		snprintf(why, whylen, "payload cut short by end of file "
+			 "(%zd of %u bytes)", n, stored_len);
+		return -EBADMSG;
+	}
+	sum = XXH3_64bits(dst, stored_len);
+	if (sum != want) {
+		snprintf(why, whylen, "payload checksum 0x%016llx, "
+			 "expected 0x%016llx", (unsigned long long)sum,
+			 (unsigned long long)want);
+		return -EBADMSG;
+	}
+	if (codec != SQ_CODEC_NONE) {
+		if (!sq_codec_info(codec)) {
+			snprintf(why, whylen, "unknown codec %d", codec);
+			return -EBADMSG;
+		}
+		n = sq_codec_decompress(cctx, codec, dst, stored_len, buf,
+					raw_len);
+		if (n == -ENOMEM)
+			return n;
+		if (n != (ssize_t)raw_len) {
+			snprintf(why, whylen, "%s payload of %u bytes does "
+				 "not decompress to %u bytes",
+				 sq_codec_info(codec)->name, stored_len,
+				 raw_len);
+			return -EBADMSG;
+		}
+	}
+	memset((uint8_t *)buf + raw_len, 0, bs - raw_len);
+	return raw_len;
+}
+
 ssize_t sq_ctr_read_payload(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 			    uint64_t idx, int k, const struct sq_rec_hdr *h,
 			    void *buf, char *why, size_t whylen)
 {
 	off_t off = sq_ctr_slot_off(ctr, idx, k) + SQ_FMT_REC_PREFIX +
 		    h->hdr_len;
-	/* Raw payloads land in place; compressed ones go through scratch. */
-	uint8_t *dst = h->codec == SQ_CODEC_NONE ? buf : ctr->scratch;
-	uint64_t sum;
-	ssize_t n;
 
-	if (h->codec == SQ_FMT_CODEC_ZERO) {
-		memset(buf, 0, ctr->bs);
-		return 0;
-	}
-	/* sq_rec_decode() bounded stored_len and raw_len by bs. */
-	n = sq_pread_full(ctr->fd, dst, h->stored_len, off);
-	if (n < 0)
-		return n;
-	if ((size_t)n < h->stored_len) {
-		snprintf(why, whylen, "payload cut short by end of file "
-			 "(%zd of %u bytes)", n, h->stored_len);
-		return -EBADMSG;
-	}
-	sum = XXH3_64bits(dst, h->stored_len);
-	if (sum != h->sum) {
-		snprintf(why, whylen, "payload checksum 0x%016llx, "
-			 "expected 0x%016llx", (unsigned long long)sum,
-			 (unsigned long long)h->sum);
-		return -EBADMSG;
-	}
-	if (h->codec != SQ_CODEC_NONE) {
-		if (!sq_codec_info(h->codec)) {
-			snprintf(why, whylen, "unknown codec %d", h->codec);
-			return -EBADMSG;
-		}
-		n = sq_codec_decompress(cctx, h->codec, dst, h->stored_len,
-					buf, h->raw_len);
-		if (n == -ENOMEM)
-			return n;
-		if (n != (ssize_t)h->raw_len) {
-			snprintf(why, whylen, "%s payload of %u bytes does "
-				 "not decompress to %u bytes",
-				 sq_codec_info(h->codec)->name, h->stored_len,
-				 h->raw_len);
-			return -EBADMSG;
-		}
-	}
-	memset((uint8_t *)buf + h->raw_len, 0, ctr->bs - h->raw_len);
-	return h->raw_len;
+	return payload_read(ctr->fd, ctr->bs, off, h->codec, h->raw_len,
+			    h->stored_len, h->sum, cctx, ctr->scratch, buf,
+			    why, whylen);
 }
 
 static void blk_to_hdr(uint64_t idx, const struct sq_blk *b,
@@ -746,6 +763,51 @@ ssize_t sq_ctr_read_block(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 hole:
 	memset(buf, 0, ctr->bs);
 	return 0;
+}
+
+uint64_t sq_ctr_seq(const struct sq_ctr *ctr)
+{
+	return ctr->seq;
+}
+
+int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc)
+{
+	struct sq_blk *b;
+	int ret;
+
+	memset(loc, 0, sizeof(*loc));
+	loc->fd = ctr->fd;
+	loc->bs = ctr->bs;
+	if (idx >= nblocks(ctr, ctr->size) && !ctr->tail_clean)
+		return 0;
+	ret = load_block(ctr, idx, &b);
+	if (ret)
+		return ret;
+	if (b->state == BLK_DAMAGED)
+		return -EBADMSG;
+	if (b->state != BLK_DATA)
+		return 0;
+	loc->data = true;
+	loc->off = sq_ctr_slot_off(ctr, idx, b->slot) + SQ_FMT_REC_PREFIX +
+		   b->hdr_len;
+	loc->codec = b->codec;
+	loc->raw_len = b->raw_len;
+	loc->stored_len = b->stored_len;
+	loc->sum = b->sum;
+	return 0;
+}
+
+ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
+			struct sq_codec_ctx *cctx, void *scratch, void *buf,
+			char *why, size_t whylen)
+{
+	if (!loc->data) {
+		memset(buf, 0, loc->bs);
+		return 0;
+	}
+	return payload_read(loc->fd, loc->bs, loc->off, loc->codec,
+			    loc->raw_len, loc->stored_len, loc->sum, cctx,
+			    scratch, buf, why, whylen);
 }
 
 int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
@@ -938,6 +1000,7 @@ int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
 		.stored_len = stored_len,
 	};
 
+	ctr->seq++;	/* see sq_ctr_locate() */
 	if (raw_len < 1 || raw_len > ctr->bs || stored_len < 1 ||
 	    stored_len > ctr->bs || !sq_codec_info(codec) ||
 	    (codec == SQ_CODEC_NONE && stored_len != raw_len))
@@ -956,6 +1019,7 @@ int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx)
 	struct sq_blk *b;
 	int ret;
 
+	ctr->seq++;	/* see sq_ctr_locate() */
 	ret = load_block(ctr, idx, &b);
 	if (ret)
 		return ret;
@@ -969,6 +1033,7 @@ int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count)
 	uint64_t start, end;
 	int ret;
 
+	ctr->seq++;	/* see sq_ctr_locate() */
 	if (!count)
 		return 0;
 	if (first > UINT64_MAX - count)
@@ -991,6 +1056,7 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 	uint64_t old = ctr->size, nb, cut;
 	int ret;
 
+	ctr->seq++;	/* see sq_ctr_locate() */
 	if ((size >> ctr->shift) >= ctr->max_blocks)
 		return -EFBIG;
 	if (!ctr->hdr_on_disk) {
@@ -1060,6 +1126,7 @@ int sq_ctr_sync(struct sq_ctr *ctr)
 	size_t i;
 	int ret;
 
+	ctr->seq++;	/* see sq_ctr_locate() */
 	ret = sq_ctr_write_size(ctr);
 	if (ret)
 		return ret;

@@ -110,6 +110,31 @@ int sq_ctr_sync(struct sq_ctr *ctr);
 /* True when slots hold obsolete versions that sq_ctr_sync() would free. */
 bool sq_ctr_has_stale(const struct sq_ctr *ctr);
 
+/*
+ * Parallel reads: sq_ctr_locate() notes where block @idx's current version
+ * lies (under the caller's lock, like every call here), and
+ * sq_ctr_read_loc() reads, checks and decodes it into @buf without that
+ * lock, compressed bytes going through @scratch (block size bytes).  A
+ * write, punch, resize or sync of the container may reuse that slot
+ * meanwhile; each bumps sq_ctr_seq() first, so a reader whose result was
+ * taken while the sequence moved throws it away (and its error: the slot
+ * may have been freed under it).  The fd must stay open until then.
+ */
+struct sq_ctr_loc {
+	int fd;
+	uint32_t bs;
+	bool data;		/* false: reads as zeros */
+	off_t off;		/* of the payload */
+	int codec;
+	uint32_t raw_len, stored_len;
+	uint64_t sum;
+};
+int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc);
+ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
+			struct sq_codec_ctx *cctx, void *scratch, void *buf,
+			char *why, size_t whylen);
+uint64_t sq_ctr_seq(const struct sq_ctr *ctr);
+
 struct sq_ctr_block_info {
 	bool present;		/* a record (data or zero) is current */
 	bool zero;		/* the current record is a zero record */
