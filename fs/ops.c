@@ -132,7 +132,10 @@ static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 			sq_file_close(fs, i);
 			pthread_mutex_unlock(&i->lock);
 		}
-		sq_cache_drop(fs->cache, i->serial, 0);
+		/* Only a regular file has blocks, and finding them walks
+		 * the whole cache. */
+		if (i->type == S_IFREG)
+			sq_cache_drop(fs->cache, i->serial, 0);
 		close(i->fd);
 		pthread_mutex_destroy(&i->lock);
 		free(i);
@@ -831,9 +834,11 @@ static int opath_of(struct sq_inode *parent, const char *name, int fd,
 		return -errno;
 	*pfd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (*pfd >= 0) {
-		if (fstatat(*pfd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ==
-			    0 &&
-		    st->st_ino == fst.st_ino && st->st_dev == fst.st_dev)
+		int e = fstatat(*pfd, "", st,
+				AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+
+		if (e == 0 && st->st_ino == fst.st_ino &&
+		    st->st_dev == fst.st_dev)
 			return 0;
 		close(*pfd);
 	}
