@@ -64,6 +64,10 @@ struct sq_inode {
 	uint64_t nlookup;	/* kernel references (lookup - forget) */
 	unsigned nopen;		/* open handles; the inode lives while > 0 */
 	struct sq_inode *hnext;	/* hash chain */
+	/* Where the kernel last looked it up, and when: prune.c's hints. */
+	uint64_t pparent;	/* fuse_ino_t of the parent */
+	char *pname;
+	uint64_t used;
 
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
@@ -101,6 +105,10 @@ struct sq_fs {
 	atomic_size_t dirty_bytes; /* across all files */
 	struct sq_wq *wq;	/* compression workers; NULL: store inline */
 	atomic_bool backing_full; /* last store met ENOSPC: store inline */
+
+	struct sq_prune *prune;	/* NULL: no pruning */
+	atomic_size_t inode_budget; /* icount the pruner keeps below */
+	uint64_t use_tick;	/* guarded by itable_lock */
 };
 
 /* ---- log.c ---- */
@@ -182,6 +190,13 @@ void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
 /* Logs a damaged block/container with the file's backing path. */
 void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,
 		    int err);
+
+/* ---- prune.c: keeps the inode table within the fd limit ---- */
+int sq_prune_start(struct sq_fs *fs, struct fuse_session *se);
+void sq_prune_stop(struct sq_fs *fs);
+/* Inode @i was just looked up as @name in @parent (fuse replies an entry). */
+void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
+		   struct sq_inode *parent, const char *name);
 
 /* ---- worker.c ---- */
 int sq_wq_start(struct sq_fs *fs, unsigned nthreads);

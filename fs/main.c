@@ -435,6 +435,9 @@ int main(int argc, char **argv)
 			sq_log(SQ_LOG_WARN, "no compression workers: %s",
 			       strerror(-r));
 	}
+	r = sq_prune_start(&fs, se);
+	if (r)
+		sq_log(SQ_LOG_WARN, "no inode pruning: %s", strerror(-r));
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se) ? 1 : 0;
 	} else {
@@ -454,6 +457,7 @@ int main(int argc, char **argv)
 		ret = fuse_session_loop_mt(se, lcfg) ? 1 : 0;
 	}
 unmount:
+	sq_prune_stop(&fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 out:

@@ -138,6 +138,7 @@ static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 			sq_cache_drop(fs->cache, i->serial, 0);
 		close(i->fd);
 		pthread_mutex_destroy(&i->lock);
+		free(i->pname);
 		free(i);
 	}
 }
@@ -356,6 +357,7 @@ found:
 		iput(fs, i, 1, 0);
 		return r;
 	}
+	sq_prune_note(fs, i, parent, name);
 	*out = i;
 	return 0;
 }
@@ -905,6 +907,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EISDIR);
 		return;
 	}
+	sq_prune_note(fs, i, p, name);
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
 		r = get_file(fs, i, true);

@@ -1,0 +1,229 @@
+/*
+ * fs/prune.c - keeps the inodes the kernel remembers within the daemon's
+ * open-file limit.
+ *
+ * Every inode the kernel holds costs one O_PATH fd here (fs/ops.c), and
+ * the kernel forgets inodes only under memory pressure: without help a
+ * tree of more files than RLIMIT_NOFILE (20,000 in some containers, 1,024
+ * in others) would make lookups fail with EMFILE once enough of it was
+ * walked.  When the table passes its budget, a thread asks the kernel to
+ * drop the dentries of the least recently looked-up inodes that nothing
+ * has open; FUSE inodes are evicted with their last dentry, so the kernel
+ * sends FORGET and their fds close.  The kernel looks them up again when
+ * they are used.
+ *
+ * A thread of its own, because the notification must not be sent from a
+ * request on the same parent or inode (libfuse's rule), and no lock is
+ * held while sending it.
+ */
+#include "fs/fs_i.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+/* fds kept for everything else: containers of open files, directory
+ * streams, the backing root, libfuse, logs. */
+#define PRUNE_RESERVE 256
+#define PRUNE_MIN_BUDGET 64
+
+struct sq_prune {
+	struct sq_fs *fs;
+	struct fuse_session *se;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	/* Guarded by lock. */
+	bool stop;
+	bool kick;
+};
+
+struct victim {
+	uint64_t used;
+	struct sq_inode *ino;
+	fuse_ino_t parent;
+	char *name;
+};
+
+/* Inodes the table may hold: 3/4 of what the fd limit leaves. */
+static size_t budget_now(void)
+{
+	struct rlimit rl;
+	size_t n;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur > (rlim_t)(SIZE_MAX / 4))
+		return SIZE_MAX;
+	n = rl.rlim_cur > PRUNE_RESERVE + PRUNE_MIN_BUDGET ?
+		    (size_t)rl.rlim_cur - PRUNE_RESERVE : PRUNE_MIN_BUDGET;
+	n = n / 4 * 3;
+	return n > PRUNE_MIN_BUDGET ? n : PRUNE_MIN_BUDGET;
+}
+
+static fuse_ino_t node_id(struct sq_fs *fs, struct sq_inode *i)
+{
+	return i == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
+}
+
+void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
+		   struct sq_inode *parent, const char *name)
+{
+	fuse_ino_t pid = node_id(fs, parent);
+	bool over;
+
+	if (i == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	i->used = ++fs->use_tick;
+	if (i->pparent != pid || !i->pname || strcmp(i->pname, name)) {
+		char *n = strdup(name);
+
+		/* Without a name the inode is not pruned: no harm. */
+		if (n) {
+			free(i->pname);
+			i->pname = n;
+			i->pparent = pid;
+		}
+	}
+	over = fs->icount > atomic_load(&fs->inode_budget);
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (over && fs->prune) {
+		struct sq_prune *p = fs->prune;
+
+		pthread_mutex_lock(&p->lock);
+		if (!p->kick) {
+			p->kick = true;
+			pthread_cond_signal(&p->wake);
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+}
+
+static int cmp_used(const void *a, const void *b)
+{
+	const struct victim *x = a, *y = b;
+
+	return x->used < y->used ? -1 : x->used > y->used;
+}
+
+/* One pass: back down to 3/4 of the budget, oldest first. */
+static void prune_pass(struct sq_prune *p, size_t budget)
+{
+	struct sq_fs *fs = p->fs;
+	struct victim *v = NULL;
+	size_t n = 0, want, sent = 0, count;
+
+	pthread_mutex_lock(&fs->itable_lock);
+	count = fs->icount;
+	if (fs->icount <= budget)
+		goto unlock;
+	want = fs->icount - budget / 4 * 3;
+	v = malloc(fs->icount * sizeof(*v));
+	if (!v)
+		goto unlock;
+	for (size_t b = 0; b < fs->itable_size; b++) {
+		for (struct sq_inode *i = fs->itable[b]; i; i = i->hnext) {
+			/* Open files stay; so do directories: dropping one
+			 * would drop its whole subtree at once, and with it
+			 * anything mounted below it. */
+			if (i->nopen || !i->pname || i->type == S_IFDIR)
+				continue;
+			v[n].used = i->used;
+			v[n].ino = i;
+			n++;
+		}
+	}
+	qsort(v, n, sizeof(*v), cmp_used);
+	if (n > want)
+		n = want;
+	for (size_t k = 0; k < n; k++) {
+		v[k].parent = v[k].ino->pparent;
+		v[k].name = strdup(v[k].ino->pname);
+	}
+unlock:
+	pthread_mutex_unlock(&fs->itable_lock);
+	for (size_t k = 0; k < n; k++) {
+		/* The names are hints: a stale one (renamed, unlinked, its
+		 * parent forgotten) makes the kernel answer ENOENT. */
+		if (v[k].name &&
+		    fuse_lowlevel_notify_inval_entry(p->se, v[k].parent,
+						     v[k].name,
+						     strlen(v[k].name)) == 0)
+			sent++;
+		free(v[k].name);
+	}
+	free(v);
+	if (n)
+		sq_log(SQ_LOG_DEBUG, "prune: asked the kernel to forget %zu of "
+		       "%zu inodes (budget %zu)", sent, count, budget);
+}
+
+static void *prune_main(void *arg)
+{
+	struct sq_prune *p = arg;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		size_t budget;
+		struct timespec ts;
+
+		if (!p->kick) {
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_timedwait(&p->wake, &p->lock, &ts);
+		}
+		p->kick = false;
+		if (p->stop)
+			break;
+		pthread_mutex_unlock(&p->lock);
+		/* The limit can change under us (prlimit): read it again. */
+		budget = budget_now();
+		atomic_store(&p->fs->inode_budget, budget);
+		prune_pass(p, budget);
+		pthread_mutex_lock(&p->lock);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
+int sq_prune_start(struct sq_fs *fs, struct fuse_session *se)
+{
+	struct sq_prune *p = calloc(1, sizeof(*p));
+	int r;
+
+	if (!p)
+		return -ENOMEM;
+	p->fs = fs;
+	p->se = se;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	atomic_store(&fs->inode_budget, budget_now());
+	r = pthread_create(&p->thread, NULL, prune_main, p);
+	if (r) {
+		pthread_cond_destroy(&p->wake);
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		return -r;
+	}
+	fs->prune = p;
+	return 0;
+}
+
+void sq_prune_stop(struct sq_fs *fs)
+{
+	struct sq_prune *p = fs->prune;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stop = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+	pthread_join(p->thread, NULL);
+	fs->prune = NULL;
+	pthread_cond_destroy(&p->wake);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
