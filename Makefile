@@ -156,7 +156,7 @@ tsan:
 	  SAN="-fsanitize=thread" $(TSAN_BUILD)/squeezefs \
 	  $(TSAN_BUILD)/tests/tools/libfaultinj.so
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
-	  tests/integration/test_concurrency.py
+	  tests/integration/test_concurrency.py tests/integration/test_limits.py
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_random_ops.py -k "codecs or many_files"
 
