@@ -26,6 +26,10 @@
 /* A last block this small is stored by the thread at hand, see queue(). */
 #define SQ_INLINE_STORE_MAX 4096
 
+/* Largest file whose container fits in one 4 KiB page with its block raw
+ * (a record header is about 40 bytes; 64 leaves room). */
+#define SQ_TINY_FILE_MAX (4096 - SQ_FMT_HDR_SIZE - SQ_FMT_REC_PREFIX - 64)
+
 /* Largest logical size: block indexes times slot size must fit in off_t. */
 #define SQ_MAX_FILE_SIZE (1ull << 50)
 
@@ -385,6 +389,22 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
 	return 0;
 }
 
+/*
+ * Which analyzer stores block @d, @n bytes of it in use.  A file whose
+ * container fits in one page of the backing filesystem with the block raw
+ * (block 0 and the file ends in it) takes that page compressed as well:
+ * compressing it would cost CPU on every write and read and save no
+ * allocated byte, so it is stored raw (unless a codec was forced).
+ */
+static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
+				  const struct dblock *d, uint32_t n)
+{
+	if (fs->an_tiny && d->idx == 0 && n < f->bsize &&
+	    n <= SQ_TINY_FILE_MAX)
+		return fs->an_tiny;
+	return d->rewrite ? fs->an_hot : fs->an;
+}
+
 /* Compresses and stores one dirty block in the calling thread. */
 static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 		     struct dblock **pp)
@@ -402,7 +422,7 @@ static int writeback(struct sq_fs *fs, struct sq_inode *ino,
 		ddrop(fs, f, pp);
 		return 0;
 	}
-	r = sq_an_store((*pp)->rewrite ? fs->an_hot : fs->an, f->af,
+	r = sq_an_store(an_for(fs, f, *pp, n), f->af,
 			(*pp)->idx, t->cctx, (*pp)->buf, n,
 			t->scratch, f->bsize, &res);
 	return r ? r : store(fs, ino, pp, &res, n);
@@ -456,7 +476,7 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 	 * file cannot close before its jobs are done, and the scratch
 	 * buffer is this thread's. */
 	if (t && tscratch(t))
-		r = sq_an_store(d->rewrite ? fs->an_hot : fs->an, f->af,
+		r = sq_an_store(an_for(fs, f, d, d->len), f->af,
 				d->idx, t->cctx, d->buf, d->len,
 				t->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
 				&res);

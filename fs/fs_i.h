@@ -89,6 +89,7 @@ struct sq_fs {
 	size_t cache_size;
 	struct sq_an *an;	/* storage policy (thread-safe) */
 	struct sq_an *an_hot;	/* the same, fast policy: rewritten blocks */
+	struct sq_an *an_tiny;	/* raw: files of one page; NULL: codec= */
 	struct sq_cache *cache;
 	double timeout;		/* entry/attr timeout, seconds */
 	bool debug;

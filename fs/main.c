@@ -252,6 +252,7 @@ static void fs_teardown(struct sq_fs *fs)
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
 	sq_an_free(fs->an_hot);
+	sq_an_free(fs->an_tiny);
 	if (fs->root_fd >= 0)
 		close(fs->root_fd);
 	if (fs->lock_fd >= 0)
@@ -338,6 +339,8 @@ int main(int argc, char **argv)
 	if (!r)
 		r = sq_an_new(o.codec ? o.codec : "auto", SQ_AN_POLICY_FAST,
 			      min_saving, &fs.an_hot);
+	if (!r && (!o.codec || !strcmp(o.codec, "auto")))
+		r = sq_an_new("none", policy, min_saving, &fs.an_tiny);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
 			   "or brotli, with an optional :level in range",

@@ -92,6 +92,31 @@ def test_forced_codec_overrides_policy(make_mount):
         assert h["c"] == CODEC_IDS["lz4"], h
 
 
+@pytest.mark.parametrize("opts,tiny_codec", [([], "none"),
+                                             (["codec=zstd"], "zstd")])
+def test_one_page_files_stored_raw(make_mount, opts, tiny_codec):
+    """A file whose container fits in one 4 KiB page with its data raw
+    takes that page compressed too: it is stored raw (no CPU on write or
+    read), unless a codec is forced.  A larger file is compressed, and so
+    is the same text in a larger file's first block."""
+    m = make_mount(opts=opts)
+    small = english(3800, 7)
+    larger = english(5000, 7)
+    for name, data in (("small.txt", small), ("larger.txt", larger)):
+        with open(m.path(name), "wb") as f:
+            f.write(data)
+    m.remount()
+    for name, data in (("small.txt", small), ("larger.txt", larger)):
+        with open(m.path(name), "rb") as f:
+            assert f.read() == data, name
+    m.stop()
+    (h,) = records(m.bpath("small.txt"))
+    assert h["c"] == CODEC_IDS[tiny_codec] and h["r"] == len(small), h
+    assert os.stat(m.bpath("small.txt")).st_blocks * 512 <= 4096
+    (h,) = records(m.bpath("larger.txt"))
+    assert h["c"] not in (CODEC_IDS["none"], CODEC_IDS["zero"]), h
+
+
 @pytest.mark.parametrize("opt,raw", [("min_saving=0.9", True),
                                      ("min_saving=90%", True),
                                      ("min_saving=5%", False),
