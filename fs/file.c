@@ -673,9 +673,6 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 	}
 	f->fd = fd;
 	f->writable = rw;
-	/* Containers are sparse (two slots per block) and we read exact
-	 * ranges: the backing's readahead would mostly zero-fill holes. */
-	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
 	r = sq_ctr_open(fd, fs->block_shift, &f->ctr);
 	if (r) {
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);

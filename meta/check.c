@@ -123,6 +123,7 @@ int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
 	memset(report, 0, sizeof(*report));
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	sq_ctr_no_readahead(fd);
 	if (st.st_size == 0)
 		return 0;	/* an empty container */
 	if (st.st_size < SQ_FMT_HDR_SIZE) {

@@ -55,6 +55,8 @@ enum sq_slot_state sq_rec_decode(const uint8_t *buf, size_t n, uint64_t idx,
 /* Reads up to @len bytes at @off, retrying short reads and EINTR; returns
  * the byte count (short only at EOF) or -errno. */
 ssize_t sq_pread_full(int fd, void *buf, size_t len, off_t off);
+/* Turns off the backing's readahead on @fd (see container.c). */
+void sq_ctr_no_readahead(int fd);
 /* Writes all @len bytes at @off or returns -errno. */
 int sq_pwrite_full(int fd, const void *buf, size_t len, off_t off);
 
