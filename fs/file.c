@@ -30,6 +30,9 @@
  * (a record header is about 40 bytes; 64 leaves room). */
 #define SQ_TINY_FILE_MAX (4096 - SQ_FMT_HDR_SIZE - SQ_FMT_REC_PREFIX - 64)
 
+/* Blocks past a sequential read whose slot headers it fetches early. */
+#define SQ_READ_AHEAD 8
+
 /* Largest logical size: block indexes times slot size must fit in off_t. */
 #define SQ_MAX_FILE_SIZE (1ull << 50)
 
@@ -59,6 +62,7 @@ struct sq_file {
 	struct sq_an_file *af;	/* the analyzer's view (thread-safe) */
 	unsigned inflight;	/* blocks queued to the workers */
 	unsigned readers;	/* reading the container without the lock */
+	uint64_t ra_next;	/* block after the last read request */
 	pthread_cond_t idle;	/* signalled as queued blocks complete and
 				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
@@ -727,11 +731,34 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 
 /* ---- requests ---- */
 
+/*
+ * At a read's first cache miss (block @idx; the request ends in block
+ * @last): the backing's readahead is off for containers, so ask for what
+ * the request needs at once, slot headers and then payloads, rather than
+ * one synchronous disk read after another; for a sequential reader, the
+ * headers of the next SQ_READ_AHEAD blocks too.
+ */
+static void prefetch(struct sq_file *f, uint64_t idx, uint64_t last,
+		     bool sequential)
+{
+	struct sq_ctr_loc loc;
+
+	sq_ctr_prefetch(f->ctr, idx, last - idx + 1 +
+			(sequential ? SQ_READ_AHEAD : 0));
+	if (last == idx)
+		return;
+	/* Locating waits for those headers, all on their way at once. */
+	for (uint64_t j = idx + 1; j <= last; j++)
+		(void)sq_ctr_locate(f->ctr, j, &loc);
+	sq_ctr_prefetch(f->ctr, idx + 1, last - idx);
+}
+
 ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 		     size_t len, off_t off)
 {
 	struct sq_file *f;
 	uint64_t size, pos = (uint64_t)off, end;
+	bool sequential, fetched = false;
 	uint8_t *dst = buf;
 	ssize_t r = 0;
 
@@ -745,6 +772,9 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 	if (pos >= size)
 		goto out;
 	end = size - pos < len ? size : pos + len;
+	sequential = pos == 0 || (pos >> f->bshift) == f->ra_next ||
+		     (pos >> f->bshift) + 1 == f->ra_next;
+	f->ra_next = ((end - 1) >> f->bshift) + 1;
 	while (pos < end) {
 		uint64_t idx = pos >> f->bshift;
 		size_t boff = pos & (f->bsize - 1);
@@ -760,6 +790,11 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 			uint8_t *blk = sq_cache_buf_get(fs->cache, f->bsize);
 			int e;
 
+			if (!fetched) {
+				fetched = true;
+				prefetch(f, idx, (end - 1) >> f->bshift,
+					 sequential);
+			}
 			if (!blk) {
 				r = -ENOMEM;
 				goto out;

@@ -779,6 +779,38 @@ hole:
 	return 0;
 }
 
+void sq_ctr_prefetch(struct sq_ctr *ctr, uint64_t first, uint64_t count)
+{
+	uint64_t end = nblocks(ctr, ctr->size);
+
+	if (first >= end)
+		return;
+	if (count > end - first)
+		count = end - first;
+	for (uint64_t idx = first; idx < first + count; idx++) {
+		struct sq_blk *b = blk_get(ctr, idx, false);
+
+		if (b && b->state == BLK_DATA) {
+			off_t off = sq_ctr_slot_off(ctr, idx, b->slot);
+
+			(void)posix_fadvise(ctr->fd, off, SQ_FMT_REC_PREFIX +
+					    b->hdr_len + b->stored_len,
+					    POSIX_FADV_WILLNEED);
+			continue;
+		}
+		if (b && b->state != BLK_UNKNOWN)
+			continue;	/* a hole, zeros or damaged */
+		for (int k = 0; k < 2; k++) {
+			off_t off = sq_ctr_slot_off(ctr, idx, k);
+
+			if ((uint64_t)off < ctr->phys_end)
+				(void)posix_fadvise(ctr->fd, off,
+						    SQ_REC_HEAD_MAX,
+						    POSIX_FADV_WILLNEED);
+		}
+	}
+}
+
 uint64_t sq_ctr_seq(const struct sq_ctr *ctr)
 {
 	return ctr->seq;

@@ -134,6 +134,13 @@ ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
 			struct sq_codec_ctx *cctx, void *scratch, void *buf,
 			char *why, size_t whylen);
 uint64_t sq_ctr_seq(const struct sq_ctr *ctr);
+/*
+ * Starts reading, without waiting, what reading blocks [@first, @first +
+ * @count) needs next: the payloads of blocks already located, the slot
+ * headers of the others.  Readahead of containers is off (it would fill
+ * holes with zeros), so sequential readers ask for exactly this.
+ */
+void sq_ctr_prefetch(struct sq_ctr *ctr, uint64_t first, uint64_t count);
 
 struct sq_ctr_block_info {
 	bool present;		/* a record (data or zero) is current */
