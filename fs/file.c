@@ -535,7 +535,9 @@ static int queue_all(struct sq_fs *fs, struct sq_inode *ino)
 	size_t i, n = 0;
 	int r = 0;
 
-	if (!f->ndirty)
+	/* Queued blocks are the in-flight ones: nothing else to hand over
+	 * (past the soft limits this runs on every write). */
+	if (f->ndirty <= f->inflight)
 		goto out;
 	idx = malloc(f->ndirty * sizeof(*idx));
 	if (!idx)
@@ -658,6 +660,12 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
 		/* Upgrade a read-only state: nothing is dirty in it. */
 		while (f->readers)
 			pthread_cond_wait(&f->idle, &ino->lock);
+		/* Another open may have upgraded it while we waited, and
+		 * written since: its state must stay. */
+		if (f->writable) {
+			close(fd);
+			return 0;
+		}
 		sq_ctr_close(f->ctr);
 		close(f->fd);
 	} else {
@@ -715,6 +723,9 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 		}
 	}
 	drain(ino);
+	/* None at the last release (the kernel sends it after the file's
+	 * reads complete) nor at unmount; kept so that a reader can never
+	 * use a closed fd. */
 	while (f->readers)
 		pthread_cond_wait(&f->idle, &ino->lock);
 	for (size_t i = 0; i < DIRTY_BUCKETS; i++)

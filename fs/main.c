@@ -243,6 +243,7 @@ static void fs_teardown(struct sq_fs *fs)
 			pthread_mutex_unlock(&i->lock);
 			close(i->fd);
 			pthread_mutex_destroy(&i->lock);
+			free(i->pname);
 			free(i);
 		}
 	}

@@ -145,9 +145,14 @@ static void prune_pass(struct sq_prune *p, size_t budget)
 unlock:
 	pthread_mutex_unlock(&fs->itable_lock);
 	for (size_t k = 0; k < n; k++) {
+		bool stop;
+
+		pthread_mutex_lock(&p->lock);
+		stop = p->stop;
+		pthread_mutex_unlock(&p->lock);
 		/* The names are hints: a stale one (renamed, unlinked, its
 		 * parent forgotten) makes the kernel answer ENOENT. */
-		if (v[k].name &&
+		if (!stop && v[k].name &&
 		    fuse_lowlevel_notify_inval_entry(p->se, v[k].parent,
 						     v[k].name,
 						     strlen(v[k].name)) == 0)
@@ -214,6 +219,7 @@ int sq_prune_start(struct sq_fs *fs, struct fuse_session *se)
 void sq_prune_stop(struct sq_fs *fs)
 {
 	struct sq_prune *p = fs->prune;
+	struct timespec ts;
 
 	if (!p)
 		return;
@@ -221,8 +227,20 @@ void sq_prune_stop(struct sq_fs *fs)
 	p->stop = true;
 	pthread_cond_signal(&p->wake);
 	pthread_mutex_unlock(&p->lock);
-	pthread_join(p->thread, NULL);
 	fs->prune = NULL;
+	/*
+	 * A notification waits in the kernel for the parent directory's
+	 * lock, which a request this daemon will no longer answer (the loop
+	 * ended on a signal) may hold.  Do not hang the exit on it: leave
+	 * the thread (and its state) to the end of the process.
+	 */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	if (pthread_timedjoin_np(p->thread, NULL, &ts)) {
+		sq_log(SQ_LOG_WARN, "prune: thread stuck in the kernel, "
+		       "left behind");
+		return;
+	}
 	pthread_cond_destroy(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
