@@ -454,7 +454,7 @@ static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
 	if (!fs->wq || atomic_load(&fs->backing_full) ||
 	    (n < f->bsize && n <= SQ_INLINE_STORE_MAX))
 		return writeback(fs, ino, pp);
-	d->len = valid_len(f, d->idx);
+	d->len = n;
 	if (!d->len) {
 		ddrop(fs, f, pp);
 		return 0;
