@@ -93,6 +93,7 @@ struct sq_fs {
 	struct sq_cache *cache;
 	double timeout;		/* entry/attr timeout, seconds */
 	bool debug;
+	bool writeback;		/* -o writeback_cache asked for */
 
 	struct sq_inode root;
 

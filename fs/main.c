@@ -32,6 +32,7 @@ struct sq_opts {
 	char *cache_size;
 	char *policy;
 	char *min_saving;
+	int writeback_cache;
 	char *backing;
 	char *mountpoint;
 	int nonopts;
@@ -44,6 +45,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("cache_size=%s", cache_size),
 	SQ_OPT("policy=%s", policy),
 	SQ_OPT("min_saving=%s", min_saving),
+	{ "writeback_cache", offsetof(struct sq_opts, writeback_cache), 1 },
 	FUSE_OPT_END
 };
 
@@ -63,7 +65,13 @@ static void usage(const char *prog)
 	       "    -o policy=P            fast|balanced|max (default "
 	       "balanced)\n"
 	       "    -o min_saving=F        store raw unless compression saves "
-	       "F (0..0.9 or 12.5%%; default 12.5%%)\n\n",
+	       "F (0..0.9 or 12.5%%; default 12.5%%)\n"
+	       "    -o writeback_cache     let the kernel gather writes in its "
+	       "page cache:\n"
+	       "                           faster random writes; ENOSPC shows "
+	       "at fsync/close,\n"
+	       "                           SEEK_DATA/SEEK_HOLE see no holes "
+	       "(see README)\n\n",
 	       prog, prog);
 }
 
@@ -395,6 +403,7 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	fs.debug = copts.debug;
+	fs.writeback = o.writeback_cache;
 
 	/* The kernel checks permissions from the attributes we report, as a
 	 * local filesystem would; the mount is named after its BACKING. */

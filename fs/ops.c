@@ -1036,6 +1036,14 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
+	/* With the writeback cache the kernel may hold data we have not
+	 * seen yet and does not write it back before asking: a hole here
+	 * could be fresh data (cp would copy zeros).  ENOSYS makes the
+	 * kernel answer itself, with the whole file as data. */
+	if (fs_of(req)->writeback) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	r = sq_file_lseek(fs_of(req), i, off, whence);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -1282,14 +1290,27 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct sq_fs *fs = userdata;
+
 	daemon_uid = geteuid();
 	daemon_gid = getegid();
 	as_root = daemon_uid == 0;
-	/* Data is transformed on its way: the kernel must not cache writes
-	 * behind our back (writeback cache) nor let us skip suid clearing. */
+	/* By default every write() reaches us while it runs, so it can fail
+	 * with ENOSPC or EIO, and SEEK_DATA sees all data.  The writeback
+	 * cache trades that for the kernel gathering small writes into
+	 * pages (a 4 KiB random write then costs no block rewrite of its
+	 * own): only when asked for.  Suid clearing stays the kernel's. */
 	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_HANDLE_KILLPRIV);
+	if (fs->writeback) {
+		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		else {
+			sq_log(SQ_LOG_WARN, "this kernel has no FUSE writeback "
+			       "cache: writeback_cache ignored");
+			fs->writeback = false;
+		}
+	}
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
