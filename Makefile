@@ -38,7 +38,7 @@ CORE_LIB := $(BUILD)/libsqcore.a
 BIN      := $(BUILD)/squeezefs
 FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
-.PHONY: all test unit integration asan test-long soak install clean bench \
+.PHONY: all test unit integration integration-wb asan test-long soak install clean bench \
 	format check-deps fuzz fuzz-regress fuzz-run tsan
 
 all: $(BIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
@@ -80,7 +80,7 @@ $(FAULTINJ): tests/tools/faultinj.c
 FUZZ_IN_TEST ?= 1
 test: all
 	$(MAKE) --no-print-directory unit fuzz-regress \
-	  $(if $(filter 1,$(FUZZ_IN_TEST)),fuzz-run) integration
+	  $(if $(filter 1,$(FUZZ_IN_TEST)),fuzz-run) integration integration-wb
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
@@ -88,6 +88,11 @@ unit: $(UNIT_BIN)
 integration: $(BIN) $(TOOL_BIN) $(FAULTINJ)
 	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration
+
+# The same suite with -o writeback_cache on every mount: the kernel then
+# sends writes when it writes pages back, in other sizes and orders.
+integration-wb: $(BIN) $(TOOL_BIN) $(FAULTINJ)
+	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration
 
 test-long: all
 	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \

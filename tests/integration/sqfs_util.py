@@ -11,6 +11,9 @@ BIN = os.environ.get("SQUEEZEFS_BIN") or os.path.join(ROOT, "build", "squeezefs"
 TOOLS = os.environ.get("SQ_TOOLS") or os.path.join(ROOT, "build", "tests", "tools")
 LONG = os.environ.get("SQ_LONG") == "1"
 FAULTINJ = os.environ.get("SQ_FAULTINJ") or os.path.join(TOOLS, "libfaultinj.so")
+# Options every mount of the run gets on top of its own (make test-wb runs
+# the suite again with writeback_cache).
+EXTRA_OPTS = [o for o in os.environ.get("SQ_MOUNT_OPTS", "").split(",") if o]
 
 # Sanitizer reports in the daemon's log fail the test that owns the mount.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
@@ -42,10 +45,15 @@ class Mount:
         os.makedirs(self.backing, exist_ok=True)
         os.makedirs(self.mnt, exist_ok=True)
 
+    def writeback(self):
+        """True when the kernel's writeback cache is on for this mount."""
+        return "writeback_cache" in EXTRA_OPTS + self.opts
+
     def argv(self):
         a = [BIN, "-f"]
-        if self.opts:
-            a += ["-o", ",".join(self.opts)]
+        opts = EXTRA_OPTS + self.opts
+        if opts:
+            a += ["-o", ",".join(opts)]
         return a + [self.backing, self.mnt]
 
     def start(self):
