@@ -69,6 +69,12 @@ struct sq_inode {
 	char *pname;
 	uint64_t used;
 
+	/* The kernel asks for security.capability before every write():
+	 * once it is known absent, we answer without the backing.  xgen
+	 * moves before and after every setxattr; nocaps_gen is xgen + 1 as
+	 * it was when the absence was seen (0: not known). */
+	atomic_uint_fast64_t xgen, nocaps_gen;
+
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
 	struct sq_file *file;	/* data state while open, else NULL */

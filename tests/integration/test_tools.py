@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import sqlite3
+import struct
 import stat
 import subprocess
 import sys
@@ -812,6 +813,104 @@ def test_chmod_chown_touch(sqfs):
     write_file(f, b" more", "ab")
     assert os.stat(f).st_mtime > t1 + 1000000
     assert read_file(f) == b"content more"
+
+
+# vfs_cap_data revision 2: magic, then permitted/inheritable words
+# (cap_net_raw permitted)
+CAPS = struct.pack("<IIIII", 0x02000000, 1 << 13, 0, 0, 0)
+CAPS_PRIV = "trusted.squeezefs.capability"
+
+
+def no_xattr(path, name):
+    with pytest.raises(OSError) as ei:
+        os.getxattr(path, name)
+    return ei.value.errno == errno.ENODATA
+
+
+def test_write_drops_file_capabilities(sqfs):
+    """The kernel asks for security.capability before a write and removes
+    it when present; the daemon remembers its absence between writes, so
+    setting it must make the next write see it again."""
+    m = sqfs
+    f = m.path("tool")
+    write_file(f, b"#!/bin/sh\n")
+    for rnd in range(3):
+        with open(f, "ab") as fh:      # learns "no capability" each round
+            fh.write(b"echo %d\n" % rnd)
+        os.setxattr(f, "security.capability", CAPS)
+        assert os.getxattr(f, "security.capability") == CAPS
+        assert os.listxattr(f) == ["security.capability"]
+        with open(f, "ab") as fh:
+            fh.write(b"# written\n")
+        assert no_xattr(f, "security.capability"), rnd
+        assert os.listxattr(f) == []
+        assert no_xattr(m.bpath("tool"), CAPS_PRIV), rnd
+    assert read_file(f).count(b"# written\n") == 3
+
+
+def test_capabilities_survive_the_daemons_own_writes(sqfs):
+    """setcap on a file still open for writing: its data is stored at
+    close, after the capability was set.  Writing a container drops the
+    backing file's security.capability, so it is kept under a name of
+    ours (format version 2); before that the capability was lost."""
+    m = sqfs
+    f = m.path("bin")
+    data = random.Random(7).randbytes(300000)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT, 0o755)
+    try:
+        os.write(fd, data)
+        os.setxattr(f, "security.capability", CAPS)
+    finally:
+        os.close(fd)
+    assert os.getxattr(f, "security.capability") == CAPS
+    assert os.getxattr(m.bpath("bin"), CAPS_PRIV) == CAPS
+    assert no_xattr(m.bpath("bin"), "security.capability")
+    # our name is neither listed nor settable through the mount
+    assert os.listxattr(f) == ["security.capability"]
+    assert no_xattr(f, CAPS_PRIV)
+    with pytest.raises(OSError) as ei:
+        os.setxattr(f, CAPS_PRIV, b"x")
+    assert ei.value.errno == errno.EPERM
+    with pytest.raises(OSError) as ei:
+        os.setxattr(f, "security.capability", CAPS, os.XATTR_CREATE)
+    assert ei.value.errno == errno.EEXIST
+    m.remount()
+    assert read_file(f) == data
+    assert os.getxattr(f, "security.capability") == CAPS
+    if shutil.which("getcap"):
+        assert b"cap_net_raw" in run(["getcap", f]).stdout
+    os.removexattr(f, "security.capability")
+    assert no_xattr(f, "security.capability")
+    assert no_xattr(m.bpath("bin"), CAPS_PRIV)
+    with pytest.raises(OSError) as ei:
+        os.removexattr(f, "security.capability")
+    assert ei.value.errno == errno.ENODATA
+
+
+def test_version1_capabilities_still_read(sqfs):
+    """Format version 1 kept security.capability under its own name on the
+    container: it reads, lists once, and moves to our name when set."""
+    m = sqfs
+    f = m.path("old")
+    write_file(f, b"old tool\n")
+    m.stop()
+    os.setxattr(m.bpath("old"), "security.capability", CAPS)
+    m.start()
+    assert os.getxattr(f, "security.capability") == CAPS
+    assert os.listxattr(f) == ["security.capability"]
+    caps2 = struct.pack("<IIIII", 0x02000000, 1 << 12, 0, 0, 0)
+    os.setxattr(f, "security.capability", caps2)
+    assert os.getxattr(f, "security.capability") == caps2
+    assert os.getxattr(m.bpath("old"), CAPS_PRIV) == caps2
+    assert no_xattr(m.bpath("old"), "security.capability")
+    m.stop()
+    os.removexattr(m.bpath("old"), CAPS_PRIV)
+    os.setxattr(m.bpath("old"), "security.capability", CAPS)
+    m.start()
+    os.removexattr(f, "security.capability")
+    assert no_xattr(f, "security.capability")
+    assert no_xattr(m.bpath("old"), "security.capability")
+    assert read_file(f) == b"old tool\n"
 
 
 def test_xattrs(sqfs):

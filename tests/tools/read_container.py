@@ -27,7 +27,7 @@ import zstandard
 # FORMAT.md section 3
 MAGIC = b"\x89SQZ\r\n\x1a\n"
 FMT_VERSION_MIN = 1
-FMT_VERSION = 1
+FMT_VERSION = 2
 HDR_SIZE = 128
 SHIFT_MIN, SHIFT_MAX = 12, 20
 OFF_HEADER_SUM = 48
