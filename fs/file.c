@@ -635,16 +635,20 @@ static int open_container(struct sq_inode *ino, bool rw)
 	return open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 }
 
-int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write)
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
+		 int rwfd)
 {
 	struct sq_file *f = ino->file;
 	struct stat st;
 	int fd, r;
 	bool rw = true;
 
-	if (f && (f->writable || !want_write))
+	if (f && (f->writable || !want_write)) {
+		if (rwfd >= 0)
+			close(rwfd);
 		return 0;
-	fd = open_container(ino, true);
+	}
+	fd = rwfd >= 0 ? rwfd : open_container(ino, true);
 	if (fd < 0 && !want_write && (errno == EACCES || errno == EROFS)) {
 		rw = false;
 		fd = open_container(ino, false);

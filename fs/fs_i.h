@@ -161,10 +161,12 @@ struct sq_codec_ctx *sq_fs_thread_cctx(void);
 
 /*
  * Opens the data state of @ino (whose lock the caller holds), upgrading to
- * a writable container fd when @want_write.  Returns 0 or -errno
- * (-EIO for a backing file that is not a valid container).
+ * a writable container fd when @want_write.  @rwfd: a read-write fd of the
+ * container the caller has already (it is consumed), or -1.  Returns 0 or
+ * -errno (-EIO for a backing file that is not a valid container).
  */
-int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write);
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
+		 int rwfd);
 /* Writes back, syncs obsolete slots away, frees.  Lock held. */
 int sq_file_close(struct sq_fs *fs, struct sq_inode *ino);
 

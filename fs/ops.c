@@ -409,7 +409,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 /* Opens the data state for a request that has no open handle (truncate by
  * path); paired with put_file(). */
-static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write)
+/* @rwfd: as sq_file_open()'s, consumed. */
+static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write,
+		    int rwfd)
 {
 	int r;
 
@@ -417,7 +419,7 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write)
 	i->nopen++;
 	pthread_mutex_unlock(&fs->itable_lock);
 	pthread_mutex_lock(&i->lock);
-	r = sq_file_open(fs, i, write);
+	r = sq_file_open(fs, i, write, rwfd);
 	pthread_mutex_unlock(&i->lock);
 	if (r) {
 		pthread_mutex_lock(&fs->itable_lock);
@@ -515,7 +517,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			r = i->type == S_IFDIR ? -EISDIR : -EINVAL;
 			goto out;
 		}
-		r = get_file(fs, i, true);
+		r = get_file(fs, i, true, -1);
 		if (r)
 			goto out;
 		r = sq_file_truncate(fs, i, (uint64_t)attr->st_size);
@@ -769,12 +771,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 			struct fuse_file_info *fi, bool created,
-			const struct stat *st)
+			const struct stat *st, int rwfd)
 {
 	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	int r;
 
-	r = get_file(fs, i, write || created || (fi->flags & O_TRUNC));
+	r = get_file(fs, i, write || created || (fi->flags & O_TRUNC), rwfd);
 	if (!r && (fi->flags & O_TRUNC) && !created) {
 		r = sq_file_truncate(fs, i, 0);
 		if (r)
@@ -821,7 +823,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, i->type == S_IFDIR ? EISDIR : EINVAL);
 		return;
 	}
-	finish_open(req, fs, i, fi, false, NULL);
+	finish_open(req, fs, i, fi, false, NULL, -1);
 }
 
 /*
@@ -862,7 +864,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_inode *p = ino_of(req, parent), *i;
 	bool created = true;
 	struct stat st;
-	int fd, pfd, r;
+	int fd, pfd, rwfd = -1, r;
 
 	if (reserved(fs, p, name)) {
 		fuse_reply_err(req, EPERM);
@@ -895,25 +897,26 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			r = opath_of(p, name, fd, &pfd, &st);
 		if (r)
 			goto fail;
-		close(fd);
+		rwfd = fd;	/* the data state's container fd */
 	} else if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 		r = -errno;
 		goto fail;
 	}
 	r = iget(fs, pfd, &st, &i);	/* consumes pfd */
-	if (r) {
-		fuse_reply_err(req, -r);
-		return;
-	}
+	if (r)
+		goto fail_rw;
 	if (i->type != S_IFREG) {
 		iput(fs, i, 1, 0);
-		fuse_reply_err(req, EISDIR);
-		return;
+		r = -EISDIR;
+		goto fail_rw;
 	}
 	sq_prune_note(fs, i, p, name);
+	/* We made it: it has no capability (see op_getxattr). */
+	if (created)
+		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
-		r = get_file(fs, i, true);
+		r = get_file(fs, i, true, -1);
 		if (!r) {
 			r = sq_file_truncate(fs, i, 0);
 			put_file(fs, i);
@@ -929,13 +932,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (r) {
 		iput(fs, i, 1, 0);
-		fuse_reply_err(req, -r);
-		return;
+		goto fail_rw;
 	}
-	finish_open(req, fs, i, fi, true, &st);
+	finish_open(req, fs, i, fi, true, &st, rwfd);
 	return;
 fail:
 	close(fd);
+	fuse_reply_err(req, -r);
+	return;
+fail_rw:
+	if (rwfd >= 0)
+		close(rwfd);
 	fuse_reply_err(req, -r);
 }
 
