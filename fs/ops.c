@@ -1300,8 +1300,9 @@ static void xattr_changing(struct sq_inode *i)
 	atomic_fetch_add(&i->xgen, 1);
 }
 
-static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			const char *value, size_t size, int flags)
+/* setxattr, or removexattr when @value is NULL. */
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
 {
 	struct sq_inode *i = ino_of(req, ino);
 	char path[64];
@@ -1314,11 +1315,21 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	proc_path(path, sizeof(path), i->fd);
 	xattr_changing(i);
 	if (!strcmp(name, caps_name))
-		r = set_caps(path, value, size, flags);
-	else
+		r = value ? set_caps(path, value, size, flags) :
+			    remove_caps(path);
+	else if (value)
 		r = setxattr(path, name, value, size, flags) ? errno : 0;
+	else
+		r = removexattr(path, name) ? errno : 0;
 	xattr_changing(i);
 	fuse_reply_err(req, r);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	/* A zero-length value comes with a valid pointer. */
+	change_xattr(req, ino, name, value, size, flags);
 }
 
 static void reply_xattr(fuse_req_t req, const char *buf, size_t n,
@@ -1421,22 +1432,7 @@ out:
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-	struct sq_inode *i = ino_of(req, ino);
-	char path[64];
-	int r;
-
-	if (priv_name(name)) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
-	proc_path(path, sizeof(path), i->fd);
-	xattr_changing(i);
-	if (!strcmp(name, caps_name))
-		r = remove_caps(path);
-	else
-		r = removexattr(path, name) ? errno : 0;
-	xattr_changing(i);
-	fuse_reply_err(req, r);
+	change_xattr(req, ino, name, NULL, 0, 0);
 }
 
 /* ---- session ---- */
