@@ -885,6 +885,13 @@ def test_capabilities_survive_the_daemons_own_writes(sqfs):
     with pytest.raises(OSError) as ei:
         os.removexattr(f, "security.capability")
     assert ei.value.errno == errno.ENODATA
+    # chown and truncate drop it, as on any filesystem
+    for change in (lambda: os.chown(f, 1234, 1234),
+                   lambda: os.truncate(f, 1000)):
+        os.setxattr(f, "security.capability", CAPS)
+        change()
+        assert no_xattr(f, "security.capability")
+        assert no_xattr(m.bpath("bin"), CAPS_PRIV)
 
 
 def test_version1_capabilities_still_read(sqfs):
