@@ -291,10 +291,13 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 
 /*
  * Returns the dirty buffer of block @idx, creating it (and loading the
- * current content unless @fill_zero) when absent.
+ * current content unless @fill_zero) when absent.  With @fill_zero the
+ * bytes [@keep_off, @keep_off + @keep_len) are left as they are: the
+ * caller writes them at once.
  */
 static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
-		bool fill_zero, struct dblock **out)
+		bool fill_zero, size_t keep_off, size_t keep_len,
+		struct dblock **out)
 {
 	struct sq_file *f = ino->file;
 	struct dblock **pp = dfind(f, idx), *d;
@@ -317,7 +320,9 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 		sq_cache_buf_put(fs->cache,
 				 sq_cache_take(fs->cache, ino->serial, idx),
 				 f->bsize);
-		memset(d->buf, 0, f->bsize);
+		memset(d->buf, 0, keep_off);
+		memset(d->buf + keep_off + keep_len, 0,
+		       f->bsize - keep_off - keep_len);
 	} else {
 		r = load(fs, ino, idx, d->buf);
 		if (r) {
@@ -620,7 +625,7 @@ static int clear_tail(struct sq_fs *fs, struct sq_inode *ino,
 	if (!info.present || info.zero || info.raw_len <= keep)
 		return 0;
 	/* load() zeroes past the (old) size: storing it clears the tail. */
-	return dget(fs, ino, idx, false, &d);
+	return dget(fs, ino, idx, false, 0, 0, &d);
 }
 
 static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
@@ -905,7 +910,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		size = fsize(f);
 		whole = (boff == 0 && (n == f->bsize || pos + n >= size)) ||
 			(idx << f->bshift) >= size;
-		e = dget(fs, ino, idx, whole, &d);
+		e = dget(fs, ino, idx, whole, boff, n, &d);
 		if (e) {
 			r = r ? r : e;
 			break;
@@ -1145,7 +1150,7 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 					 sq_cache_take(fs->cache, ino->serial,
 						       idx), f->bsize);
 		} else {
-			r = dget(fs, ino, idx, false, &d);
+			r = dget(fs, ino, idx, false, 0, 0, &d);
 			if (r)
 				goto out;
 			memset(d->buf + boff, 0, n);
