@@ -407,9 +407,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, fs->timeout);
 }
 
-/* Opens the data state for a request that has no open handle (truncate by
- * path); paired with put_file(). */
-/* @rwfd: as sq_file_open()'s, consumed. */
+/* Opens the data state for an open() or a request that has no open handle
+ * (truncate by path); paired with put_file().  @rwfd: as sq_file_open()'s,
+ * consumed. */
 static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write,
 		    int rwfd)
 {
