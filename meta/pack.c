@@ -1,0 +1,102 @@
+/*
+ * meta/pack.c - encoding of pack references and pack headers
+ * (docs/FORMAT.md section 13).  Little-endian throughout.
+ */
+#include "meta/pack.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <xxhash.h>
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	for (int k = 0; k < 4; k++)
+		p[k] = (uint8_t)(v >> (8 * k));
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int k = 0; k < 8; k++)
+		p[k] = (uint8_t)(v >> (8 * k));
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	uint32_t v = 0;
+
+	for (int k = 3; k >= 0; k--)
+		v = v << 8 | p[k];
+	return v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int k = 7; k >= 0; k--)
+		v = v << 8 | p[k];
+	return v;
+}
+
+void sq_pack_ref_encode(const struct sq_pack_ref *ref,
+			uint8_t out[SQ_PACK_REF_LEN])
+{
+	memcpy(out, SQ_PACK_REF_MAGIC, 4);
+	put32(out + 4, SQ_PACK_REF_VERSION);
+	put32(out + 8, ref->pack);
+	put32(out + 12, ref->len);
+	put64(out + 16, ref->off);
+	put64(out + 24, ref->size);
+	put64(out + 32, ref->sum);
+}
+
+int sq_pack_ref_decode(const void *buf, size_t n, struct sq_pack_ref *ref)
+{
+	const uint8_t *p = buf;
+
+	if (n != SQ_PACK_REF_LEN || memcmp(p, SQ_PACK_REF_MAGIC, 4) ||
+	    get32(p + 4) != SQ_PACK_REF_VERSION)
+		return -EBADMSG;
+	ref->pack = get32(p + 8);
+	ref->len = get32(p + 12);
+	ref->off = get64(p + 16);
+	ref->size = get64(p + 24);
+	ref->sum = get64(p + 32);
+	/* An image never crosses a page (sq_pack_place()) and never
+	 * overlaps the pack header. */
+	if (ref->pack == 0 || ref->len == 0 || ref->len > SQ_PACK_IMAGE_MAX ||
+	    ref->off < SQ_PACK_HDR_LEN ||
+	    ref->off / SQ_PACK_PAGE != (ref->off + ref->len - 1) / SQ_PACK_PAGE)
+		return -EBADMSG;
+	return 0;
+}
+
+void sq_pack_hdr_encode(uint32_t id, uint8_t out[SQ_PACK_HDR_LEN])
+{
+	memcpy(out, SQ_PACK_MAGIC, 8);
+	put32(out + 8, SQ_PACK_VERSION);
+	put32(out + 12, id);
+}
+
+int sq_pack_hdr_check(const void *buf, size_t n, uint32_t id)
+{
+	const uint8_t *p = buf;
+
+	if (n < SQ_PACK_HDR_LEN || memcmp(p, SQ_PACK_MAGIC, 8) ||
+	    get32(p + 8) != SQ_PACK_VERSION || get32(p + 12) != id)
+		return -EBADMSG;
+	return 0;
+}
+
+uint64_t sq_pack_image_sum(const void *image, size_t len)
+{
+	return XXH3_64bits(image, len);
+}
+
+uint64_t sq_pack_place(uint64_t end, uint32_t len)
+{
+	if (end / SQ_PACK_PAGE != (end + len - 1) / SQ_PACK_PAGE)
+		return (end / SQ_PACK_PAGE + 1) * SQ_PACK_PAGE;
+	return end;
+}

@@ -1,0 +1,59 @@
+/*
+ * meta/pack.h - packed containers (docs/FORMAT.md section 13): a small
+ * file's whole container image stored inside a shared pack file, so that
+ * it does not take a filesystem block of its own.  The file's backing
+ * object is then empty and carries SQ_PACK_XATTR, a fixed 40-byte
+ * reference to where its image lies.  This header only encodes, decodes
+ * and checks; fs/pack.c does the I/O and the crash-safe ordering.
+ */
+#ifndef SQ_PACK_H
+#define SQ_PACK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The xattr of an empty backing file whose container is packed. */
+#define SQ_PACK_XATTR		"trusted.squeezefs.packed"
+#define SQ_PACK_REF_LEN		40
+#define SQ_PACK_REF_MAGIC	"SQPK"
+#define SQ_PACK_REF_VERSION	1
+
+/* BACKING/.squeezefs/packs/<id as 8 lowercase hex digits>.sqp */
+#define SQ_PACK_DIR		"packs"
+#define SQ_PACK_SUFFIX		".sqp"
+
+/* Pack file header: 16 bytes at offset 0; images follow. */
+#define SQ_PACK_MAGIC		"SQZPACK\n"
+#define SQ_PACK_HDR_LEN		16	/* magic[8] u32 version u32 id */
+#define SQ_PACK_VERSION		1
+
+/* No image crosses a multiple of SQ_PACK_PAGE, so that every page of a
+ * pack is freed (hole-punched) once all images in it are dead. */
+#define SQ_PACK_PAGE		4096
+/* Largest image packed: bigger ones save too little of their page. */
+#define SQ_PACK_IMAGE_MAX	3072
+
+struct sq_pack_ref {
+	uint32_t pack;		/* pack id, >= 1 */
+	uint32_t len;		/* image length, 1..SQ_PACK_IMAGE_MAX */
+	uint64_t off;		/* image offset in the pack */
+	uint64_t size;		/* logical size of the file */
+	uint64_t sum;		/* XXH3-64 of the image bytes */
+};
+
+void sq_pack_ref_encode(const struct sq_pack_ref *ref,
+			uint8_t out[SQ_PACK_REF_LEN]);
+/* Returns 0, or -EBADMSG when @buf (@n bytes) is no valid reference. */
+int sq_pack_ref_decode(const void *buf, size_t n, struct sq_pack_ref *ref);
+
+void sq_pack_hdr_encode(uint32_t id, uint8_t out[SQ_PACK_HDR_LEN]);
+/* Returns 0, or -EBADMSG when @buf is not the header of pack @id. */
+int sq_pack_hdr_check(const void *buf, size_t n, uint32_t id);
+
+uint64_t sq_pack_image_sum(const void *image, size_t len);
+
+/* Where an image of @len bytes goes when the pack ends at @end: at @end
+ * unless that would cross a page boundary, else at the next page. */
+uint64_t sq_pack_place(uint64_t end, uint32_t len);
+
+#endif /* SQ_PACK_H */
