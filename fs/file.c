@@ -11,6 +11,7 @@
 #include "codec/codec.h"
 #include "meta/container.h"
 #include "meta/format.h"
+#include "meta/pack.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +68,7 @@ struct sq_file {
 	pthread_cond_t idle;	/* signalled as queued blocks complete and
 				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
+	blkcnt_t packed_blocks;	/* > 0: a packed file read from memory */
 };
 
 /* ---- per-thread codec state ---- */
@@ -640,11 +643,65 @@ static int open_container(struct sq_inode *ino, bool rw)
 	return open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 }
 
+/*
+ * The container in *@fd is empty: if the file is packed, *@fd becomes its
+ * image, read from the pack and checked.  With @unpack the image goes back
+ * into the container first (made durable before the pack lets go of it);
+ * without, into memory (*@fd is then a memfd, *@plen the image length).
+ * Returns 0, also for a file that is not packed, or -errno.
+ */
+static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
+		  bool unpack, const struct stat *st, uint32_t *plen)
+{
+	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, st->st_mtim };
+	uint8_t image[SQ_PACK_IMAGE_MAX];
+	struct sq_pack_ref ref;
+	int r;
+
+	r = sq_pack_get_ref(*fd, NULL, &ref);
+	if (r == -ENODATA)
+		return 0;
+	if (!r)
+		r = fs->pack ? sq_pack_load(fs->pack, &ref, image) : -EBADMSG;
+	if (r) {
+		sq_file_report(ino, -1, "packed image unreadable", r);
+		return r == -EBADMSG ? -EIO : r;
+	}
+	if (!unpack) {
+		int mfd = sq_pack_memfd(image, ref.len);
+
+		if (mfd < 0)
+			return mfd;
+		close(*fd);
+		*fd = mfd;
+		*plen = ref.len;
+		return 0;
+	}
+	if (pwrite(*fd, image, ref.len, 0) != (ssize_t)ref.len ||
+	    fdatasync(*fd)) {
+		r = errno ? -errno : -ENOSPC;
+		/* Packed as before: the image is still in the pack. */
+		if (ftruncate(*fd, 0))
+			sq_file_report(ino, -1, "cannot undo an unpack", -errno);
+		return r;
+	}
+	/* From here on the container is the file (the xattr of a non-empty
+	 * container is ignored), so a failure below costs only the image's
+	 * space in the pack. */
+	if (futimens(*fd, ts) ||
+	    (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA))
+		sq_file_report(ino, -1, "unpacking", -errno);
+	sq_pack_free(fs->pack, &ref);
+	ino->size_cached = false;
+	return 0;
+}
+
 int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
 		 int rwfd)
 {
 	struct sq_file *f = ino->file;
 	struct stat st;
+	uint32_t plen = 0;
 	int fd, r;
 	bool rw = true;
 
@@ -664,6 +721,17 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
 		r = -errno;
 		close(fd);
 		return r;
+	}
+	if (st.st_size == 0 && rwfd < 0) {
+		/* A read takes a packed file's image into memory; only a
+		 * write needs it back in its container. */
+		r = unpack(fs, ino, &fd, want_write && rw, &st, &plen);
+		if (r) {
+			close(fd);
+			return r;
+		}
+		if (plen)
+			rw = false;
 	}
 	if (f) {
 		/* Upgrade a read-only state: nothing is dirty in it. */
@@ -694,6 +762,7 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
 	}
 	f->fd = fd;
 	f->writable = rw;
+	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
 	r = sq_ctr_open(fd, fs->block_shift, &f->ctr);
 	if (r) {
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);
@@ -1268,8 +1337,15 @@ void sq_file_stat(struct sq_inode *ino, struct stat *st)
 	if (!f)
 		return;
 	st->st_size = (off_t)fsize(f);
+	if (f->packed_blocks)
+		st->st_blocks = f->packed_blocks;
 	if (f->mtime_dirty)
 		st->st_mtim = f->mtime;
+}
+
+bool sq_file_writable(struct sq_inode *ino)
+{
+	return ino->file && ino->file->writable;
 }
 
 void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime)

@@ -63,6 +63,8 @@ struct sq_inode {
 	/* Guarded by sq_fs.itable_lock. */
 	uint64_t nlookup;	/* kernel references (lookup - forget) */
 	unsigned nopen;		/* open handles; the inode lives while > 0 */
+	unsigned npin;		/* held by the packer; lives while > 0 */
+	bool pack_queued;	/* waiting in the packer's queue */
 	struct sq_inode *hnext;	/* hash chain */
 	/* Where the kernel last looked it up, and when: prune.c's hints. */
 	uint64_t pparent;	/* fuse_ino_t of the parent */
@@ -83,6 +85,7 @@ struct sq_inode {
 	bool size_cached;
 	uint64_t cached_size;
 	off_t cached_bsize;
+	blkcnt_t cached_blocks;	/* a packed file's, else -1 */
 	struct timespec cached_mtim, cached_ctim;
 };
 
@@ -114,6 +117,7 @@ struct sq_fs {
 	struct sq_wq *wq;	/* compression workers; NULL: store inline */
 	atomic_bool backing_full; /* last store met ENOSPC: store inline */
 
+	struct sq_pack *pack;	/* packed files; NULL only before mount */
 	struct sq_prune *prune;	/* NULL: no pruning */
 	atomic_size_t inode_budget; /* icount the pruner keeps below */
 	uint64_t use_tick;	/* guarded by itable_lock */
@@ -194,6 +198,8 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    int whence);
 /* Overlays the open file's logical size and pending mtime on @st. */
 void sq_file_stat(struct sq_inode *ino, struct stat *st);
+/* Whether the open file's container is open read-write. */
+bool sq_file_writable(struct sq_inode *ino);
 /* Sets the logical mtime (after the caller changed the container's); it
  * is applied again after blocks still pending are stored. */
 void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
@@ -207,6 +213,46 @@ void sq_prune_stop(struct sq_fs *fs);
 /* Inode @i was just looked up as @name in @parent (fuse replies an entry). */
 void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 		   struct sq_inode *parent, const char *name);
+
+/* ---- pack.c: small files' containers packed together ---- */
+struct sq_pack;
+struct sq_pack_ref;
+/*
+ * Opens the packs of BACKING (@backing_fd) for reading, and for adding
+ * images with @write (creating BACKING/.squeezefs/packs).  fsck uses it
+ * alone; a mount through sq_pack_start().
+ */
+int sq_pack_open(int backing_fd, bool write, struct sq_pack **out);
+void sq_pack_close(struct sq_pack *p);
+bool sq_pack_writable(const struct sq_pack *p);
+/*
+ * Sets fs->pack (always, so packed files read) and, with @enable, starts
+ * packing.  Returns 0, or why packing is off (-EROFS, -EPERM, -EOPNOTSUPP).
+ */
+int sq_pack_start(struct sq_fs *fs, bool enable);
+/* Packs what is queued, stops packing.  Reading stays possible. */
+void sq_pack_stop(struct sq_fs *fs);
+/* The last handle of @i that could write was closed: pack it soon. */
+void sq_pack_note(struct sq_fs *fs, struct sq_inode *i);
+/*
+ * The packed reference of the empty container open as @fd (or, @path
+ * non-NULL, at @path).  Returns 0, -ENODATA when it is not packed,
+ * -EBADMSG for a damaged reference, -errno.
+ */
+int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref);
+/* Reads and checks an image into @image (ref->len bytes): 0, -EBADMSG
+ * (the image is damaged or missing), -errno. */
+int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
+		 void *image);
+/* A memfd holding @image: an open packed file reads from it. */
+int sq_pack_memfd(const void *image, uint32_t len);
+/* The file of @ref is gone or unpacked: punch its image out.  NULL-safe;
+ * a reference that does not match the pack's bytes frees nothing. */
+void sq_pack_free(struct sq_pack *p, const struct sq_pack_ref *ref);
+
+/* ops.c: drops the packer's pin of @i (freeing it when nothing else holds
+ * it). */
+void sq_inode_unpin(struct sq_fs *fs, struct sq_inode *i);
 
 /* ---- worker.c ---- */
 int sq_wq_start(struct sq_fs *fs, unsigned nthreads);

@@ -8,6 +8,7 @@
 
 #include "codec/codec.h"
 #include "meta/container.h"
+#include "meta/pack.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -22,6 +23,7 @@ enum { FSCK_CLEAN = 0, FSCK_DAMAGE = 1, FSCK_ERROR = 2 };
 
 struct fsck {
 	struct sq_codec_ctx *cctx;
+	struct sq_pack *pack;	/* BACKING's packs, read-only */
 	uint64_t files, damaged_files, blocks, stale, raw, stored;
 	bool error;
 	const char *path;	/* of the file being checked */
@@ -39,6 +41,51 @@ static void problem(void *arg, uint64_t block, const char *msg)
 		       (unsigned long long)block, msg);
 }
 
+/*
+ * An empty container may be a packed one (docs/FORMAT.md section 13):
+ * then *@fd becomes a memfd holding its image, checked like a container.
+ * Returns 0, or -EBADMSG after reporting a damaged packed file.
+ */
+static int check_packed(struct fsck *c, int *fd)
+{
+	uint8_t image[SQ_PACK_IMAGE_MAX];
+	struct sq_pack_ref ref;
+	struct stat st;
+	uint64_t size;
+	int r, mfd;
+
+	if (fstat(*fd, &st) || st.st_size != 0)
+		return 0;
+	r = sq_pack_get_ref(*fd, NULL, &ref);
+	if (r == -ENODATA)
+		return 0;
+	if (r) {
+		printf("%s: packed: bad reference: %s\n", c->path,
+		       strerror(-r));
+		return -EBADMSG;
+	}
+	r = sq_pack_load(c->pack, &ref, image);
+	if (r) {
+		printf("%s: packed: image in pack %08x at %llu: %s\n", c->path,
+		       ref.pack, (unsigned long long)ref.off,
+		       r == -EBADMSG ? "missing or damaged" : strerror(-r));
+		return -EBADMSG;
+	}
+	mfd = sq_pack_memfd(image, ref.len);
+	if (mfd < 0)
+		return mfd;
+	close(*fd);
+	*fd = mfd;
+	r = sq_ctr_peek_size(mfd, &size);
+	if (r == 0 && size != ref.size) {
+		printf("%s: packed: image holds %llu bytes, reference says "
+		       "%llu\n", c->path, (unsigned long long)size,
+		       (unsigned long long)ref.size);
+		return -EBADMSG;
+	}
+	return 0;
+}
+
 static void check_file(struct fsck *c, int dirfd, const char *name,
 		       const char *path)
 {
@@ -54,7 +101,9 @@ static void check_file(struct fsck *c, int dirfd, const char *name,
 	}
 	memset(&rep, 0, sizeof(rep));
 	c->path = path;
-	r = sq_ctr_check_fd(fd, c->cctx, &rep, problem, c);
+	r = check_packed(c, &fd);
+	if (!r)
+		r = sq_ctr_check_fd(fd, c->cctx, &rep, problem, c);
 	close(fd);
 	c->files++;
 	c->blocks += rep.blocks;
@@ -145,7 +194,15 @@ int sq_fsck_main(int argc, char **argv)
 		fprintf(stderr, "squeezefs fsck: %s\n", strerror(-r));
 		return FSCK_ERROR;
 	}
+	r = sq_pack_open(fd, false, &c.pack);
+	if (r) {
+		close(fd);
+		sq_codec_ctx_free(c.cctx);
+		fprintf(stderr, "squeezefs fsck: %s\n", strerror(-r));
+		return FSCK_ERROR;
+	}
 	walk(&c, fd, argv[1], true);
+	sq_pack_close(c.pack);
 	close(fd);
 	sq_codec_ctx_free(c.cctx);
 	printf("%llu files, %llu blocks, %llu damaged files, %llu obsolete "

@@ -33,6 +33,7 @@ struct sq_opts {
 	char *policy;
 	char *min_saving;
 	int writeback_cache;
+	int nopack;
 	char *backing;
 	char *mountpoint;
 	int nonopts;
@@ -46,6 +47,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("policy=%s", policy),
 	SQ_OPT("min_saving=%s", min_saving),
 	{ "writeback_cache", offsetof(struct sq_opts, writeback_cache), 1 },
+	{ "nopack", offsetof(struct sq_opts, nopack), 1 },
 	FUSE_OPT_END
 };
 
@@ -71,7 +73,11 @@ static void usage(const char *prog)
 	       "                           faster random writes; ENOSPC shows "
 	       "at fsync/close,\n"
 	       "                           SEEK_DATA/SEEK_HOLE see no holes "
-	       "(see README)\n\n",
+	       "(see README)\n"
+	       "    -o nopack              keep small files in containers of "
+	       "their own\n"
+	       "                           (default: packed together, see "
+	       "docs/FORMAT.md)\n\n",
 	       prog, prog);
 }
 
@@ -257,6 +263,7 @@ static void fs_teardown(struct sq_fs *fs)
 	}
 	/* After the files above: closing them may still queue blocks. */
 	sq_wq_stop(fs);
+	sq_pack_close(fs->pack);
 	free(fs->itable);
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
@@ -440,6 +447,19 @@ int main(int argc, char **argv)
 	/* Threads do not survive the daemon's fork: start them after it.
 	 * Without workers (-s, or none could start) blocks are stored by
 	 * the thread that completes them. */
+	r = sq_prune_start(&fs, se);
+	if (r)
+		sq_log(SQ_LOG_WARN, "no inode pruning: %s", strerror(-r));
+	r = sq_pack_start(&fs, !o.nopack);
+	if (r && fs.lock_fd >= 0)
+		sq_log(SQ_LOG_WARN, "small files not packed: %s",
+		       strerror(-r));
+	if (sq_pack_writable(fs.pack)) {
+		/* Every byte counts once files share pages: small files are
+		 * compressed like any other. */
+		sq_an_free(fs.an_tiny);
+		fs.an_tiny = NULL;
+	}
 	if (!copts.singlethread) {
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -448,9 +468,6 @@ int main(int argc, char **argv)
 			sq_log(SQ_LOG_WARN, "no compression workers: %s",
 			       strerror(-r));
 	}
-	r = sq_prune_start(&fs, se);
-	if (r)
-		sq_log(SQ_LOG_WARN, "no inode pruning: %s", strerror(-r));
 	if (copts.singlethread) {
 		ret = fuse_session_loop(se) ? 1 : 0;
 	} else {
@@ -471,6 +488,7 @@ int main(int argc, char **argv)
 	}
 unmount:
 	sq_prune_stop(&fs);
+	sq_pack_stop(&fs);
 	fuse_session_unmount(se);
 	fuse_remove_signal_handlers(se);
 out:

@@ -8,6 +8,7 @@
 #include "fs/fs_i.h"
 
 #include "meta/container.h"
+#include "meta/pack.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -108,8 +109,8 @@ static struct sq_inode **ifind(struct sq_fs *fs, dev_t dev, ino_t ino)
 
 /* Drops @n references of kind lookup (@lookups) or open (@opens) and frees
  * the inode when none remain.  The root lives as long as the mount. */
-static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
-		 unsigned opens)
+static void iput_refs(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
+		      unsigned opens, unsigned pins)
 {
 	bool dead;
 
@@ -118,7 +119,8 @@ static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 	pthread_mutex_lock(&fs->itable_lock);
 	i->nlookup -= lookups;
 	i->nopen -= opens;
-	dead = i->nlookup == 0 && i->nopen == 0;
+	i->npin -= pins;
+	dead = i->nlookup == 0 && i->nopen == 0 && i->npin == 0;
 	if (dead) {
 		*ifind(fs, i->src_dev, i->src_ino) = i->hnext;
 		fs->icount--;
@@ -141,6 +143,17 @@ static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 		free(i->pname);
 		free(i);
 	}
+}
+
+static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
+		 unsigned opens)
+{
+	iput_refs(fs, i, lookups, opens, 0);
+}
+
+void sq_inode_unpin(struct sq_fs *fs, struct sq_inode *i)
+{
+	iput_refs(fs, i, 0, 0, 1);
 }
 
 /*
@@ -197,14 +210,18 @@ static int iget(struct sq_fs *fs, int fd, const struct stat *st,
  * container keeps the size and times in @st (so any change to it, through
  * this mount or not, invalidates the entry); sets it in @st.  i->lock held.
  */
-static void cache_size(struct sq_inode *i, struct stat *st, uint64_t size)
+static void cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
+		       blkcnt_t blocks)
 {
 	i->size_cached = true;
 	i->cached_size = size;
 	i->cached_bsize = st->st_size;
+	i->cached_blocks = blocks;
 	i->cached_mtim = st->st_mtim;
 	i->cached_ctim = st->st_ctim;
 	st->st_size = (off_t)size;
+	if (blocks >= 0)
+		st->st_blocks = blocks;
 }
 
 /*
@@ -226,15 +243,26 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 	pthread_mutex_lock(&i->lock);
 	if (i->file) {
 		sq_file_stat(i, st);
-	} else if (st->st_size == 0) {
-		/* An empty backing file is an empty container: its logical
-		 * size is the backing one, no header to read. */
 	} else if (i->size_cached && i->cached_bsize == st->st_size &&
 		   i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
 		   i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
 		   i->cached_ctim.tv_sec == st->st_ctim.tv_sec &&
 		   i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec) {
 		st->st_size = (off_t)i->cached_size;
+		if (i->cached_blocks >= 0)
+			st->st_blocks = i->cached_blocks;
+	} else if (st->st_size == 0) {
+		/* An empty backing file is an empty container, or a packed
+		 * one: its reference has the logical size. */
+		struct sq_pack_ref ref;
+		char path[64];
+
+		proc_path(path, sizeof(path), i->fd);
+		if (sq_pack_get_ref(-1, path, &ref) == 0)
+			cache_size(i, st, ref.size,
+				   (blkcnt_t)((ref.len + 511) / 512));
+		else
+			cache_size(i, st, 0, -1);
 	} else {
 		char path[64];
 		uint64_t size;
@@ -250,7 +278,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
 			if (sq_ctr_peek_size(fd, &size) == 0)
-				cache_size(i, st, size);
+				cache_size(i, st, size, -1);
 			close(fd);
 		}
 	}
@@ -431,7 +459,7 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write,
 
 static int put_file(struct sq_fs *fs, struct sq_inode *i)
 {
-	bool last;
+	bool last, wrote = false;
 	int r = 0;
 
 	pthread_mutex_lock(&i->lock);
@@ -451,8 +479,10 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		uint64_t size;
 		int e;
 
-		if (known)
+		if (known) {
 			sq_file_stat(i, &st);
+			wrote = sq_file_writable(i);
+		}
 		size = (uint64_t)st.st_size;
 		e = sq_file_close(fs, i);
 		if (!r)
@@ -461,10 +491,18 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		 * the stat that usually follows need not read the header. */
 		if (known && !r &&
 		    fstatat(i->fd, "", &st,
-			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0)
-			cache_size(i, &st, size);
+			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+			/* A small container may go into a pack now. */
+			wrote = wrote && st.st_size > 0 &&
+				st.st_size <= SQ_PACK_IMAGE_MAX;
+			cache_size(i, &st, size, -1);
+		} else {
+			wrote = false;
+		}
 	}
 	pthread_mutex_unlock(&i->lock);
+	if (wrote)
+		sq_pack_note(fs, i);
 	iput(fs, i, 0, 1);
 	return r;
 }
@@ -722,15 +760,79 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	reply_entry(req, fs, i, &st);
 }
 
+/*
+ * Removing the name @name of @dir, by unlink or by a rename over it: a
+ * packed file's image must be freed once its last link is gone.  Before,
+ * victim_get() notes whether it is packed; after, victim_put() frees the
+ * image when the object has no link left.  Under the inode lock (when the
+ * table has it), so the packer cannot pack it in between.
+ */
+struct victim {
+	struct sq_inode *i;	/* from the table, locked; or NULL */
+	int fd;			/* O_PATH of it when not in the table */
+	bool packed;
+	struct sq_pack_ref ref;
+};
+
+static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
+		       const char *name, struct victim *v)
+{
+	struct stat st;
+	char path[64];
+
+	memset(v, 0, sizeof(*v));
+	v->fd = -1;
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) ||
+	    !S_ISREG(st.st_mode))
+		return;
+	v->i = iget_cached(fs, &st);
+	if (v->i) {
+		pthread_mutex_lock(&v->i->lock);
+		if (fstatat(v->i->fd, "", &st, AT_EMPTY_PATH))
+			return;
+		proc_path(path, sizeof(path), v->i->fd);
+	} else {
+		if (st.st_size != 0)
+			return;
+		v->fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (v->fd < 0)
+			return;
+		proc_path(path, sizeof(path), v->fd);
+	}
+	v->packed = st.st_size == 0 && sq_pack_get_ref(-1, path, &v->ref) == 0;
+}
+
+static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
+{
+	struct stat st;
+	int fd = v->i ? v->i->fd : v->fd;
+
+	if (removed && v->packed && fd >= 0 &&
+	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
+		sq_pack_free(fs->pack, &v->ref);
+	if (v->i) {
+		pthread_mutex_unlock(&v->i->lock);
+		iput(fs, v->i, 1, 0);
+	}
+	if (v->fd >= 0)
+		close(v->fd);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent);
+	struct victim v;
+	int r;
 
-	if (reserved(fs_of(req), p, name)) {
+	if (reserved(fs, p, name)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	fuse_reply_err(req, unlinkat(p->fd, name, 0) ? errno : 0);
+	victim_get(fs, p, name, &v);
+	r = unlinkat(p->fd, name, 0) ? errno : 0;
+	victim_put(fs, &v, r == 0);
+	fuse_reply_err(req, r);
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -750,6 +852,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
+	struct victim v;
 	int r;
 
 	if (reserved(fs, p, name) || reserved(fs, np, newname)) {
@@ -760,11 +863,17 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (flags)
-		r = renameat2(p->fd, name, np->fd, newname, flags);
+	/* An exchange removes nothing; otherwise an existing target goes. */
+	if (!(flags & RENAME_EXCHANGE))
+		victim_get(fs, np, newname, &v);
 	else
-		r = renameat(p->fd, name, np->fd, newname);
-	fuse_reply_err(req, r ? errno : 0);
+		memset(&v, 0, sizeof(v)), v.fd = -1;
+	if (flags)
+		r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
+	else
+		r = renameat(p->fd, name, np->fd, newname) ? errno : 0;
+	victim_put(fs, &v, r == 0);
+	fuse_reply_err(req, r);
 }
 
 /* ---- regular files ---- */

@@ -1,0 +1,772 @@
+/*
+ * fs/pack.c - packed containers (docs/FORMAT.md section 13).
+ *
+ * Most files of a home directory are small, and a container of 900 bytes
+ * still takes a whole 4 KiB block of the backing filesystem.  So a small
+ * file's container image is moved into a shared pack file, and the
+ * container itself is truncated to nothing but an xattr saying where its
+ * image lies.  Reads of a packed file take the image from the pack (into
+ * memory); the first write unpacks it again.
+ *
+ * Packing runs in a thread of its own, a little after a file's last close
+ * (cp -a, tar and rsync set times, owners and xattrs right after closing):
+ *
+ *   1. read each small container (inode lock held, nothing open),
+ *   2. append the images to the pack and fdatasync it,
+ *   3. per file, under its inode lock again and only if the container is
+ *      unchanged: set the xattr, truncate the container, restore its mtime.
+ *
+ * A crash anywhere leaves every file readable: before 3 the images are
+ * garbage in the pack; a non-empty container with the xattr (between the
+ * setxattr and the truncate) is read as the container, the xattr being
+ * stale.  Dead images are punched out of the pack, and a page of it whose
+ * images are all dead is freed.
+ */
+#include "fs/fs_i.h"
+
+#include "meta/container.h"
+#include "meta/pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PACK_DELAY_NS 500000000L	/* after the last close */
+#define PACK_BATCH 256			/* files per fdatasync of the pack */
+#define PACK_QUEUE_MAX 4096		/* pinned inodes, each holds an fd */
+#define PACK_TRIES 4			/* a file still busy is retried */
+#define PACK_ROLL (1ull << 30)		/* a new pack past 1 GiB */
+
+struct item {
+	struct item *next;
+	struct sq_inode *ino;
+	struct timespec due;
+	int tries;
+};
+
+struct sq_pack {
+	int dirfd;		/* BACKING/.squeezefs/packs, or -1 */
+	bool write;		/* packing on: images may be added */
+
+	pthread_mutex_t lock;	/* the fds, cur and end; appends and
+				 * punches of the packs are serialized */
+	int *fds;		/* by pack id; -1: not open yet */
+	uint32_t nfds;
+	uint32_t cur;		/* pack images are appended to; 0: none */
+	uint64_t end;		/* its length */
+
+	/* The packer thread (packing on only). */
+	struct sq_fs *fs;
+	pthread_t thread;
+	bool running;
+	pthread_mutex_t qlock;	/* a leaf: guards the queue and stop */
+	pthread_cond_t qcond;
+	struct item *head, **tail;
+	size_t qlen, qmax;
+	bool stop;
+};
+
+/* ---- packs ---- */
+
+static int pack_name(char *buf, size_t n, uint32_t id)
+{
+	return snprintf(buf, n, "%08" PRIx32 SQ_PACK_SUFFIX, id);
+}
+
+/* The fd of pack @id (opened on first use).  p->lock held. */
+static int pack_fd(struct sq_pack *p, uint32_t id)
+{
+	char name[32];
+	uint8_t hdr[SQ_PACK_HDR_LEN];
+	int fd;
+
+	if (p->dirfd < 0)
+		return -ENOENT;
+	if (id >= p->nfds) {
+		uint32_t n = id + 16;
+		int *fds = realloc(p->fds, n * sizeof(*fds));
+
+		if (!fds)
+			return -ENOMEM;
+		for (uint32_t k = p->nfds; k < n; k++)
+			fds[k] = -1;
+		p->fds = fds;
+		p->nfds = n;
+	}
+	if (p->fds[id] >= 0)
+		return p->fds[id];
+	pack_name(name, sizeof(name), id);
+	fd = openat(p->dirfd, name, (p->write ? O_RDWR : O_RDONLY) |
+		    O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && p->write && (errno == EACCES || errno == EROFS))
+		fd = openat(p->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+	    sq_pack_hdr_check(hdr, sizeof(hdr), id)) {
+		close(fd);
+		return -EBADMSG;
+	}
+	p->fds[id] = fd;
+	return fd;
+}
+
+/* Starts pack @id (none exists yet).  p->lock held. */
+static int pack_create(struct sq_pack *p, uint32_t id)
+{
+	char name[32];
+	uint8_t hdr[SQ_PACK_HDR_LEN];
+	int fd, r;
+
+	pack_name(name, sizeof(name), id);
+	fd = openat(p->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	sq_pack_hdr_encode(id, hdr);
+	if (pwrite(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+	    fdatasync(fd) || fsync(p->dirfd)) {
+		r = errno ? -errno : -EIO;
+		close(fd);
+		unlinkat(p->dirfd, name, 0);
+		return r;
+	}
+	close(fd);
+	r = pack_fd(p, id);
+	if (r < 0)
+		return r;
+	p->cur = id;
+	p->end = SQ_PACK_HDR_LEN;
+	return 0;
+}
+
+/* Finds the newest pack, images go on there.  Empty dir: none yet. */
+static int pack_scan(struct sq_pack *p)
+{
+	DIR *d;
+	struct dirent *de;
+	uint32_t best = 0;
+	struct stat st;
+	int fd = openat(p->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -errno;
+	d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d))) {
+		char *e;
+		unsigned long v = strtoul(de->d_name, &e, 16);
+
+		if (e == de->d_name + 8 && !strcmp(e, SQ_PACK_SUFFIX) &&
+		    v > best && v <= UINT32_MAX)
+			best = (uint32_t)v;
+	}
+	closedir(d);
+	if (!best)
+		return 0;
+	fd = pack_fd(p, best);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st))
+		return -errno;
+	p->cur = best;
+	p->end = (uint64_t)st.st_size;
+	return 0;
+}
+
+int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
+{
+	struct sq_pack *p = calloc(1, sizeof(*p));
+	int r = 0;
+
+	if (!p)
+		return -ENOMEM;
+	p->dirfd = -1;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->qlock, NULL);
+	pthread_cond_init(&p->qcond, NULL);
+	p->tail = &p->head;
+	if (write) {
+		int dfd = openat(backing_fd, SQ_RESERVED_NAME,
+				 O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (dfd < 0 || (mkdirat(dfd, SQ_PACK_DIR, 0700) &&
+				errno != EEXIST))
+			write = false;
+		if (dfd >= 0)
+			close(dfd);
+	}
+	p->write = write;
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "%s/%s", SQ_RESERVED_NAME,
+			 SQ_PACK_DIR);
+		p->dirfd = openat(backing_fd, path, O_RDONLY | O_DIRECTORY |
+				  O_NOFOLLOW | O_CLOEXEC);
+	}
+	if (p->dirfd < 0) {
+		/* No packs: nothing packed can be read either (each read
+		 * then fails with ENOENT), and none is made. */
+		p->write = false;
+	} else if (p->write) {
+		r = pack_scan(p);
+		if (r)
+			p->write = false;
+	}
+	*out = p;
+	return 0;
+}
+
+bool sq_pack_writable(const struct sq_pack *p)
+{
+	return p && p->write;
+}
+
+void sq_pack_close(struct sq_pack *p)
+{
+	if (!p)
+		return;
+	for (uint32_t k = 0; k < p->nfds; k++)
+		if (p->fds[k] >= 0)
+			close(p->fds[k]);
+	free(p->fds);
+	if (p->dirfd >= 0)
+		close(p->dirfd);
+	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->qlock);
+	pthread_cond_destroy(&p->qcond);
+	free(p);
+}
+
+/* ---- reading ---- */
+
+int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref)
+{
+	uint8_t buf[SQ_PACK_REF_LEN + 1];
+	ssize_t n;
+
+	n = path ? getxattr(path, SQ_PACK_XATTR, buf, sizeof(buf))
+		 : fgetxattr(fd, SQ_PACK_XATTR, buf, sizeof(buf));
+	if (n < 0) {
+		if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
+			return errno == ERANGE ? -EBADMSG : -ENODATA;
+		return -errno;
+	}
+	return sq_pack_ref_decode(buf, (size_t)n, ref);
+}
+
+int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
+		 void *image)
+{
+	ssize_t n;
+	int fd;
+
+	pthread_mutex_lock(&p->lock);
+	fd = pack_fd(p, ref->pack);
+	pthread_mutex_unlock(&p->lock);
+	if (fd == -ENOENT || fd == -EBADMSG)
+		return -EBADMSG;	/* the file is damaged, not the mount */
+	if (fd < 0)
+		return fd;
+	n = pread(fd, image, ref->len, (off_t)ref->off);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n != ref->len ||
+	    sq_pack_image_sum(image, ref->len) != ref->sum)
+		return -EBADMSG;
+	return 0;
+}
+
+int sq_pack_memfd(const void *image, uint32_t len)
+{
+	int fd = memfd_create("squeezefs-packed", MFD_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	if (pwrite(fd, image, len, 0) != (ssize_t)len) {
+		r = errno ? -errno : -EIO;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* ---- freeing ---- */
+
+void sq_pack_free(struct sq_pack *p, const struct sq_pack_ref *ref)
+{
+	uint8_t page[SQ_PACK_PAGE];
+	uint64_t base = ref->off / SQ_PACK_PAGE * SQ_PACK_PAGE;
+	size_t in = (size_t)(ref->off - base);
+	uint64_t start = ref->off, len = ref->len;
+	ssize_t n;
+	int fd;
+
+	if (!p || !p->write)
+		return;		/* read-only: the image stays */
+	pthread_mutex_lock(&p->lock);
+	fd = pack_fd(p, ref->pack);
+	if (fd < 0)
+		goto out;
+	n = pread(fd, page, sizeof(page), (off_t)base);
+	/* Only our own image goes: a reference that does not match what
+	 * lies there (damage, a copy of a packed file made in BACKING by
+	 * hand) must not destroy somebody else's. */
+	if (n < (ssize_t)(in + ref->len) ||
+	    sq_pack_image_sum(page + in, ref->len) != ref->sum)
+		goto out;
+	memset(page + in, 0, ref->len);
+	/* The rest of the page is zero (dead images, padding, not written
+	 * yet): free the whole page.  Appends take p->lock too, so none is
+	 * in flight there. */
+	if (base > 0) {
+		size_t k = 0;
+
+		while (k < (size_t)n && !page[k])
+			k++;
+		if (k == (size_t)n) {
+			start = base;
+			len = SQ_PACK_PAGE;
+		}
+	}
+	if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      (off_t)start, (off_t)len))
+		sq_log(SQ_LOG_WARN, "pack %08" PRIx32 ": cannot free %" PRIu32
+		       " bytes at %" PRIu64 ": %s", ref->pack, ref->len,
+		       ref->off, strerror(errno));
+out:
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* ---- the packer ---- */
+
+static void due_in(struct timespec *ts, long ns)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_nsec += ns;
+	while (ts->tv_nsec >= 1000000000L) {
+		ts->tv_nsec -= 1000000000L;
+		ts->tv_sec++;
+	}
+}
+
+static bool is_due(const struct timespec *due)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return now.tv_sec > due->tv_sec ||
+	       (now.tv_sec == due->tv_sec && now.tv_nsec >= due->tv_nsec);
+}
+
+/* Queues @it (its inode pinned); false when the queue is full. */
+static bool enqueue(struct sq_pack *p, struct item *it)
+{
+	bool ok;
+
+	pthread_mutex_lock(&p->qlock);
+	ok = !p->stop && p->qlen < p->qmax;
+	if (ok) {
+		it->next = NULL;
+		*p->tail = it;
+		p->tail = &it->next;
+		if (p->qlen++ == 0)
+			pthread_cond_signal(&p->qcond);
+	}
+	pthread_mutex_unlock(&p->qlock);
+	return ok;
+}
+
+void sq_pack_note(struct sq_fs *fs, struct sq_inode *i)
+{
+	struct sq_pack *p = fs->pack;
+	struct item *it;
+	bool fresh;
+
+	if (!p || !p->running)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	fresh = !i->pack_queued;
+	if (fresh) {
+		i->pack_queued = true;
+		i->npin++;
+	}
+	pthread_mutex_unlock(&fs->itable_lock);
+	if (!fresh)
+		return;		/* its turn comes: it checks it anew then */
+	it = malloc(sizeof(*it));
+	if (it) {
+		it->ino = i;
+		it->tries = 0;
+		due_in(&it->due, PACK_DELAY_NS);
+		if (enqueue(p, it))
+			return;
+		free(it);
+	}
+	/* No room: this file simply stays unpacked. */
+	pthread_mutex_lock(&fs->itable_lock);
+	i->pack_queued = false;
+	pthread_mutex_unlock(&fs->itable_lock);
+	sq_inode_unpin(fs, i);
+}
+
+/* One file of a batch. */
+struct cand {
+	struct item *it;
+	uint8_t *image;
+	struct stat st;		/* of the container when read */
+	struct sq_pack_ref ref;
+	bool placed;		/* its image is in the pack */
+	bool retry;
+};
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev &&
+	       a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+static bool busy(struct sq_fs *fs, struct sq_inode *i)
+{
+	bool r;
+
+	if (i->file)
+		return true;
+	pthread_mutex_lock(&fs->itable_lock);
+	r = i->nopen > 0;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return r;
+}
+
+static int open_ctr(struct sq_inode *i, int flags)
+{
+	char path[64];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", i->fd);
+	fd = open(path, flags | O_NOATIME | O_CLOEXEC);
+	if (fd < 0 && errno == EPERM)
+		fd = open(path, flags | O_CLOEXEC);
+	return fd;
+}
+
+/* Step 1: reads the container of @c if it is to be packed. */
+static void read_one(struct sq_fs *fs, struct cand *c)
+{
+	struct sq_inode *i = c->it->ino;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	if (busy(fs, i)) {
+		c->retry = true;
+		goto out;
+	}
+	fd = open_ctr(i, O_RDONLY);
+	if (fd < 0)
+		goto out;
+	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
+	    c->st.st_nlink == 0 || c->st.st_size == 0 ||
+	    c->st.st_size > SQ_PACK_IMAGE_MAX)
+		goto close;
+	c->image = malloc((size_t)c->st.st_size);
+	if (!c->image)
+		goto close;
+	if (pread(fd, c->image, (size_t)c->st.st_size, 0) != c->st.st_size ||
+	    sq_ctr_peek_size(fd, &c->ref.size)) {
+		/* Damaged or changing: leave it as it is. */
+		free(c->image);
+		c->image = NULL;
+		goto close;
+	}
+	c->ref.len = (uint32_t)c->st.st_size;
+	c->ref.sum = sq_pack_image_sum(c->image, c->ref.len);
+close:
+	close(fd);
+out:
+	pthread_mutex_unlock(&i->lock);
+}
+
+/* Step 2: appends the images read to the pack and makes them durable. */
+static int append(struct sq_pack *p, struct cand *cs, size_t n)
+{
+	uint64_t first = 0, end;
+	uint8_t *buf = NULL;
+	bool any = false;
+	int fd, r = 0;
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->cur || p->end >= PACK_ROLL) {
+		r = pack_create(p, p->cur + 1);
+		if (r)
+			goto out;
+	}
+	fd = pack_fd(p, p->cur);
+	if (fd < 0) {
+		r = fd;
+		goto out;
+	}
+	end = p->end;
+	for (size_t k = 0; k < n; k++) {
+		if (!cs[k].image)
+			continue;
+		cs[k].ref.pack = p->cur;
+		cs[k].ref.off = sq_pack_place(end, cs[k].ref.len);
+		if (!any)
+			first = cs[k].ref.off;
+		any = true;
+		end = cs[k].ref.off + cs[k].ref.len;
+	}
+	if (!any)
+		goto out;
+	buf = calloc(1, (size_t)(end - first));
+	if (!buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (cs[k].image)
+			memcpy(buf + (cs[k].ref.off - first), cs[k].image,
+			       cs[k].ref.len);
+	if (pwrite(fd, buf, (size_t)(end - first), (off_t)first) !=
+	    (ssize_t)(end - first)) {
+		r = errno ? -errno : -ENOSPC;
+		goto out;
+	}
+	p->end = end;
+	pthread_mutex_unlock(&p->lock);
+	/* The images must be on disk before any container lets go of its
+	 * own copy. */
+	if (fdatasync(fd))
+		r = -errno;
+	free(buf);
+	if (!r)
+		for (size_t k = 0; k < n; k++)
+			cs[k].placed = cs[k].image != NULL;
+	return r;
+out:
+	pthread_mutex_unlock(&p->lock);
+	free(buf);
+	return r;
+}
+
+/* Step 3: turns the container of @c into a reference to its image. */
+static bool swap_one(struct sq_fs *fs, struct cand *c)
+{
+	struct sq_inode *i = c->it->ino;
+	uint8_t val[SQ_PACK_REF_LEN];
+	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT } };
+	struct stat st;
+	bool done = false;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	if (busy(fs, i)) {
+		c->retry = true;
+		goto out;
+	}
+	fd = open_ctr(i, O_RDWR);
+	if (fd < 0)
+		goto out;
+	if (fstat(fd, &st) || st.st_nlink == 0)
+		goto close;
+	if (!same_file(&st, &c->st)) {
+		c->retry = true;	/* changed since: read it again */
+		goto close;
+	}
+	sq_pack_ref_encode(&c->ref, val);
+	if (fsetxattr(fd, SQ_PACK_XATTR, val, sizeof(val), 0))
+		goto close;
+	if (ftruncate(fd, 0)) {
+		/* Still the container: the xattr would be ignored, but it
+		 * would confuse a reader of BACKING. */
+		fremovexattr(fd, SQ_PACK_XATTR);
+		goto close;
+	}
+	done = true;
+	ts[1] = c->st.st_mtim;
+	if (futimens(fd, ts))
+		sq_log(SQ_LOG_WARN, "packed file: cannot restore mtime: %s",
+		       strerror(errno));
+	i->size_cached = false;
+close:
+	close(fd);
+out:
+	pthread_mutex_unlock(&i->lock);
+	return done;
+}
+
+static void pack_batch(struct sq_fs *fs, struct item **items, size_t n)
+{
+	struct sq_pack *p = fs->pack;
+	struct cand *cs = calloc(n, sizeof(*cs));
+	int r;
+
+	for (size_t k = 0; k < n; k++) {
+		struct sq_inode *i = items[k]->ino;
+
+		/* From now on a new close queues it again. */
+		pthread_mutex_lock(&fs->itable_lock);
+		i->pack_queued = false;
+		pthread_mutex_unlock(&fs->itable_lock);
+		if (cs) {
+			cs[k].it = items[k];
+			read_one(fs, &cs[k]);
+		}
+	}
+	if (cs) {
+		r = append(p, cs, n);
+		if (r && r != -ENOSPC && r != -EDQUOT)
+			sq_log(SQ_LOG_WARN, "cannot write a pack: %s",
+			       strerror(-r));
+		for (size_t k = 0; k < n; k++) {
+			if (cs[k].placed && !swap_one(fs, &cs[k]))
+				sq_pack_free(p, &cs[k].ref);
+			free(cs[k].image);
+		}
+	}
+	for (size_t k = 0; k < n; k++) {
+		struct item *it = items[k];
+		bool again = cs && cs[k].retry && ++it->tries < PACK_TRIES;
+
+		if (again) {
+			pthread_mutex_lock(&fs->itable_lock);
+			again = !it->ino->pack_queued;
+			if (again)
+				it->ino->pack_queued = true;
+			pthread_mutex_unlock(&fs->itable_lock);
+		}
+		if (again) {
+			due_in(&it->due, PACK_DELAY_NS);
+			if (enqueue(p, it))
+				continue;
+			pthread_mutex_lock(&fs->itable_lock);
+			it->ino->pack_queued = false;
+			pthread_mutex_unlock(&fs->itable_lock);
+		}
+		sq_inode_unpin(fs, it->ino);
+		free(it);
+	}
+	free(cs);
+}
+
+static void *packer(void *arg)
+{
+	struct sq_fs *fs = arg;
+	struct sq_pack *p = fs->pack;
+	struct item *batch[PACK_BATCH];
+
+	pthread_mutex_lock(&p->qlock);
+	for (;;) {
+		size_t n = 0;
+
+		while (p->head && n < PACK_BATCH &&
+		       (p->stop || is_due(&p->head->due))) {
+			struct item *it = p->head;
+
+			p->head = it->next;
+			if (!p->head)
+				p->tail = &p->head;
+			p->qlen--;
+			batch[n++] = it;
+		}
+		if (n) {
+			pthread_mutex_unlock(&p->qlock);
+			pack_batch(fs, batch, n);
+			pthread_mutex_lock(&p->qlock);
+			continue;
+		}
+		if (p->stop)
+			break;	/* and the queue is empty */
+		if (p->head) {
+			struct timespec due = p->head->due;
+
+			pthread_cond_timedwait(&p->qcond, &p->qlock, &due);
+		} else {
+			pthread_cond_wait(&p->qcond, &p->qlock);
+		}
+	}
+	pthread_mutex_unlock(&p->qlock);
+	return NULL;
+}
+
+int sq_pack_start(struct sq_fs *fs, bool enable)
+{
+	struct sq_pack *p;
+	pthread_condattr_t ca;
+	int r;
+
+	r = sq_pack_open(fs->root_fd, enable && fs->lock_fd >= 0, &p);
+	if (r)
+		return r;
+	fs->pack = p;
+	if (!p->write)
+		return enable ? -EROFS : 0;
+	/* Packing needs trusted xattrs (root) and hole punching. */
+	if (fsetxattr(fs->lock_fd, SQ_PACK_XATTR, "", 0, 0) ||
+	    fremovexattr(fs->lock_fd, SQ_PACK_XATTR)) {
+		r = -errno;
+		goto off;
+	}
+	if (fallocate(fs->lock_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		      1 << 20, SQ_PACK_PAGE)) {
+		r = -errno;
+		goto off;
+	}
+	p->fs = fs;
+	/* Each queued inode keeps its fd: leave the pruner room. */
+	p->qmax = PACK_QUEUE_MAX;
+	if (atomic_load(&fs->inode_budget) &&
+	    atomic_load(&fs->inode_budget) / 8 < p->qmax)
+		p->qmax = atomic_load(&fs->inode_budget) / 8;
+	if (p->qmax < 16)
+		p->qmax = 16;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_destroy(&p->qcond);
+	pthread_cond_init(&p->qcond, &ca);
+	pthread_condattr_destroy(&ca);
+	r = pthread_create(&p->thread, NULL, packer, fs);
+	if (r) {
+		r = -r;
+		goto off;
+	}
+	p->running = true;
+	return 0;
+off:
+	p->write = false;
+	return r;
+}
+
+void sq_pack_stop(struct sq_fs *fs)
+{
+	struct sq_pack *p = fs->pack;
+
+	if (!p || !p->running)
+		return;
+	/* Packs what is queued (due or not) first: an unmount is when
+	 * people look at how much space their files take. */
+	pthread_mutex_lock(&p->qlock);
+	p->stop = true;
+	pthread_cond_signal(&p->qcond);
+	pthread_mutex_unlock(&p->qlock);
+	pthread_join(p->thread, NULL);
+	p->running = false;
+}
