@@ -69,6 +69,7 @@ struct sq_file {
 				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
 	blkcnt_t packed_blocks;	/* > 0: a packed file read from memory */
+	bool modified;		/* written, truncated or punched */
 };
 
 /* ---- per-thread codec state ---- */
@@ -956,6 +957,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		r = -EFBIG;
 		goto out;
 	}
+	f->modified = true;
 	size = fsize(f);
 	if (end > size) {
 		e = clear_tail(fs, ino, size);
@@ -1074,10 +1076,12 @@ int sq_file_truncate(struct sq_fs *fs, struct sq_inode *ino, uint64_t size)
 	int r;
 
 	pthread_mutex_lock(&ino->lock);
-	if (!ino->file || !ino->file->writable)
+	if (!ino->file || !ino->file->writable) {
 		r = ino->file ? -EBADF : -EIO;
-	else
+	} else {
+		ino->file->modified = true;
 		r = truncate_locked(fs, ino, size);
+	}
 	pthread_mutex_unlock(&ino->lock);
 	return r;
 }
@@ -1193,6 +1197,7 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		r = f ? -EBADF : -EIO;
 		goto out;
 	}
+	f->modified = true;
 	drain(ino);
 	size = fsize(f);
 	end = off + len < off || off + len > size ? size : off + len;
@@ -1249,10 +1254,12 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		r = ino->file ? -EBADF : -EIO;
 	else if (off + len < off)
 		r = -EFBIG;
-	else if (off + len > fsize(ino->file))
+	else if (off + len > fsize(ino->file)) {
 		/* Compressed space cannot be reserved ahead; what callers
 		 * rely on is the new size. */
+		ino->file->modified = true;
 		r = truncate_locked(fs, ino, off + len);
+	}
 	pthread_mutex_unlock(&ino->lock);
 	return r;
 }
@@ -1343,9 +1350,9 @@ void sq_file_stat(struct sq_inode *ino, struct stat *st)
 		st->st_mtim = f->mtime;
 }
 
-bool sq_file_writable(struct sq_inode *ino)
+bool sq_file_modified(struct sq_inode *ino)
 {
-	return ino->file && ino->file->writable;
+	return ino->file && ino->file->modified;
 }
 
 void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime)

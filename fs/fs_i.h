@@ -198,8 +198,8 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    int whence);
 /* Overlays the open file's logical size and pending mtime on @st. */
 void sq_file_stat(struct sq_inode *ino, struct stat *st);
-/* Whether the open file's container is open read-write. */
-bool sq_file_writable(struct sq_inode *ino);
+/* Whether the open file was changed (written, truncated, punched). */
+bool sq_file_modified(struct sq_inode *ino);
 /* Sets the logical mtime (after the caller changed the container's); it
  * is applied again after blocks still pending are stored. */
 void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);

@@ -481,7 +481,7 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 
 		if (known) {
 			sq_file_stat(i, &st);
-			wrote = sq_file_writable(i);
+			wrote = sq_file_modified(i);
 		}
 		size = (uint64_t)st.st_size;
 		e = sq_file_close(fs, i);

@@ -71,7 +71,7 @@ struct sq_pack {
 	pthread_mutex_t qlock;	/* a leaf: guards the queue and stop */
 	pthread_cond_t qcond;
 	struct item *head, **tail;
-	size_t qlen, qmax;
+	size_t qlen;
 	bool stop;
 };
 
@@ -373,13 +373,25 @@ static bool is_due(const struct timespec *due)
 	       (now.tv_sec == due->tv_sec && now.tv_nsec >= due->tv_nsec);
 }
 
+/* How many inodes may wait: each keeps its fd, and the pruner must still
+ * keep the table within the fd limit (which can change while mounted). */
+static size_t queue_max(struct sq_fs *fs)
+{
+	size_t b = atomic_load(&fs->inode_budget) / 8;
+
+	if (b == 0 || b > PACK_QUEUE_MAX)
+		b = PACK_QUEUE_MAX;
+	return b < 16 ? 16 : b;
+}
+
 /* Queues @it (its inode pinned); false when the queue is full. */
 static bool enqueue(struct sq_pack *p, struct item *it)
 {
+	size_t max = queue_max(p->fs);
 	bool ok;
 
 	pthread_mutex_lock(&p->qlock);
-	ok = !p->stop && p->qlen < p->qmax;
+	ok = !p->stop && p->qlen < max;
 	if (ok) {
 		it->next = NULL;
 		*p->tail = it;
@@ -482,9 +494,12 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 	fd = open_ctr(i, O_RDONLY);
 	if (fd < 0)
 		goto out;
+	/* Truncating the container would make the kernel drop a version 1
+	 * container's own security.capability: such a file stays as it is. */
 	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
 	    c->st.st_nlink == 0 || c->st.st_size == 0 ||
-	    c->st.st_size > SQ_PACK_IMAGE_MAX)
+	    c->st.st_size > SQ_PACK_IMAGE_MAX ||
+	    fgetxattr(fd, "security.capability", NULL, 0) >= 0)
 		goto close;
 	c->image = malloc((size_t)c->st.st_size);
 	if (!c->image)
@@ -731,13 +746,6 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 		goto off;
 	}
 	p->fs = fs;
-	/* Each queued inode keeps its fd: leave the pruner room. */
-	p->qmax = PACK_QUEUE_MAX;
-	if (atomic_load(&fs->inode_budget) &&
-	    atomic_load(&fs->inode_budget) / 8 < p->qmax)
-		p->qmax = atomic_load(&fs->inode_budget) / 8;
-	if (p->qmax < 16)
-		p->qmax = 16;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_destroy(&p->qcond);

@@ -133,7 +133,23 @@ with_mount "block_size=4K,codec=auto" write_misc
 with_mount "block_size=128K,codec=zstd" sh -c "head -c 20000 $text > bs128k"
 with_mount "block_size=1M,codec=lz4" sh -c "head -c 5000 $text > bs1m"
 
-rm -rf "$backing/.squeezefs"	# the mount lock, not part of the format
+# Small files of every codec: from version 3 on, their containers are
+# packed (docs/FORMAT.md section 13) when the daemon can pack.
+write_small() {
+	mkdir -p small
+	for n in 1 100 700 2500 3100; do
+		head -c $n "$text" > small/text-$n
+	done
+	pyrand 4 900 > small/random-900
+}
+for c in none lz4 zstd:19 zlib:9 brotli:11; do
+	with_mount "block_size=128K,codec=$c" sh -c \
+		"mkdir -p small-${c/:/-} && cd small-${c/:/-} && \
+		 head -c 1500 $text > text && printf 'tiny' > tiny"
+done
+with_mount "block_size=128K,codec=auto" write_small
+
+rm -f "$backing/.squeezefs/lock"	# the mount lock, not part of the format
 
 # The manifest: what the mount shows, read back through a fresh mount.
 with_mount "ro" /usr/bin/python3 -c '
@@ -158,8 +174,31 @@ json.dump({"format_version": int(sys.argv[1]), "files": out},
 open(sys.argv[2], "a").write("\n")
 ' "$ver" "$tmp/manifest.json"
 
-rm -rf "$backing/.squeezefs"
+rm -f "$backing/.squeezefs/lock"
+# Git keeps no xattrs: the packed references go to vN.xattrs.json, and the
+# tests set them again on their copy (as root).
+/usr/bin/python3 -c '
+import json, os, sys
+out = {}
+for dirpath, dirs, files in os.walk(sys.argv[1]):
+    for n in files:
+        p = os.path.join(dirpath, n)
+        try:
+            v = os.getxattr(p, "trusted.squeezefs.packed",
+                            follow_symlinks=False)
+        except OSError:
+            continue
+        out[os.path.relpath(p, sys.argv[1])] = {
+            "trusted.squeezefs.packed": v.hex()}
+if out:
+    json.dump(out, open(sys.argv[2], "w"), indent=1, sort_keys=True)
+    open(sys.argv[2], "a").write("\n")
+' "$backing" "$tmp/xattrs.json"
+rmdir "$backing/.squeezefs" 2>/dev/null || true
 cp -a "$backing" "$out"
 cp "$tmp/manifest.json" "$manifest"
+if [ -f "$tmp/xattrs.json" ]; then
+	cp "$tmp/xattrs.json" "$here/v$ver.xattrs.json"
+fi
 echo "wrote $out ($(du -sb --apparent-size "$out" | cut -f1) bytes) and" \
 	"$manifest"

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from sqfs_util import CODEC_IDS, ctr_current_record, ctr_header
+from sqfs_util import (CODEC_IDS, ctr_current_record, ctr_header, ctr_image,
+                       is_packed)
 from test_cli import assert_one_line_error, run_daemon_expect_failure
 
 # What each policy stores text as: (codec id, level).
@@ -35,7 +36,7 @@ def english(n, seed):
 def records(path):
     """Current record header ('c', 'l', 'r', 's', ...) of every block."""
     bs = ctr_header(path)["block_size"]
-    n = (os.path.getsize(path) - 128) // (2 * (bs + 4096)) + 1
+    n = (len(ctr_image(path)) - 128) // (2 * (bs + 4096)) + 1
     out = []
     for i in range(n):
         cur = ctr_current_record(path, i, bs)
@@ -92,13 +93,14 @@ def test_forced_codec_overrides_policy(make_mount):
         assert h["c"] == CODEC_IDS["lz4"], h
 
 
-@pytest.mark.parametrize("opts,tiny_codec", [([], "none"),
-                                             (["codec=zstd"], "zstd")])
+@pytest.mark.parametrize("opts,tiny_codec", [(["nopack"], "none"),
+                                             (["nopack", "codec=zstd"],
+                                              "zstd")])
 def test_one_page_files_stored_raw(make_mount, opts, tiny_codec):
-    """A file whose container fits in one 4 KiB page with its data raw
-    takes that page compressed too: it is stored raw (no CPU on write or
-    read), unless a codec is forced.  A larger file is compressed, and so
-    is the same text in a larger file's first block."""
+    """Without packing, a file whose container fits in one 4 KiB page with
+    its data raw takes that page compressed too: it is stored raw (no CPU
+    on write or read), unless a codec is forced.  A larger file is
+    compressed, and so is the same text in a larger file's first block."""
     m = make_mount(opts=opts)
     small = english(3800, 7)
     larger = english(5000, 7)
@@ -115,6 +117,24 @@ def test_one_page_files_stored_raw(make_mount, opts, tiny_codec):
     assert os.stat(m.bpath("small.txt")).st_blocks * 512 <= 4096
     (h,) = records(m.bpath("larger.txt"))
     assert h["c"] not in (CODEC_IDS["none"], CODEC_IDS["zero"]), h
+
+
+def test_small_files_compressed_and_packed(make_mount):
+    """With packing (the default) every byte of a small file counts: it is
+    compressed, and its container goes into a pack."""
+    m = make_mount()
+    small = english(3800, 7)
+    with open(m.path("small.txt"), "wb") as f:
+        f.write(small)
+    m.remount()
+    with open(m.path("small.txt"), "rb") as f:
+        assert f.read() == small
+    m.stop()
+    assert is_packed(m.bpath("small.txt"))
+    (h,) = records(m.bpath("small.txt"))
+    assert h["c"] not in (CODEC_IDS["none"], CODEC_IDS["zero"]), h
+    assert h["r"] == len(small) and h["s"] < len(small) // 2, h
+    assert len(ctr_image(m.bpath("small.txt"))) < 2048
 
 
 @pytest.mark.parametrize("opt,raw", [("min_saving=0.9", True),

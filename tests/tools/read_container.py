@@ -8,12 +8,21 @@ and users can get their data out without squeezefs.
     read_container.py --info FILE     JSON: header, size records, per block
                                       slot states and the current record
 
+FILE is a regular file in a backing directory.  A packed one (section 13:
+empty, with the xattr trusted.squeezefs.packed) is read from its pack in
+BACKING/.squeezefs/packs/; BACKING is --backing DIR, else the nearest
+parent directory holding .squeezefs/packs/, else .squeezefs/.  Only root
+sees trusted.* xattrs: run as anyone else, a packed file reads as empty.
+
 Exit status: 0 fine, 1 damage found, 2 usage or I/O error.  Importable:
-Container(path).read_all(), .check(), .info()."""
+Container(path).read_all(), .check(), .info(); Container.from_image(bytes)
+for a container image held in memory."""
 
 import argparse
+import errno
 import json
 import os
+import stat
 import struct
 import sys
 import zlib
@@ -27,7 +36,7 @@ import zstandard
 # FORMAT.md section 3
 MAGIC = b"\x89SQZ\r\n\x1a\n"
 FMT_VERSION_MIN = 1
-FMT_VERSION = 2
+FMT_VERSION = 3
 HDR_SIZE = 128
 SHIFT_MIN, SHIFT_MAX = 12, 20
 OFF_HEADER_SUM = 48
@@ -45,6 +54,19 @@ CODEC_NAMES = {0: "none", 1: "lz4", 2: "zstd", 3: "zlib", 4: "brotli",
 KEYS = ("b", "g", "c", "l", "r", "s", "x")
 U64_MAX = (1 << 64) - 1
 INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+# FORMAT.md section 13
+PACK_XATTR = "trusted.squeezefs.packed"
+PACK_REF_LEN = 40
+PACK_REF_MAGIC = b"SQPK"
+PACK_REF_VERSION = 1
+PACK_MAGIC = b"SQZPACK\n"
+PACK_HDR_LEN = 16
+PACK_VERSION = 1
+PACK_PAGE = 4096
+PACK_IMAGE_MAX = 3072
+RESERVED_DIR = ".squeezefs"
+PACK_DIR = "packs"
 
 EMPTY, VALID, INVALID = "empty", "valid", "invalid"
 
@@ -204,23 +226,197 @@ def decompress(codec, payload, rawlen):
     return bytes(out)
 
 
-class Container:
-    """One container file, opened read-only.  Raises Damaged from the
-    constructor when the file header or the size records are damaged."""
+def parse_pack_ref(raw):
+    """The reference (a dict) that the xattr value `raw` holds, or raises
+    Damaged (13.1)."""
+    if len(raw) != PACK_REF_LEN:
+        raise Damaged("pack reference of %d bytes, not %d"
+                      % (len(raw), PACK_REF_LEN))
+    magic, version, pack, ln, off, size, s = struct.unpack("<4sIIIQQQ", raw)
+    if magic != PACK_REF_MAGIC:
+        raise Damaged("bad pack reference magic %s" % magic.hex())
+    if version != PACK_REF_VERSION:
+        raise Damaged("pack reference version %d" % version)
+    if pack == 0:
+        raise Damaged("pack id 0")
+    if not 1 <= ln <= PACK_IMAGE_MAX:
+        raise Damaged("image length %d outside 1..%d" % (ln, PACK_IMAGE_MAX))
+    if off < PACK_HDR_LEN:
+        raise Damaged("image offset %d inside the pack header" % off)
+    if off // PACK_PAGE != (off + ln - 1) // PACK_PAGE:
+        raise Damaged("image [%d, %d) crosses a %d-byte page"
+                      % (off, off + ln, PACK_PAGE))
+    return {"pack": pack, "len": ln, "off": off, "size": size, "sum": s}
 
-    def __init__(self, path):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
+
+def pack_path(backing, pack):
+    return os.path.join(backing, RESERVED_DIR, PACK_DIR, "%08x.sqp" % pack)
+
+
+def find_backing(path):
+    """BACKING for the file at `path`: the nearest parent directory holding
+    .squeezefs/packs/, else the nearest holding .squeezefs/.  (.squeezefs
+    is reserved at the top of BACKING only, so a user directory of that
+    name may sit lower down; the packs/ test skips most such.)"""
+    found = None
+    d = os.path.dirname(os.path.realpath(path))
+    while True:
+        res = os.path.join(d, RESERVED_DIR)
+        if os.path.isdir(os.path.join(res, PACK_DIR)):
+            return d
+        if found is None and os.path.isdir(res):
+            found = d
+        up = os.path.dirname(d)
+        if up == d:
+            break
+        d = up
+    if found is None:
+        raise OSError(errno.ENOENT, "packed file, but no %s/ in any parent "
+                      "directory (give --backing)" % RESERVED_DIR, path)
+    return found
+
+
+def read_packed(ref, backing):
+    """The image that `ref` points to in BACKING's packs, checked against
+    the pack header and the reference's sum (13.2, 13.3); raises Damaged."""
+    pp = pack_path(backing, ref["pack"])
+    try:
+        fd = os.open(pp, os.O_RDONLY)
+    except FileNotFoundError:
+        raise Damaged("pack %s missing" % pp)
+    try:
+        hdr = _pread_fd(fd, PACK_HDR_LEN, 0)
+        image = _pread_fd(fd, ref["len"], ref["off"])
+    finally:
+        os.close(fd)
+    if len(hdr) != PACK_HDR_LEN:
+        raise Damaged("pack %s: %d-byte header" % (pp, len(hdr)))
+    magic, version, pid = struct.unpack("<8sII", hdr)
+    if magic != PACK_MAGIC:
+        raise Damaged("pack %s: bad magic %s" % (pp, magic.hex()))
+    if version != PACK_VERSION:
+        raise Damaged("pack %s: version %d" % (pp, version))
+    if pid != ref["pack"]:
+        raise Damaged("pack %s: header of pack %d" % (pp, pid))
+    if len(image) != ref["len"]:
+        raise Damaged("pack %s: image [%d, %d) past the end"
+                      % (pp, ref["off"], ref["off"] + ref["len"]))
+    got = xxh3(image)
+    if got != ref["sum"]:
+        raise Damaged("pack %s: image at %d: checksum 0x%016x != 0x%016x"
+                      % (pp, ref["off"], got, ref["sum"]))
+    return image
+
+
+def _pread_fd(fd, n, off):
+    out = b""
+    while len(out) < n:
+        chunk = os.pread(fd, n - len(out), off + len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+class _FileSource:
+    """Container bytes in a file."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.length = os.fstat(fd).st_size
+
+    def pread(self, n, off):
+        return _pread_fd(self.fd, n, off)
+
+    def next_data(self, off):
+        """First offset >= off that may hold data, or None: only holes
+        from off to the end."""
         try:
-            self._open()
-        except BaseException:
-            os.close(self.fd)
-            raise
+            return os.lseek(self.fd, off, os.SEEK_DATA)
+        except OSError:
+            return None  # ENXIO
 
     def close(self):
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class _BytesSource:
+    """Container bytes in memory (a packed image): no holes."""
+
+    def __init__(self, data):
+        self.data = bytes(data)
+        self.length = len(self.data)
+
+    def pread(self, n, off):
+        return self.data[off:off + n]
+
+    def next_data(self, off):
+        return off if off < self.length else None
+
+    def close(self):
+        pass
+
+
+class Container:
+    """One container, opened read-only: the file at `path`, or, when that is
+    a packed file (13), its image in the pack (BACKING found from `path`
+    unless `backing` is given).  Raises Damaged from the constructor when
+    the file header or the size records are damaged, or the packed
+    reference, pack or image is.  For a packed file, `packed` is the
+    reference (a dict) and offsets in info() are within the image."""
+
+    def __init__(self, path, backing=None, _image=None):
+        self.path = path
+        self.packed = None
+        if _image is not None:
+            self.src = _BytesSource(_image)
+        else:
+            fd = os.open(path, os.O_RDONLY)
+            self.src = _FileSource(fd)
+            try:
+                self._unpack(backing)
+            except BaseException:
+                self.src.close()
+                raise
+        try:
+            self._open()
+        except BaseException:
+            self.src.close()
+            raise
+
+    @classmethod
+    def from_image(cls, data, name="<image>"):
+        """A container whose bytes are `data` (an unpacked container file's
+        whole content, or a packed image)."""
+        return cls(name, _image=data)
+
+    def _unpack(self, backing):
+        """Switches to the pack image when the file is packed (13.3)."""
+        if self.src.length != 0 or \
+                not stat.S_ISREG(os.fstat(self.src.fd).st_mode):
+            return  # rule 1: a container, any packed xattr on it stale
+        try:
+            raw = os.getxattr(self.src.fd, PACK_XATTR)
+        except OSError as e:
+            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                return  # rule 2: an empty file
+            raise
+        ref = parse_pack_ref(raw)  # rule 3 from here on
+        if backing is None:
+            backing = find_backing(self.path)
+        image = read_packed(ref, backing)
+        self.src.close()
+        self.src = _BytesSource(image)
+        self.packed = dict(ref, pack_path=pack_path(backing, ref["pack"]))
+
+    @property
+    def fd(self):
+        return getattr(self.src, "fd", -1)
+
+    def close(self):
+        self.src.close()
 
     def __enter__(self):
         return self
@@ -229,16 +425,10 @@ class Container:
         self.close()
 
     def _pread(self, n, off):
-        out = b""
-        while len(out) < n:
-            chunk = os.pread(self.fd, n - len(out), off + len(out))
-            if not chunk:
-                break
-            out += chunk
-        return out
+        return self.src.pread(n, off)
 
     def _open(self):
-        self.flen = os.fstat(self.fd).st_size
+        self.flen = self.src.length
         self.size_records = [None, None]
         if self.flen == 0:
             # section 2: an empty, valid container with no blocks.
@@ -292,6 +482,9 @@ class Container:
             raise Damaged("size %d too large" % cur["size"])
         self.cur_size_rec = cur
         self.size = cur["size"]
+        if self.packed is not None and self.size != self.packed["size"]:
+            raise Damaged("packed image of size %d, reference says %d"
+                          % (self.size, self.packed["size"]))
 
     @property
     def nblocks(self):
@@ -303,11 +496,9 @@ class Container:
         if off >= self.flen:
             return EMPTY, None, None
         # A slot whose first page is a hole reads as zeros: skip the read.
-        try:
-            if os.lseek(self.fd, off, os.SEEK_DATA) >= off + REC_PREFIX:
-                return EMPTY, None, None
-        except OSError:
-            return EMPTY, None, None  # ENXIO: only a hole up to the end
+        d = self.src.next_data(off)
+        if d is None or d >= off + REC_PREFIX:
+            return EMPTY, None, None
         raw = self._pread(REC_PREFIX + HDR_LEN_MAX, off)
         prefix = raw[:REC_PREFIX]
         if prefix == bytes(len(prefix)):
@@ -399,10 +590,9 @@ class Container:
         off = slot_offset(self.shift, i, 0)
         if off >= self.flen:
             return self.nblocks
-        try:
-            d = os.lseek(self.fd, off, os.SEEK_DATA)
-        except OSError:
-            return self.nblocks  # ENXIO: nothing but a hole to the end
+        d = self.src.next_data(off)
+        if d is None:
+            return self.nblocks  # nothing but a hole to the end
         j = (d - HDR_SIZE) // (2 * (self.bs + SLOT_PAD))
         return min(max(i, j), self.nblocks)
 
@@ -439,25 +629,33 @@ class Container:
             except Damaged as e:
                 b["damaged"] = str(e)
             blocks.append(b)
-        return {"path": self.path, "file_length": self.flen,
-                "version": self.version, "block_shift": self.shift,
-                "block_size": self.bs, "size": self.size,
-                "size_records": self.size_records, "blocks": blocks}
+        out = {"path": self.path, "file_length": self.flen,
+               "version": self.version, "block_shift": self.shift,
+               "block_size": self.bs, "size": self.size,
+               "size_records": self.size_records, "blocks": blocks}
+        if self.packed is not None:
+            out["packed"] = self.packed
+        return out
 
 
-def read_file(path):
-    """Logical content of the container at `path`; raises Damaged."""
-    with Container(path) as c:
+def read_file(path, backing=None):
+    """Logical content of the file at `path` (a container, or packed);
+    raises Damaged."""
+    with Container(path, backing) as c:
         return c.read_all()
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(
-        description="Read a squeezefs container (docs/FORMAT.md v1).")
+        description="Read a squeezefs container or packed file "
+        "(docs/FORMAT.md, versions %d..%d)." % (FMT_VERSION_MIN, FMT_VERSION))
     ap.add_argument("--check", action="store_true",
                     help="verify every block of every FILE; print problems")
     ap.add_argument("--info", action="store_true",
                     help="print the header, size records and slots as JSON")
+    ap.add_argument("--backing", metavar="DIR",
+                    help="backing directory holding the packs of packed "
+                    "FILEs (default: the nearest parent with .squeezefs/)")
     ap.add_argument("files", nargs="+", metavar="FILE")
     a = ap.parse_args(argv)
     if not a.check and len(a.files) != 1:
@@ -465,7 +663,7 @@ def main(argv=None):
     status = 0
     for path in a.files:
         try:
-            with Container(path) as c:
+            with Container(path, a.backing) as c:
                 if a.info:
                     json.dump(c.info(), sys.stdout, indent=1)
                     sys.stdout.write("\n")
