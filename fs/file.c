@@ -647,12 +647,14 @@ static int open_container(struct sq_inode *ino, bool rw)
 /*
  * The container in *@fd is empty: if the file is packed, *@fd becomes its
  * image, read from the pack and checked.  With @unpack the image goes back
- * into the container first (made durable before the pack lets go of it);
- * without, into memory (*@fd is then a memfd, *@plen the image length).
+ * into the container first (made durable before the pack lets go of it),
+ * or with @discard too, is dropped; without, it goes into memory (*@fd is
+ * then a memfd, *@plen the image length).
  * Returns 0, also for a file that is not packed, or -errno.
  */
 static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
-		  bool unpack, const struct stat *st, uint32_t *plen)
+		  bool unpack, bool discard, const struct stat *st,
+		  uint32_t *plen)
 {
 	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, st->st_mtim };
 	uint8_t image[SQ_PACK_IMAGE_MAX];
@@ -662,6 +664,16 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	r = sq_pack_get_ref(*fd, NULL, &ref);
 	if (r == -ENODATA)
 		return 0;
+	if (unpack && discard) {
+		/* The content goes anyway (O_TRUNC): the file becomes the
+		 * empty container it already is, once the xattr is gone. */
+		if (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA)
+			return -errno;
+		if (!r)
+			sq_pack_free(fs->pack, &ref);
+		ino->size_cached = false;
+		return 0;
+	}
 	if (!r)
 		r = fs->pack ? sq_pack_load(fs->pack, &ref, image) : -EBADMSG;
 	if (r) {
@@ -697,9 +709,10 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	return 0;
 }
 
-int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 int rwfd)
 {
+	bool want_write = mode & SQ_OPEN_WRITE;
 	struct sq_file *f = ino->file;
 	struct stat st;
 	uint32_t plen = 0;
@@ -726,7 +739,8 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
 	if (st.st_size == 0 && rwfd < 0) {
 		/* A read takes a packed file's image into memory; only a
 		 * write needs it back in its container. */
-		r = unpack(fs, ino, &fd, want_write && rw, &st, &plen);
+		r = unpack(fs, ino, &fd, want_write && rw,
+			   mode == SQ_OPEN_TRUNC, &st, &plen);
 		if (r) {
 			close(fd);
 			return r;

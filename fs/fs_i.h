@@ -20,6 +20,8 @@
 #define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 12)
 #include <fuse_lowlevel.h>
 
+#include "meta/pack.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -86,6 +88,7 @@ struct sq_inode {
 	uint64_t cached_size;
 	off_t cached_bsize;
 	blkcnt_t cached_blocks;	/* a packed file's, else -1 */
+	struct sq_pack_ref cached_ref; /* a packed file's reference */
 	struct timespec cached_mtim, cached_ctim;
 };
 
@@ -163,13 +166,17 @@ void sq_cache_drop(struct sq_cache *c, uint64_t serial, uint64_t from);
 /* Per-thread codec context and scratch buffer (never NULL after init). */
 struct sq_codec_ctx *sq_fs_thread_cctx(void);
 
+/* How sq_file_open() opens: SQ_OPEN_TRUNC is a write whose caller then
+ * truncates the file to 0 (a packed image need not be restored first). */
+enum { SQ_OPEN_READ = 0, SQ_OPEN_WRITE = 1, SQ_OPEN_TRUNC = 3 };
+
 /*
  * Opens the data state of @ino (whose lock the caller holds), upgrading to
- * a writable container fd when @want_write.  @rwfd: a read-write fd of the
+ * a writable container fd when @mode has SQ_OPEN_WRITE.  @rwfd: a read-write fd of the
  * container the caller has already (it is consumed), or -1.  Returns 0 or
  * -errno (-EIO for a backing file that is not a valid container).
  */
-int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, bool want_write,
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 int rwfd);
 /* Writes back, syncs obsolete slots away, frees.  Lock held. */
 int sq_file_close(struct sq_fs *fs, struct sq_inode *ino);
@@ -216,7 +223,6 @@ void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 
 /* ---- pack.c: small files' containers packed together ---- */
 struct sq_pack;
-struct sq_pack_ref;
 /*
  * Opens the packs of BACKING (@backing_fd) for reading, and for adding
  * images with @write (creating BACKING/.squeezefs/packs).  fsck uses it
@@ -249,6 +255,9 @@ int sq_pack_memfd(const void *image, uint32_t len);
 /* The file of @ref is gone or unpacked: punch its image out.  NULL-safe;
  * a reference that does not match the pack's bytes frees nothing. */
 void sq_pack_free(struct sq_pack *p, const struct sq_pack_ref *ref);
+
+/* The same from a request: the packer thread punches it soon. */
+void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref);
 
 /* ops.c: drops the packer's pin of @i (freeing it when nothing else holds
  * it). */

@@ -224,6 +224,17 @@ static void cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
 		st->st_blocks = blocks;
 }
 
+/* Whether i->cached_* still describe the container that @st describes.
+ * i->lock held. */
+static bool size_cached(const struct sq_inode *i, const struct stat *st)
+{
+	return i->size_cached && i->cached_bsize == st->st_size &&
+	       i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
+	       i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
+	       i->cached_ctim.tv_sec == st->st_ctim.tv_sec &&
+	       i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec;
+}
+
 /*
  * The attributes the mount shows: the backing object's, with a regular
  * file's logical size from its container (st_blocks stays the backing
@@ -243,11 +254,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 	pthread_mutex_lock(&i->lock);
 	if (i->file) {
 		sq_file_stat(i, st);
-	} else if (i->size_cached && i->cached_bsize == st->st_size &&
-		   i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
-		   i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
-		   i->cached_ctim.tv_sec == st->st_ctim.tv_sec &&
-		   i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec) {
+	} else if (size_cached(i, st)) {
 		st->st_size = (off_t)i->cached_size;
 		if (i->cached_blocks >= 0)
 			st->st_blocks = i->cached_blocks;
@@ -258,10 +265,11 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		char path[64];
 
 		proc_path(path, sizeof(path), i->fd);
-		if (sq_pack_get_ref(-1, path, &ref) == 0)
+		if (sq_pack_get_ref(-1, path, &ref) == 0) {
 			cache_size(i, st, ref.size,
 				   (blkcnt_t)((ref.len + 511) / 512));
-		else
+			i->cached_ref = ref;
+		} else
 			cache_size(i, st, 0, -1);
 	} else {
 		char path[64];
@@ -438,7 +446,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 /* Opens the data state for an open() or a request that has no open handle
  * (truncate by path); paired with put_file().  @rwfd: as sq_file_open()'s,
  * consumed. */
-static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write,
+static int get_file(struct sq_fs *fs, struct sq_inode *i, int mode,
 		    int rwfd)
 {
 	int r;
@@ -447,7 +455,7 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, bool write,
 	i->nopen++;
 	pthread_mutex_unlock(&fs->itable_lock);
 	pthread_mutex_lock(&i->lock);
-	r = sq_file_open(fs, i, write, rwfd);
+	r = sq_file_open(fs, i, mode, rwfd);
 	pthread_mutex_unlock(&i->lock);
 	if (r) {
 		pthread_mutex_lock(&fs->itable_lock);
@@ -555,7 +563,8 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			r = i->type == S_IFDIR ? -EISDIR : -EINVAL;
 			goto out;
 		}
-		r = get_file(fs, i, true, -1);
+		r = get_file(fs, i, attr->st_size == 0 ? SQ_OPEN_TRUNC :
+			     SQ_OPEN_WRITE, -1);
 		if (r)
 			goto out;
 		r = sq_file_truncate(fs, i, (uint64_t)attr->st_size);
@@ -788,8 +797,15 @@ static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
 	v->i = iget_cached(fs, &st);
 	if (v->i) {
 		pthread_mutex_lock(&v->i->lock);
-		if (fstatat(v->i->fd, "", &st, AT_EMPTY_PATH))
+		if (fstatat(v->i->fd, "", &st, AT_EMPTY_PATH) ||
+		    st.st_size != 0)
 			return;
+		if (size_cached(v->i, &st)) {
+			/* Known from a stat: no xattr to read. */
+			v->packed = v->i->cached_blocks >= 0;
+			v->ref = v->i->cached_ref;
+			return;
+		}
 		proc_path(path, sizeof(path), v->i->fd);
 	} else {
 		if (st.st_size != 0)
@@ -809,7 +825,7 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 
 	if (removed && v->packed && fd >= 0 &&
 	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
-		sq_pack_free(fs->pack, &v->ref);
+		sq_pack_free_later(fs->pack, &v->ref);
 	if (v->i) {
 		pthread_mutex_unlock(&v->i->lock);
 		iput(fs, v->i, 1, 0);
@@ -885,7 +901,8 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	int r;
 
-	r = get_file(fs, i, write || created || (fi->flags & O_TRUNC), rwfd);
+	r = get_file(fs, i, (fi->flags & O_TRUNC) ? SQ_OPEN_TRUNC :
+		     write || created ? SQ_OPEN_WRITE : SQ_OPEN_READ, rwfd);
 	if (!r && (fi->flags & O_TRUNC) && !created) {
 		r = sq_file_truncate(fs, i, 0);
 		if (r)
@@ -1025,7 +1042,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
-		r = get_file(fs, i, true, -1);
+		r = get_file(fs, i, SQ_OPEN_WRITE, -1);
 		if (!r) {
 			r = sq_file_truncate(fs, i, 0);
 			put_file(fs, i);

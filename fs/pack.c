@@ -40,8 +40,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define PACK_DELAY_NS 500000000L	/* after the last close */
-#define PACK_BATCH 256			/* files per fdatasync of the pack */
+/* A file waits PACK_DELAY after its last close (cp -a, tar and rsync set
+ * times, owners and xattrs right after closing, and temporary files go
+ * away); once the oldest waited that long, every file closed at least
+ * PACK_SETTLE ago goes too: one fdatasync of the pack for all of them. */
+#define PACK_DELAY_NS 1000000000L
+#define PACK_SETTLE_NS 200000000L
+#define PACK_BATCH 1024			/* at most, per fdatasync */
 #define PACK_QUEUE_MAX 4096		/* pinned inodes, each holds an fd */
 #define PACK_TRIES 4			/* a file still busy is retried */
 #define PACK_ROLL (1ull << 30)		/* a new pack past 1 GiB */
@@ -51,6 +56,12 @@ struct item {
 	struct sq_inode *ino;
 	struct timespec due;
 	int tries;
+};
+
+/* An image to punch out, queued by a request for the packer thread. */
+struct pfree {
+	struct pfree *next;
+	struct sq_pack_ref ref;
 };
 
 struct sq_pack {
@@ -72,6 +83,7 @@ struct sq_pack {
 	pthread_cond_t qcond;
 	struct item *head, **tail;
 	size_t qlen;
+	struct pfree *frees;
 	bool stop;
 };
 
@@ -352,6 +364,40 @@ out:
 	pthread_mutex_unlock(&p->lock);
 }
 
+static void run_frees(struct sq_pack *p, struct pfree *fl)
+{
+	while (fl) {
+		struct pfree *next = fl->next;
+
+		sq_pack_free(p, &fl->ref);
+		free(fl);
+		fl = next;
+	}
+}
+
+void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref)
+{
+	struct pfree *f;
+	bool queued = false;
+
+	if (!p || !p->write)
+		return;
+	f = malloc(sizeof(*f));
+	pthread_mutex_lock(&p->qlock);
+	if (f && p->running && !p->stop) {
+		f->ref = *ref;
+		f->next = p->frees;
+		p->frees = f;
+		pthread_cond_signal(&p->qcond);
+		queued = true;
+	}
+	pthread_mutex_unlock(&p->qlock);
+	if (!queued) {
+		free(f);
+		sq_pack_free(p, ref);
+	}
+}
+
 /* ---- the packer ---- */
 
 static void due_in(struct timespec *ts, long ns)
@@ -364,11 +410,12 @@ static void due_in(struct timespec *ts, long ns)
 	}
 }
 
-static bool is_due(const struct timespec *due)
+/* Whether @due is at most @ahead nanoseconds from now (or past). */
+static bool is_due(const struct timespec *due, long ahead)
 {
 	struct timespec now;
 
-	clock_gettime(CLOCK_MONOTONIC, &now);
+	due_in(&now, ahead);
 	return now.tv_sec > due->tv_sec ||
 	       (now.tv_sec == due->tv_sec && now.tv_nsec >= due->tv_nsec);
 }
@@ -519,6 +566,84 @@ out:
 	pthread_mutex_unlock(&i->lock);
 }
 
+static int cmp_len_desc(const void *a, const void *b)
+{
+	const struct cand *x = *(struct cand *const *)a;
+	const struct cand *y = *(struct cand *const *)b;
+
+	return x->ref.len < y->ref.len ? 1 : x->ref.len > y->ref.len ? -1 : 0;
+}
+
+/*
+ * Gives each image read (cs[k].image) its place in pack @id, which ends
+ * at @end: largest first, each into the first page with room (the last,
+ * partly used page of the pack included), so that little of a page is
+ * left over when no image may cross into the next.  Sets [*@first,
+ * *@last) to the range written; false when there is nothing to place.
+ */
+static bool place(struct cand *cs, size_t n, uint32_t id, uint64_t end,
+		  uint64_t *first, uint64_t *last)
+{
+	struct cand **order = malloc(n * sizeof(*order));
+	/* Per page in use: its offset and where its free room starts. */
+	uint64_t *base = malloc((n + 1) * sizeof(*base));
+	uint64_t *fill = malloc((n + 1) * sizeof(*fill));
+	size_t m = 0, np = 0;
+
+	if (!order || !base || !fill) {
+		/* One after the other, then. */
+		free(order);
+		free(base);
+		free(fill);
+		*first = UINT64_MAX;
+		for (size_t k = 0; k < n; k++) {
+			if (!cs[k].image)
+				continue;
+			cs[k].ref.pack = id;
+			cs[k].ref.off = sq_pack_place(end, cs[k].ref.len);
+			if (*first == UINT64_MAX)
+				*first = cs[k].ref.off;
+			end = cs[k].ref.off + cs[k].ref.len;
+		}
+		*last = end;
+		return *first != UINT64_MAX;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (cs[k].image)
+			order[m++] = &cs[k];
+	qsort(order, m, sizeof(*order), cmp_len_desc);
+	if (end % SQ_PACK_PAGE) {
+		/* The pack's last page, in part. */
+		base[np] = end / SQ_PACK_PAGE * SQ_PACK_PAGE;
+		fill[np++] = end;
+	}
+	*first = UINT64_MAX;
+	*last = end;
+	for (size_t k = 0; k < m; k++) {
+		uint32_t len = order[k]->ref.len;
+		size_t pg = 0;
+
+		while (pg < np && fill[pg] + len > base[pg] + SQ_PACK_PAGE)
+			pg++;
+		if (pg == np) {
+			base[np] = (*last + SQ_PACK_PAGE - 1) / SQ_PACK_PAGE *
+				   SQ_PACK_PAGE;
+			fill[np++] = base[pg];
+		}
+		order[k]->ref.pack = id;
+		order[k]->ref.off = fill[pg];
+		fill[pg] += len;
+		if (order[k]->ref.off < *first)
+			*first = order[k]->ref.off;
+		if (fill[pg] > *last)
+			*last = fill[pg];
+	}
+	free(order);
+	free(base);
+	free(fill);
+	return m > 0;
+}
+
 /* Step 2: appends the images read to the pack and makes them durable. */
 static int append(struct sq_pack *p, struct cand *cs, size_t n)
 {
@@ -538,17 +663,7 @@ static int append(struct sq_pack *p, struct cand *cs, size_t n)
 		r = fd;
 		goto out;
 	}
-	end = p->end;
-	for (size_t k = 0; k < n; k++) {
-		if (!cs[k].image)
-			continue;
-		cs[k].ref.pack = p->cur;
-		cs[k].ref.off = sq_pack_place(end, cs[k].ref.len);
-		if (!any)
-			first = cs[k].ref.off;
-		any = true;
-		end = cs[k].ref.off + cs[k].ref.len;
-	}
+	any = place(cs, n, p->cur, p->end, &first, &end);
 	if (!any)
 		goto out;
 	buf = calloc(1, (size_t)(end - first));
@@ -690,10 +805,21 @@ static void *packer(void *arg)
 
 	pthread_mutex_lock(&p->qlock);
 	for (;;) {
+		bool go = p->head && (p->stop || is_due(&p->head->due, 0));
 		size_t n = 0;
 
-		while (p->head && n < PACK_BATCH &&
-		       (p->stop || is_due(&p->head->due))) {
+		if (p->frees) {
+			struct pfree *fl = p->frees;
+
+			p->frees = NULL;
+			pthread_mutex_unlock(&p->qlock);
+			run_frees(p, fl);
+			pthread_mutex_lock(&p->qlock);
+			continue;
+		}
+		while (go && n < PACK_BATCH && p->head &&
+		       (p->stop || is_due(&p->head->due,
+					  PACK_DELAY_NS - PACK_SETTLE_NS))) {
 			struct item *it = p->head;
 
 			p->head = it->next;
@@ -708,7 +834,7 @@ static void *packer(void *arg)
 			pthread_mutex_lock(&p->qlock);
 			continue;
 		}
-		if (p->stop)
+		if (p->stop && !p->head)
 			break;	/* and the queue is empty */
 		if (p->head) {
 			struct timespec due = p->head->due;
