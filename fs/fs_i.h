@@ -7,8 +7,10 @@
  *	sq_inode.lock  ->  sq_fs.itable_lock
  *	sq_inode.lock  ->  sq_cache.lock
  *	sq_inode.lock  ->  sq_wq.lock
+ *	sq_inode.lock  ->  sq_pack.lock	(fs/pack.c: the pack files)
  *
- * itable_lock, the cache lock and the work queue lock are leaves: nothing
+ * itable_lock, the cache lock, the work queue lock and the packer's queue
+ * lock are leaves: nothing
  * blocking happens under them.  Workers compress with no lock held and
  * take sq_inode.lock only to store the result.  sq_inode.lock is held across backing I/O of that one file (pread,
  * pwrite, fsync of its container): it serializes the requests of one file,
