@@ -719,6 +719,9 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	int fd, r;
 	bool rw = true;
 
+	if (want_write)
+		ino->wgen++;
+
 	if (f && (f->writable || !want_write)) {
 		if (rwfd >= 0)
 			close(rwfd);

@@ -84,6 +84,9 @@ struct sq_inode {
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
 	struct sq_file *file;	/* data state while open, else NULL */
+	uint64_t wgen;		/* moves at every open for writing: the
+				 * packer's proof that content it read is
+				 * still the file's (ctime ticks coarsely) */
 	/* Logical size of a closed file, valid while the container's
 	 * size/mtime/ctime still equal the cached ones. */
 	bool size_cached;

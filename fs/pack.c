@@ -488,6 +488,7 @@ struct cand {
 	struct item *it;
 	uint8_t *image;
 	struct stat st;		/* of the container when read */
+	uint64_t wgen;		/* the inode's then */
 	struct sq_pack_ref ref;
 	bool placed;		/* its image is in the pack */
 	bool retry;
@@ -538,6 +539,7 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 		c->retry = true;
 		goto out;
 	}
+	c->wgen = i->wgen;
 	fd = open_ctr(i, O_RDONLY);
 	if (fd < 0)
 		goto out;
@@ -717,7 +719,7 @@ static bool swap_one(struct sq_fs *fs, struct cand *c)
 		goto out;
 	if (fstat(fd, &st) || st.st_nlink == 0)
 		goto close;
-	if (!same_file(&st, &c->st)) {
+	if (!same_file(&st, &c->st) || i->wgen != c->wgen) {
 		c->retry = true;	/* changed since: read it again */
 		goto close;
 	}
