@@ -69,7 +69,7 @@ struct sq_file {
 				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
 	blkcnt_t packed_blocks;	/* > 0: a packed file read from memory */
-	bool modified;		/* written, truncated or punched */
+	bool modified;		/* written, truncated, punched or unpacked */
 };
 
 /* ---- per-thread codec state ---- */
@@ -650,7 +650,8 @@ static int open_container(struct sq_inode *ino, bool rw)
  * into the container first (made durable before the pack lets go of it),
  * or with @discard too, is dropped; without, it goes into memory (*@fd is
  * then a memfd, *@plen the image length).
- * Returns 0, also for a file that is not packed, or -errno.
+ * Returns 1 when the image went back into the container, 0 otherwise (also
+ * for a file that is not packed), or -errno.
  */
 static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		  bool unpack, bool discard, const struct stat *st,
@@ -706,7 +707,7 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		sq_file_report(ino, -1, "unpacking", -errno);
 	sq_pack_free(fs->pack, &ref);
 	ino->size_cached = false;
-	return 0;
+	return 1;
 }
 
 int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
@@ -717,7 +718,7 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	struct stat st;
 	uint32_t plen = 0;
 	int fd, r;
-	bool rw = true;
+	bool rw = true, unpacked = false;
 
 	if (want_write)
 		ino->wgen++;
@@ -744,10 +745,12 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 * write needs it back in its container. */
 		r = unpack(fs, ino, &fd, want_write && rw,
 			   mode == SQ_OPEN_TRUNC, &st, &plen);
-		if (r) {
+		if (r < 0) {
 			close(fd);
 			return r;
 		}
+		/* Pack it again at the last close, changed or not. */
+		unpacked = r == 1;
 		if (plen)
 			rw = false;
 	}
@@ -781,6 +784,8 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	f->fd = fd;
 	f->writable = rw;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
+	if (unpacked)
+		f->modified = true;
 	r = sq_ctr_open(fd, fs->block_shift, &f->ctr);
 	if (r) {
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);

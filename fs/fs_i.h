@@ -84,6 +84,11 @@ struct sq_inode {
 	pthread_mutex_t lock;
 	/* Guarded by lock. */
 	struct sq_file *file;	/* data state while open, else NULL */
+	/* A packed file whose last name went while the kernel still knew
+	 * it: its image goes with the inode (it can be opened until then,
+	 * through /proc/PID/fd or a handle). */
+	bool doomed;
+	struct sq_pack_ref doomed_ref;
 	uint64_t wgen;		/* moves at every open for writing: the
 				 * packer's proof that content it read is
 				 * still the file's (ctime ticks coarsely) */
@@ -235,7 +240,8 @@ struct sq_pack;
  */
 int sq_pack_open(int backing_fd, bool write, struct sq_pack **out);
 void sq_pack_close(struct sq_pack *p);
-bool sq_pack_writable(const struct sq_pack *p);
+/* Whether this mount packs small files. */
+bool sq_pack_packing(const struct sq_pack *p);
 /*
  * Sets fs->pack (always, so packed files read) and, with @enable, starts
  * packing.  Returns 0, or why packing is off (-EROFS, -EPERM, -EOPNOTSUPP).
@@ -243,7 +249,10 @@ bool sq_pack_writable(const struct sq_pack *p);
 int sq_pack_start(struct sq_fs *fs, bool enable);
 /* Packs what is queued, stops packing.  Reading stays possible. */
 void sq_pack_stop(struct sq_fs *fs);
-/* The last handle of @i that could write was closed: pack it soon. */
+/* Containers allocating at most this many 512-byte units are worth a
+ * look: header and block 0's record (in slot 0 or 1) in a page each. */
+#define SQ_PACK_SMALL_BLOCKS 16
+/* The last handle of @i that changed it was closed: pack it soon. */
 void sq_pack_note(struct sq_fs *fs, struct sq_inode *i);
 /*
  * The packed reference of the empty container open as @fd (or, @path
@@ -264,6 +273,8 @@ void sq_pack_free(struct sq_pack *p, const struct sq_pack_ref *ref);
 /* The same from a request: the packer thread punches it soon. */
 void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref);
 
+/* ops.c: frees what outlives a dying inode @i (a doomed packed image). */
+void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i);
 /* ops.c: drops the packer's pin of @i (freeing it when nothing else holds
  * it). */
 void sq_inode_unpin(struct sq_fs *fs, struct sq_inode *i);

@@ -255,6 +255,7 @@ static void fs_teardown(struct sq_fs *fs)
 						       "unmount failed", r);
 			}
 			pthread_mutex_unlock(&i->lock);
+			sq_inode_dead(fs, i);
 			close(i->fd);
 			pthread_mutex_destroy(&i->lock);
 			free(i->pname);
@@ -454,7 +455,7 @@ int main(int argc, char **argv)
 	if (r && fs.lock_fd >= 0)
 		sq_log(SQ_LOG_WARN, "small files not packed: %s",
 		       strerror(-r));
-	if (sq_pack_writable(fs.pack)) {
+	if (sq_pack_packing(fs.pack)) {
 		/* Every byte counts once files share pages: small files are
 		 * compressed like any other. */
 		sq_an_free(fs.an_tiny);

@@ -138,11 +138,24 @@ static void iput_refs(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 		 * the whole cache. */
 		if (i->type == S_IFREG)
 			sq_cache_drop(fs->cache, i->serial, 0);
+		sq_inode_dead(fs, i);
 		close(i->fd);
 		pthread_mutex_destroy(&i->lock);
 		free(i->pname);
 		free(i);
 	}
+}
+
+void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i)
+{
+	struct stat st;
+
+	/* Still unlinked (nothing can link an unlinked file again), and
+	 * still packed: an open for writing since would have unpacked it and
+	 * freed the image itself (the checksum keeps a second punch off). */
+	if (i->doomed && fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0 &&
+	    st.st_nlink == 0)
+		sq_pack_free_later(fs->pack, &i->doomed_ref);
 }
 
 static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
@@ -499,12 +512,14 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		 * the stat that usually follows need not read the header. */
 		if (known && !r &&
 		    fstatat(i->fd, "", &st,
-			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+		    st.st_size > 0) {
 			/* A small container may go into a pack now. */
-			wrote = wrote && st.st_size > 0 &&
-				st.st_size <= SQ_PACK_IMAGE_MAX;
+			wrote = wrote && st.st_blocks <= SQ_PACK_SMALL_BLOCKS;
 			cache_size(i, &st, size, -1);
 		} else {
+			/* An empty container is empty or packed: a stat reads
+			 * which from its xattr. */
 			wrote = false;
 		}
 	}
@@ -824,8 +839,15 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 	int fd = v->i ? v->i->fd : v->fd;
 
 	if (removed && v->packed && fd >= 0 &&
-	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0)
-		sq_pack_free_later(fs->pack, &v->ref);
+	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0) {
+		if (v->i) {
+			/* The kernel still knows the inode. */
+			v->i->doomed = true;
+			v->i->doomed_ref = v->ref;
+		} else {
+			sq_pack_free_later(fs->pack, &v->ref);
+		}
+	}
 	if (v->i) {
 		pthread_mutex_unlock(&v->i->lock);
 		iput(fs, v->i, 1, 0);

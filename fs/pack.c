@@ -242,9 +242,9 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 	return 0;
 }
 
-bool sq_pack_writable(const struct sq_pack *p)
+bool sq_pack_packing(const struct sq_pack *p)
 {
-	return p && p->write;
+	return p && p->running;
 }
 
 void sq_pack_close(struct sq_pack *p)
@@ -532,6 +532,7 @@ static int open_ctr(struct sq_inode *i, int flags)
 static void read_one(struct sq_fs *fs, struct cand *c)
 {
 	struct sq_inode *i = c->it->ino;
+	ssize_t n;
 	int fd;
 
 	pthread_mutex_lock(&i->lock);
@@ -547,20 +548,24 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 	 * container's own security.capability: such a file stays as it is. */
 	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
 	    c->st.st_nlink == 0 || c->st.st_size == 0 ||
-	    c->st.st_size > SQ_PACK_IMAGE_MAX ||
+	    c->st.st_blocks > SQ_PACK_SMALL_BLOCKS ||
 	    fgetxattr(fd, "security.capability", NULL, 0) >= 0)
 		goto close;
-	c->image = malloc((size_t)c->st.st_size);
+	c->image = malloc(SQ_PACK_IMAGE_MAX);
 	if (!c->image)
 		goto close;
-	if (pread(fd, c->image, (size_t)c->st.st_size, 0) != c->st.st_size ||
-	    sq_ctr_peek_size(fd, &c->ref.size)) {
-		/* Damaged or changing: leave it as it is. */
+	if (c->st.st_size <= SQ_PACK_IMAGE_MAX)
+		n = pread(fd, c->image, (size_t)c->st.st_size, 0) ==
+		    c->st.st_size ? c->st.st_size : -1;
+	else	/* rewritten in place: its record is in slot 1 */
+		n = sq_ctr_compact_image(fd, c->image, SQ_PACK_IMAGE_MAX);
+	if (n <= 0 || sq_ctr_peek_size(fd, &c->ref.size)) {
+		/* Too big, damaged or changing: leave it as it is. */
 		free(c->image);
 		c->image = NULL;
 		goto close;
 	}
-	c->ref.len = (uint32_t)c->st.st_size;
+	c->ref.len = (uint32_t)n;
 	c->ref.sum = sq_pack_image_sum(c->image, c->ref.len);
 close:
 	close(fd);
@@ -856,12 +861,16 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 	pthread_condattr_t ca;
 	int r;
 
-	r = sq_pack_open(fs->root_fd, enable && fs->lock_fd >= 0, &p);
+	/* Writable whenever BACKING is: a mount that does not pack still
+	 * frees the images of packed files it deletes or unpacks. */
+	r = sq_pack_open(fs->root_fd, fs->lock_fd >= 0, &p);
 	if (r)
 		return r;
 	fs->pack = p;
+	if (!enable)
+		return 0;
 	if (!p->write)
-		return enable ? -EROFS : 0;
+		return -EROFS;
 	/* Packing needs trusted xattrs (root) and hole punching. */
 	if (fsetxattr(fs->lock_fd, SQ_PACK_XATTR, "", 0, 0) ||
 	    fremovexattr(fs->lock_fd, SQ_PACK_XATTR)) {
@@ -887,7 +896,6 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 	p->running = true;
 	return 0;
 off:
-	p->write = false;
 	return r;
 }
 

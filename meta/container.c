@@ -856,6 +856,54 @@ ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
 			    scratch, buf, why, whylen);
 }
 
+ssize_t sq_ctr_compact_image(int fd, void *buf, size_t cap)
+{
+	struct sq_ctr *ctr;
+	struct sq_blk *b;
+	size_t len = SQ_FMT_HDR_SIZE;
+	ssize_t ret;
+
+	ret = sq_ctr_open(fd, SQ_FMT_MIN_BLOCK_SHIFT, &ctr);
+	if (ret)
+		return ret;
+	ret = 0;
+	/* One block at most, and no record left past it. */
+	if (!ctr->hdr_on_disk || ctr->size > ctr->bs || !ctr->tail_clean ||
+	    cap < SQ_FMT_HDR_SIZE)
+		goto out;
+	ret = load_block(ctr, 0, &b);
+	if (ret)
+		goto out;
+	if (b->state == BLK_DAMAGED) {
+		ret = -EBADMSG;
+		goto out;
+	}
+	if (b->state == BLK_DATA || b->state == BLK_ZERO)
+		len += SQ_FMT_REC_PREFIX + b->hdr_len +
+		       (b->state == BLK_DATA ? b->stored_len : 0);
+	ret = 0;
+	if (len > cap)
+		goto out;
+	ret = sq_pread_full(fd, buf, SQ_FMT_HDR_SIZE, 0);
+	if (ret >= 0 && ret != SQ_FMT_HDR_SIZE)
+		ret = -EBADMSG;
+	if (ret >= 0 && len > SQ_FMT_HDR_SIZE) {
+		/* The record names its block, not its slot: in slot 0 it
+		 * is the same record. */
+		size_t rlen = len - SQ_FMT_HDR_SIZE;
+
+		ret = sq_pread_full(fd, (uint8_t *)buf + SQ_FMT_HDR_SIZE,
+				    rlen, sq_ctr_slot_off(ctr, 0, b->slot));
+		if (ret >= 0 && (size_t)ret != rlen)
+			ret = -EBADMSG;
+	}
+	if (ret >= 0)
+		ret = (ssize_t)len;
+out:
+	sq_ctr_close(ctr);
+	return ret;
+}
+
 int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
 		      struct sq_ctr_block_info *info)
 {

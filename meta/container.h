@@ -168,6 +168,17 @@ int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
  */
 int64_t sq_ctr_next_data(struct sq_ctr *ctr, uint64_t idx);
 
+/*
+ * For packing (docs/FORMAT.md section 13): writes to @buf the bytes of a
+ * container that reads as the one in @fd (non-empty), with block 0's
+ * current record in slot 0 and nothing else after the header, when the
+ * file has at most one block and those bytes fit in @cap.  A small file
+ * rewritten in place has its record in slot 1, past the first page.
+ * Returns their length, 0 when the file does not qualify, -EBADMSG for a
+ * damaged container, -errno.
+ */
+ssize_t sq_ctr_compact_image(int fd, void *buf, size_t cap);
+
 /* ---- checking (fsck) ---- */
 
 struct sq_ctr_check {
