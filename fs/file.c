@@ -691,9 +691,10 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		*plen = ref.len;
 		return 0;
 	}
+	errno = ENOSPC;		/* a short write sets none */
 	if (pwrite(*fd, image, ref.len, 0) != (ssize_t)ref.len ||
 	    fdatasync(*fd)) {
-		r = errno ? -errno : -ENOSPC;
+		r = -errno;
 		/* Packed as before: the image is still in the pack. */
 		if (ftruncate(*fd, 0))
 			sq_file_report(ino, -1, "cannot undo an unpack", -errno);

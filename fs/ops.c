@@ -257,14 +257,25 @@ static bool size_cached(const struct sq_inode *i, const struct stat *st)
 static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		      bool fresh)
 {
-	(void)fs;
+	int r;
 
+	(void)fs;
 	if (!fresh &&
 	    fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
 		return -errno;
 	if (!S_ISREG(st->st_mode))
 		return 0;
 	pthread_mutex_lock(&i->lock);
+	/* Packing and unpacking change a closed file's container under this
+	 * lock: unless the cache answers, how to read the size must be
+	 * decided on attributes taken under it too, or a container packed
+	 * meanwhile would be read as an empty one. */
+	if (!i->file && !size_cached(i, st) &&
+	    fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
+		r = -errno;
+		pthread_mutex_unlock(&i->lock);
+		return r;
+	}
 	if (i->file) {
 		sq_file_stat(i, st);
 	} else if (size_cached(i, st)) {
@@ -278,12 +289,16 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		char path[64];
 
 		proc_path(path, sizeof(path), i->fd);
-		if (sq_pack_get_ref(-1, path, &ref) == 0) {
+		r = sq_pack_get_ref(-1, path, &ref);
+		if (r == 0) {
 			cache_size(i, st, ref.size,
 				   (blkcnt_t)((ref.len + 511) / 512));
 			i->cached_ref = ref;
-		} else
+		} else if (r == -ENODATA) {
 			cache_size(i, st, 0, -1);
+		}
+		/* A damaged reference or a failed read is not remembered:
+		 * opening the file reports it. */
 	} else {
 		char path[64];
 		uint64_t size;
@@ -840,10 +855,21 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 
 	if (removed && v->packed && fd >= 0 &&
 	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0) {
+		struct sq_inode *late = NULL;
+
+		/* A lookup may have brought the inode in since victim_get(). */
+		if (!v->i)
+			late = iget_cached(fs, &st);
 		if (v->i) {
 			/* The kernel still knows the inode. */
 			v->i->doomed = true;
 			v->i->doomed_ref = v->ref;
+		} else if (late) {
+			pthread_mutex_lock(&late->lock);
+			late->doomed = true;
+			late->doomed_ref = v->ref;
+			pthread_mutex_unlock(&late->lock);
+			iput(fs, late, 1, 0);
 		} else {
 			sq_pack_free_later(fs->pack, &v->ref);
 		}
@@ -1064,7 +1090,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
-		r = get_file(fs, i, SQ_OPEN_WRITE, -1);
+		r = get_file(fs, i, SQ_OPEN_TRUNC, -1);
 		if (!r) {
 			r = sq_file_truncate(fs, i, 0);
 			put_file(fs, i);

@@ -66,7 +66,8 @@ struct pfree {
 
 struct sq_pack {
 	int dirfd;		/* BACKING/.squeezefs/packs, or -1 */
-	bool write;		/* packing on: images may be added */
+	bool write;		/* packs open read-write: images may be freed */
+	bool append;		/* and added */
 
 	pthread_mutex_t lock;	/* the fds, cur and end; appends and
 				 * punches of the packs are serialized */
@@ -103,6 +104,8 @@ static int pack_fd(struct sq_pack *p, uint32_t id)
 
 	if (p->dirfd < 0)
 		return -ENOENT;
+	if (id == 0 || id > SQ_PACK_ID_MAX)
+		return -EBADMSG;
 	if (id >= p->nfds) {
 		uint32_t n = id + 16;
 		int *fds = realloc(p->fds, n * sizeof(*fds));
@@ -182,18 +185,24 @@ static int pack_scan(struct sq_pack *p)
 		unsigned long v = strtoul(de->d_name, &e, 16);
 
 		if (e == de->d_name + 8 && !strcmp(e, SQ_PACK_SUFFIX) &&
-		    v > best && v <= UINT32_MAX)
+		    v > best && v <= SQ_PACK_ID_MAX)
 			best = (uint32_t)v;
 	}
 	closedir(d);
 	if (!best)
 		return 0;
+	p->cur = best;
 	fd = pack_fd(p, best);
+	if (fd == -EBADMSG) {
+		/* Damaged, or a crash while creating it left it without
+		 * its header: the next images go into a new pack. */
+		p->end = PACK_ROLL;
+		return 0;
+	}
 	if (fd < 0)
 		return fd;
 	if (fstat(fd, &st))
 		return -errno;
-	p->cur = best;
 	p->end = (uint64_t)st.st_size;
 	return 0;
 }
@@ -234,9 +243,10 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 		 * then fails with ENOENT), and none is made. */
 		p->write = false;
 	} else if (p->write) {
+		/* Without a pack to append to, images are still freed. */
 		r = pack_scan(p);
-		if (r)
-			p->write = false;
+		p->append = r == 0;
+		r = 0;
 	}
 	*out = p;
 	return 0;
@@ -283,6 +293,7 @@ int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref)
 int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
 		 void *image)
 {
+	uint64_t size;
 	ssize_t n;
 	int fd;
 
@@ -297,7 +308,8 @@ int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
 	if (n < 0)
 		return -errno;
 	if ((size_t)n != ref->len ||
-	    sq_pack_image_sum(image, ref->len) != ref->sum)
+	    sq_pack_image_sum(image, ref->len) != ref->sum ||
+	    sq_ctr_image_size(image, ref->len, &size) || size != ref->size)
 		return -EBADMSG;
 	return 0;
 }
@@ -661,7 +673,13 @@ static int append(struct sq_pack *p, struct cand *cs, size_t n)
 
 	pthread_mutex_lock(&p->lock);
 	if (!p->cur || p->end >= PACK_ROLL) {
-		r = pack_create(p, p->cur + 1);
+		/* An id taken by a pack we cannot use is skipped. */
+		for (int k = 0; k < 8; k++) {
+			r = pack_create(p, p->cur + 1);
+			if (r != -EEXIST)
+				break;
+			p->cur++;
+		}
 		if (r)
 			goto out;
 	}
@@ -871,6 +889,8 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 		return 0;
 	if (!p->write)
 		return -EROFS;
+	if (!p->append)
+		return -EIO;
 	/* Packing needs trusted xattrs (root) and hole punching. */
 	if (fsetxattr(fs->lock_fd, SQ_PACK_XATTR, "", 0, 0) ||
 	    fremovexattr(fs->lock_fd, SQ_PACK_XATTR)) {

@@ -668,6 +668,19 @@ int sq_ctr_peek_size(int fd, uint64_t *size)
 				   sizeof(why));
 }
 
+int sq_ctr_image_size(const void *image, size_t len, uint64_t *size)
+{
+	char why[128];
+	unsigned shift;
+	uint64_t seq;
+	int slot;
+
+	if (len < SQ_FMT_HDR_SIZE)
+		return -EBADMSG;
+	return sq_ctr_parse_header(image, &shift, size, &seq, &slot, why,
+				   sizeof(why));
+}
+
 /* ---- reading blocks ---- */
 
 /*

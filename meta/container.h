@@ -45,6 +45,9 @@ unsigned sq_ctr_block_shift(const struct sq_ctr *ctr);
  */
 int sq_ctr_peek_size(int fd, uint64_t *size);
 
+/* The same for a container image in memory (@len bytes, not empty). */
+int sq_ctr_image_size(const void *image, size_t len, uint64_t *size);
+
 /*
  * Reads block @idx into @buf (block_size bytes): the stored bytes, then
  * zeros to the end of the block.  Returns the raw length stored for the

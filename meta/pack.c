@@ -65,7 +65,8 @@ int sq_pack_ref_decode(const void *buf, size_t n, struct sq_pack_ref *ref)
 	ref->sum = get64(p + 32);
 	/* An image never crosses a page (sq_pack_place()) and never
 	 * overlaps the pack header. */
-	if (ref->pack == 0 || ref->len == 0 || ref->len > SQ_PACK_IMAGE_MAX ||
+	if (ref->pack == 0 || ref->pack > SQ_PACK_ID_MAX || ref->len == 0 ||
+	    ref->len > SQ_PACK_IMAGE_MAX ||
 	    ref->off < SQ_PACK_HDR_LEN ||
 	    ref->off / SQ_PACK_PAGE != (ref->off + ref->len - 1) / SQ_PACK_PAGE)
 		return -EBADMSG;

@@ -17,6 +17,9 @@
 #define SQ_PACK_REF_LEN		40
 #define SQ_PACK_REF_MAGIC	"SQPK"
 #define SQ_PACK_REF_VERSION	1
+/* Pack ids are 1..SQ_PACK_ID_MAX (16 Mi packs of 1 GiB is plenty; a
+ * reader must not size tables by an id it read from disk). */
+#define SQ_PACK_ID_MAX		0xFFFFFFu
 
 /* BACKING/.squeezefs/packs/<id as 8 lowercase hex digits>.sqp */
 #define SQ_PACK_DIR		"packs"

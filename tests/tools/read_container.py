@@ -64,6 +64,7 @@ PACK_MAGIC = b"SQZPACK\n"
 PACK_HDR_LEN = 16
 PACK_VERSION = 1
 PACK_PAGE = 4096
+PACK_ID_MAX = 0xFFFFFF
 PACK_IMAGE_MAX = 3072
 RESERVED_DIR = ".squeezefs"
 PACK_DIR = "packs"
@@ -237,8 +238,8 @@ def parse_pack_ref(raw):
         raise Damaged("bad pack reference magic %s" % magic.hex())
     if version != PACK_REF_VERSION:
         raise Damaged("pack reference version %d" % version)
-    if pack == 0:
-        raise Damaged("pack id 0")
+    if pack == 0 or pack > PACK_ID_MAX:
+        raise Damaged("pack id %d outside 1..%d" % (pack, PACK_ID_MAX))
     if not 1 <= ln <= PACK_IMAGE_MAX:
         raise Damaged("image length %d outside 1..%d" % (ln, PACK_IMAGE_MAX))
     if off < PACK_HDR_LEN:

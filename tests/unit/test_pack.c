@@ -82,7 +82,7 @@ static void test_ref_roundtrip(void **state)
 	static const struct sq_pack_ref refs[] = {
 		{ 1, 900, 16, 4321, UINT64_C(0x0123456789abcdef) },
 		{ 1, 1, 16, 0, 0 },
-		{ UINT32_MAX, 3072, 4096, UINT64_MAX, UINT64_MAX },
+		{ SQ_PACK_ID_MAX, 3072, 4096, UINT64_MAX, UINT64_MAX },
 		{ 7, 3072, 1024, 1, 1 },	/* ends at 4095 exactly */
 		{ 2, 1, 4095, 5, 6 },		/* last byte of page 0 */
 		{ 3, 1, UINT64_MAX, 7, 8 },	/* last byte of all */
@@ -141,6 +141,11 @@ static void test_ref_bad_fields(void **state)
 	(void)state;
 	r = good;
 	r.pack = 0;
+	assert_int_equal(reencode(&r), -EBADMSG);
+	/* Ids a reader would size its tables by are bounded. */
+	r.pack = SQ_PACK_ID_MAX + 1;
+	assert_int_equal(reencode(&r), -EBADMSG);
+	r.pack = UINT32_MAX;
 	assert_int_equal(reencode(&r), -EBADMSG);
 
 	r = good;
