@@ -38,7 +38,7 @@ XATTR = "trusted.squeezefs.packed"
 REF = struct.Struct("<4sIIIQQQ")  # magic, version, pack, len, off, size, sum
 IMAGE_MAX = 3072
 PAGE = 4096
-PACK_WAIT = 8.0  # packing is due about a second after the last close
+PACK_WAIT = 30.0  # packing is due about a second after the last close (slow under ASan)
 FREE_WAIT = 3.0
 EXIT_DAEMON_GONE = 3
 
@@ -433,18 +433,8 @@ def test_delete_and_rewrite_free_pack_space(sqfs):
 
 # ---- names ------------------------------------------------------------------
 
-RENAME_EXCHANGE = 2
-AT_FDCWD = -100
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
-                            ctypes.c_char_p, ctypes.c_uint]
-
-
-def renameat2(old, new, flags):
-    if _libc.renameat2(AT_FDCWD, old.encode(), AT_FDCWD, new.encode(),
-                       flags) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+from test_tools import (AT_FDCWD, RENAME_EXCHANGE, _libc,  # noqa: E402
+                        renameat2)
 
 
 def test_links_and_renames(sqfs):
@@ -1103,6 +1093,326 @@ def test_kill_while_packing(make_mount, tmp_path):
     assert packed_total >= 30 * rounds
     print("crash: %d files journalled, %d packed at the kills"
           % (len(st), packed_total))
+
+
+# ---- attributes while packing -----------------------------------------------
+
+AT_EMPTY_PATH = 0x1000
+AT_STATX_FORCE_SYNC = 0x2000
+STATX_SIZE = 0x200
+STATX_BUF_LEN = 256  # struct statx
+STATX_SIZE_OFF = 40  # stx_size, u64
+_libc.statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int,
+                        ctypes.c_uint, ctypes.c_void_p]
+
+
+def statx_size(path, fd=AT_FDCWD):
+    """st_size by statx(AT_STATX_FORCE_SYNC): the kernel asks the daemon
+    every time (os.stat may be answered from its attribute cache).  With
+    path None, of the open `fd` (a GETATTR, never a LOOKUP)."""
+    buf = ctypes.create_string_buffer(STATX_BUF_LEN)
+    flags = AT_STATX_FORCE_SYNC | (AT_EMPTY_PATH if path is None else 0)
+    if _libc.statx(fd, (path or "").encode(), flags, STATX_SIZE, buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    return struct.unpack_from("<Q", buf.raw, STATX_SIZE_OFF)[0]
+
+
+def take_read_lease(path, timeout=2.0):
+    """An fd of `path` holding a read lease (fcntl F_SETLEASE): whoever
+    opens the file for writing blocks until the lease is dropped
+    (drop_lease()) or lease-break-time (45 s) passes."""
+    import fcntl
+    fd = os.open(path, os.O_RDONLY)
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            return fd
+        except OSError as e:
+            # EAGAIN while a writer still has it open (the daemon's
+            # release after close() is asynchronous)
+            if e.errno != errno.EAGAIN or time.monotonic() > end:
+                os.close(fd)
+                raise
+            time.sleep(0.002)
+
+
+def lease_broken(fd):
+    import fcntl
+    return fcntl.fcntl(fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK
+
+
+def drop_lease(fd):
+    import fcntl
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)
+
+
+def test_stat_while_packing_sees_the_size(make_mount):
+    """A stat of a closed file that the packer switches over meanwhile
+    (container truncated, reference set) shows the file's size, never 0,
+    and a read right after gets the whole file.
+
+    Thousands of files are written while threads stat (and some read) the
+    files just past the last one switched: the packer switches a batch in
+    the order the files were closed.  That race is narrow (some 20 us a
+    file), so a few files are also made to hold the packer: a read lease
+    on the backing object blocks the packer's open for writing, with the
+    file's inode lock held, until the test drops it; meanwhile every
+    thread stats that file through an O_PATH fd (a GETATTR; a LOOKUP's
+    answer would be replaced by the GETATTR after it)."""
+    m = make_mount()
+    n, size = 2000, 1000
+    held_at = (250, 750, 1250, 1750)
+    os.mkdir(m.path("d"))
+    names = ["d/f%04d" % k for k in range(n)]
+    files = {k: text(size, 5000 + i) for i, k in enumerate(names)}
+    stop = threading.Event()
+    errors = []
+    bad = []  # (name, size the stat showed, bytes read right after)
+    counts = {"stats": 0, "reads": 0, "held": 0, "held_stats": 0}
+    lock = threading.Lock()
+    written = [0]  # files closed so far
+    front = [0]  # about the next file the packer switches
+    leases = {}  # index -> fd with a read lease on the backing object
+    pfds = {}  # index -> O_PATH fd in the mount
+    focus = [None]  # index of the file the packer is held at
+
+    def switched(k):
+        try:
+            return os.stat(m.bpath(names[k])).st_size == 0
+        except FileNotFoundError:
+            return False
+
+    def next_front():
+        """Past the last switched file among the next few (one the
+        packer skipped, because a reader had it open, stays behind)."""
+        f = front[0]
+        while True:
+            last = max((k for k in range(f, min(f + 8, written[0]))
+                        if switched(k)), default=None)
+            if last is None:
+                break
+            f = last + 1
+        front[0] = max(front[0], f)
+        return f
+
+    def stat_loop(seed, read_after):
+        r = random.Random(seed)
+        while not stop.is_set():
+            held = focus[0]
+            if held is not None:
+                k = names[held]
+                with lock:
+                    counts["held_stats"] += 1
+                got = statx_size(None, pfds[held])
+            else:
+                f = next_front()
+                if f >= written[0]:
+                    time.sleep(0.001)
+                    continue
+                k = names[min(f + r.randrange(4), written[0] - 1)]
+                got = statx_size(m.path(k))
+            data = None
+            if got != size or read_after:
+                data = read_file(m.path(k))
+                if got != size or data != files[k]:
+                    bad.append((k, got, len(data)))
+            with lock:
+                counts["stats"] += 1
+                counts["reads"] += data is not None
+
+    def holder():
+        """Lets the packer go on from a held file once the threads are
+        waiting on it too."""
+        while not stop.is_set():
+            broken = [k for k, fd in list(leases.items())
+                      if lease_broken(fd)]
+            if not broken:
+                time.sleep(0.001)
+                continue
+            k = broken[0]
+            with lock:
+                before = counts["held_stats"]
+            focus[0] = k
+            wait_for(lambda: counts["held_stats"] >= before + 6 or
+                     stop.is_set(), 1.0, step=0.002)
+            time.sleep(0.02)
+            focus[0] = None
+            drop_lease(leases.pop(k))
+            with lock:
+                counts["held"] += 1
+
+    def guard(fn, *a):
+        try:
+            fn(*a)
+        except BaseException:  # noqa: BLE001 - reported below
+            import traceback
+            errors.append(traceback.format_exc())
+            stop.set()
+
+    # a lease break signals the holder: SIGIO, which would kill pytest
+    old_sigio = signal.signal(signal.SIGIO, signal.SIG_IGN)
+    ts = [threading.Thread(target=guard, args=(stat_loop, 9000 + t, t % 2))
+          for t in range(6)]
+    ts.append(threading.Thread(target=guard, args=(holder,)))
+    for t in ts:
+        t.start()
+    t0 = time.monotonic()
+    try:
+        for i, k in enumerate(names):
+            write_file(m.path(k), files[k])
+            if i in held_at:
+                pfds[i] = os.open(m.path(k), os.O_PATH)
+                leases[i] = take_read_lease(m.bpath(k))
+            written[0] = i + 1
+        t1 = time.monotonic()
+        # all but a few (a file a reader keeps busy may be left behind)
+        done = wait_for(lambda: (not leases and sum(
+            switched(k) for k in range(n)) >= n - 10) or stop.is_set(),
+            PACK_WAIT, step=0.05)
+    finally:
+        stop.set()
+        for t in ts:
+            t.join(30)
+        for fd in leases.values():
+            drop_lease(fd)
+        for fd in pfds.values():
+            os.close(fd)
+        signal.signal(signal.SIGIO, old_sigio)
+    t2 = time.monotonic()
+    assert not any(t.is_alive() for t in ts), "threads hung"
+    assert not errors, "\n".join(errors)
+    npacked = sum(packed(m.bpath(k)) for k in names)
+    print("stat race: %d files written in %.1f s, %d packed by %.1f s; %r; "
+          "%d bad in %d files" % (n, t1 - t0, npacked, t2 - t0, counts,
+                                   len(bad), len({b[0] for b in bad})))
+    assert not bad, "%d stats (of %d) showed a size other than %d, or the " \
+        "read right after got other bytes: (file, size, bytes read) %s" % (
+            len(bad), counts["stats"], size, bad[:10])
+    assert done and npacked >= 0.9 * n, \
+        "only %d of %d files packed: the race was not run" % (npacked, n)
+    assert counts["held"] == len(held_at), \
+        "the packer was held at %d files of %d: the race was not run" % (
+            counts["held"], len(held_at))
+    assert counts["stats"] >= 1000 and counts["reads"] >= 300, counts
+    assert m.proc.poll() is None
+    check_files(m, {k: files[k] for k in names[::10]}, "settled: ")
+
+
+# ---- bad references and packs ----------------------------------------------
+
+PACK_ID_MAX = 0xFFFFFF  # docs/FORMAT.md 13.1
+
+
+def patch_ref(m, name, **fields):
+    """Rewrites fields of the reference of the packed file `name` in
+    BACKING (the daemon stopped): keys of ref_of()."""
+    r = ref_of(m.bpath(name))
+    r.update(fields)
+    os.setxattr(m.bpath(name), XATTR,
+                REF.pack(b"SQPK", 1, r["pack"], r["len"], r["off"],
+                         r["size"], r["sum"]))
+
+
+def test_pack_id_out_of_bounds(make_mount):
+    """A pack id past 0xFFFFFF, in a reference or in a pack's name, is
+    damage: that file reads EIO and fsck names it; nothing crashes, and
+    packing goes on in the packs of sane ids."""
+    m = make_mount()
+    files = {"f%02d" % i: text(400 + 50 * i, 1400 + i) for i in range(10)}
+    refs = write_packed(m, files)
+    assert {r["pack"] for r in refs.values()} == {1}
+    big = text(100000, 1499)
+    write_file(m.path("big"), big)
+    m.stop()
+    victim = "f04"
+    patch_ref(m, victim, pack=0xFFFFFFF8)
+    others = {k: v for k, v in files.items() if k != victim}
+    all_names = list(files) + ["big"]
+    fsck_names(m, [victim], all_names)
+
+    m.start()
+    assert victim in os.listdir(m.mnt)
+    assert_eio(m.path(victim))
+    assert_eio(m.path(victim))  # again: the error is not cached away
+    assert m.proc.poll() is None, "daemon died on pack id 0xfffffff8"
+    check_files(m, others)
+    assert read_file(m.path("big")) == big
+    m.stop()
+
+    # A pack named by an id out of bounds (empty, as a crash would leave
+    # it) is no pack: not the newest, not one to append to.
+    write_file(pack_path(m, 0xFFFFFFF9), b"")
+    fsck_names(m, [victim], all_names)
+    m.start()
+    assert_eio(m.path(victim))
+    check_files(m, others)
+    write_file(m.path("new"), b"a new small file\n")
+    wait_packed(m, ["new"])
+    assert 1 <= ref_of(m.bpath("new"))["pack"] <= PACK_ID_MAX
+    assert read_file(m.path("new")) == b"a new small file\n"
+    assert_eio(m.path(victim))
+    assert m.proc.poll() is None
+    m.stop()
+    fsck_names(m, [victim], all_names + ["new"])
+
+
+def test_damaged_newest_pack(make_mount):
+    """A newest pack without its header (a crash while creating it) takes
+    no images: new files go into a new pack, and deleting a packed file
+    still frees its image."""
+    m = make_mount()
+    files = {"f%02d" % i: text(500 + 60 * i, 1500 + i) for i in range(10)}
+    refs = write_packed(m, files)
+    assert {r["pack"] for r in refs.values()} == {1}
+    m.stop()
+    write_file(pack_path(m, 2), b"")
+    m.start()
+    check_files(m, files)
+    os.unlink(m.path("f03"))
+    assert_freed(m, [refs["f03"]], "deleted with a damaged newest pack")
+    del files["f03"]
+    new = {"n%d" % i: text(300 + 100 * i, 1550 + i) for i in range(5)}
+    for k, data in new.items():
+        write_file(m.path(k), data)
+    wait_packed(m, list(new))
+    ids = {ref_of(m.bpath(k))["pack"] for k in new}
+    assert ids.isdisjoint({1, 2}) and max(ids) <= PACK_ID_MAX, \
+        "new images went into packs %s, next to the packs 1 (good) and 2 " \
+        "(damaged)" % sorted(ids)
+    check_files(m, new)
+    m.remount()
+    check_files(m, dict(files, **new), "after remount: ")
+    write_file(m.path("later"), b"packed after the remount\n")
+    wait_packed(m, ["later"])
+    m.stop()
+    fsck_clean(m, "end")
+
+
+def test_reference_size_disagrees_with_image(make_mount):
+    """A reference whose size is not its image's logical size is damage:
+    EIO, not the file cut (or padded) to the reference's size."""
+    m = make_mount()
+    files = {"short": b"hello world\n", "other": text(900, 1601)}
+    refs = write_packed(m, files)
+    assert refs["short"]["size"] == 12
+    m.stop()
+    patch_ref(m, "short", size=5)
+    fsck_names(m, ["short"], list(files))
+    m.start()
+    assert_eio(m.path("short"))
+    check_files(m, {"other": files["other"]})
+    assert m.proc.poll() is None
+    m.stop()
+    patch_ref(m, "short", size=4000)
+    fsck_names(m, ["short"], list(files))
+    m.start()
+    assert_eio(m.path("short"))
+    check_files(m, {"other": files["other"]})
 
 
 if __name__ == "__main__":
