@@ -275,6 +275,11 @@ void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref);
 
 /* ops.c: frees what outlives a dying inode @i (a doomed packed image). */
 void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i);
+/* Remembers @size (and a packed file's @blocks, else -1) as the logical
+ * size of the closed file @i whose container @st describes; sets them in
+ * @st.  i->lock held. */
+void sq_inode_cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
+			 blkcnt_t blocks);
 /* ops.c: drops the packer's pin of @i (freeing it when nothing else holds
  * it). */
 void sq_inode_unpin(struct sq_fs *fs, struct sq_inode *i);

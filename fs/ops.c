@@ -218,13 +218,10 @@ static int iget(struct sq_fs *fs, int fd, const struct stat *st,
 
 /* ---- attributes ---- */
 
-/*
- * Remembers @size as the logical size of the closed file @i while its
- * container keeps the size and times in @st (so any change to it, through
- * this mount or not, invalidates the entry); sets it in @st.  i->lock held.
- */
-static void cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
-		       blkcnt_t blocks)
+/* Valid while the container keeps the size and times in @st: any change
+ * to it, through this mount or not, invalidates the entry. */
+void sq_inode_cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
+			 blkcnt_t blocks)
 {
 	i->size_cached = true;
 	i->cached_size = size;
@@ -291,11 +288,11 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		proc_path(path, sizeof(path), i->fd);
 		r = sq_pack_get_ref(-1, path, &ref);
 		if (r == 0) {
-			cache_size(i, st, ref.size,
+			sq_inode_cache_size(i, st, ref.size,
 				   (blkcnt_t)((ref.len + 511) / 512));
 			i->cached_ref = ref;
 		} else if (r == -ENODATA) {
-			cache_size(i, st, 0, -1);
+			sq_inode_cache_size(i, st, 0, -1);
 		}
 		/* A damaged reference or a failed read is not remembered:
 		 * opening the file reports it. */
@@ -314,7 +311,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
 			if (sq_ctr_peek_size(fd, &size) == 0)
-				cache_size(i, st, size, -1);
+				sq_inode_cache_size(i, st, size, -1);
 			close(fd);
 		}
 	}
@@ -531,7 +528,7 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		    st.st_size > 0) {
 			/* A small container may go into a pack now. */
 			wrote = wrote && st.st_blocks <= SQ_PACK_SMALL_BLOCKS;
-			cache_size(i, &st, size, -1);
+			sq_inode_cache_size(i, &st, size, -1);
 		} else {
 			/* An empty container is empty or packed: a stat reads
 			 * which from its xattr. */

@@ -760,7 +760,13 @@ static bool swap_one(struct sq_fs *fs, struct cand *c)
 	if (futimens(fd, ts))
 		sq_log(SQ_LOG_WARN, "packed file: cannot restore mtime: %s",
 		       strerror(errno));
+	/* The next stat and unlink then need not read the xattr back. */
 	i->size_cached = false;
+	if (fstat(fd, &st) == 0) {
+		sq_inode_cache_size(i, &st, c->ref.size,
+				    (blkcnt_t)((c->ref.len + 511) / 512));
+		i->cached_ref = c->ref;
+	}
 close:
 	close(fd);
 out:
