@@ -377,3 +377,34 @@ def test_allow_other_and_default_permissions(make_mount):
                        timeout=20, cwd=m.mnt)
     assert r.returncode != 0, r
     assert not os.path.exists(m.path("new"))
+
+
+def bdi_max_bytes(mnt):
+    st = os.stat(mnt)
+    p = "/sys/class/bdi/%d:%d/max_bytes" % (os.major(st.st_dev),
+                                           os.minor(st.st_dev))
+    if not os.path.exists(p):
+        pytest.skip("no %s (Linux < 6.2)" % p)
+    with open(p) as f:
+        return int(f.read())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the bdi knobs need root")
+def test_writeback_cache_raises_dirty_limit(make_mount, tmp_path):
+    """With -o writeback_cache, the mount may hold an eighth of the RAM (at
+    most 1 GiB) in dirty pages rather than the kernel's 1% for FUSE, or
+    random writes into a large file are throttled page by page; without
+    it, the kernel's limit stays.  A space in the mount point's path checks
+    that the mount is found in /proc/self/mountinfo's escaped form."""
+    want = min(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGESIZE") // 8,
+               1 << 30)
+    m = make_mount(opts=["writeback_cache"], name="wb",
+                   mnt=tmp_path / "wb mnt")
+    got = bdi_max_bytes(m.mnt)
+    # the kernel keeps it as a ratio of the dirtyable memory: close, not
+    # equal
+    assert abs(got - want) <= want // 50, (got, want)
+    plain = make_mount(name="plain")
+    if plain.writeback():  # the wb pass puts it on every mount
+        return
+    assert bdi_max_bytes(plain.mnt) < want // 2
