@@ -69,6 +69,7 @@ struct sq_file {
 				 * as readers leave */
 	int wb_err;		/* first failure of a queued block, for flush */
 	blkcnt_t packed_blocks;	/* > 0: a packed file read from memory */
+	bool lazy_write;	/* ... opened for writing: make_writable() */
 	bool modified;		/* written, truncated, punched or unpacked */
 };
 
@@ -636,14 +637,6 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
 
 /* ---- open / close ---- */
 
-static int open_container(struct sq_inode *ino, bool rw)
-{
-	char path[64];
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", ino->fd);
-	return open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-}
-
 /*
  * The container in *@fd is empty: if the file is packed, *@fd becomes its
  * image, read from the pack and checked.  With @unpack the image goes back
@@ -672,6 +665,8 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 			return -errno;
 		if (!r)
 			sq_pack_free(fs->pack, &ref);
+		/* Freed here: not again when an unlinked inode dies. */
+		ino->doomed = false;
 		ino->size_cached = false;
 		return 0;
 	}
@@ -707,12 +702,18 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	    (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA))
 		sq_file_report(ino, -1, "unpacking", -errno);
 	sq_pack_free(fs->pack, &ref);
+	ino->doomed = false;
 	ino->size_cached = false;
 	return 1;
 }
 
-int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
-		 int rwfd)
+/*
+ * With @lazy, a packed file opened for writing (not truncated) is read
+ * from memory like a read-only one until its first change: see
+ * make_writable().
+ */
+static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
+		       int rwfd, bool lazy)
 {
 	bool want_write = mode & SQ_OPEN_WRITE;
 	struct sq_file *f = ino->file;
@@ -724,15 +725,20 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	if (want_write)
 		ino->wgen++;
 
-	if (f && (f->writable || !want_write)) {
+	if (f && (f->writable || !want_write ||
+		  (lazy && f->packed_blocks && mode != SQ_OPEN_TRUNC))) {
+		/* A lazy open for writing of a file already read from
+		 * memory: the image in memory is the file's. */
+		if (want_write && !f->writable)
+			f->lazy_write = true;
 		if (rwfd >= 0)
 			close(rwfd);
 		return 0;
 	}
-	fd = rwfd >= 0 ? rwfd : open_container(ino, true);
+	fd = rwfd >= 0 ? rwfd : sq_inode_open(ino, O_RDWR);
 	if (fd < 0 && !want_write && (errno == EACCES || errno == EROFS)) {
 		rw = false;
-		fd = open_container(ino, false);
+		fd = sq_inode_open(ino, O_RDONLY);
 	}
 	if (fd < 0)
 		return -errno;
@@ -743,8 +749,9 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	}
 	if (st.st_size == 0 && rwfd < 0) {
 		/* A read takes a packed file's image into memory; only a
-		 * write needs it back in its container. */
-		r = unpack(fs, ino, &fd, want_write && rw,
+		 * change needs it back in its container. */
+		r = unpack(fs, ino, &fd,
+			   want_write && rw && (!lazy || mode == SQ_OPEN_TRUNC),
 			   mode == SQ_OPEN_TRUNC, &st, &plen);
 		if (r < 0) {
 			close(fd);
@@ -784,6 +791,7 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	}
 	f->fd = fd;
 	f->writable = rw;
+	f->lazy_write = plen && want_write;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
 	if (unpacked)
 		f->modified = true;
@@ -801,6 +809,33 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	f->bshift = sq_ctr_block_shift(f->ctr);
 	ino->file = f;
 	return 0;
+}
+
+int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
+		 int rwfd)
+{
+	return open_locked(fs, ino, mode, rwfd, true);
+}
+
+/*
+ * Before any change to an open file.  A packed file opened for writing
+ * stays packed and is read from memory until its first change, which
+ * puts its image back into its container first (a write and an
+ * fdatasync): opening with O_RDWR and closing unchanged (SQLite, touch)
+ * writes nothing and leaves it packed.  May wait (and drop ino->lock) for
+ * readers of the image.  Returns 0 when ino->file is writable.
+ */
+static int make_writable(struct sq_fs *fs, struct sq_inode *ino)
+{
+	struct sq_file *f = ino->file;
+
+	if (!f)
+		return -EIO;
+	if (f->writable)
+		return 0;
+	if (!f->lazy_write)
+		return -EBADF;
+	return open_locked(fs, ino, SQ_OPEN_WRITE, -1, false);
 }
 
 int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
@@ -971,11 +1006,10 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 	int e;
 
 	pthread_mutex_lock(&ino->lock);
-	f = ino->file;
-	if (!f || !f->writable) {
-		r = f ? -EBADF : -EIO;
+	r = make_writable(fs, ino);
+	if (r)
 		goto out;
-	}
+	f = ino->file;
 	if (off < 0 || end > SQ_MAX_FILE_SIZE || end < pos) {
 		r = -EFBIG;
 		goto out;
@@ -1099,9 +1133,8 @@ int sq_file_truncate(struct sq_fs *fs, struct sq_inode *ino, uint64_t size)
 	int r;
 
 	pthread_mutex_lock(&ino->lock);
-	if (!ino->file || !ino->file->writable) {
-		r = ino->file ? -EBADF : -EIO;
-	} else {
+	r = make_writable(fs, ino);
+	if (!r) {
 		ino->file->modified = true;
 		r = truncate_locked(fs, ino, size);
 	}
@@ -1215,11 +1248,10 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 	int r = 0;
 
 	pthread_mutex_lock(&ino->lock);
-	f = ino->file;
-	if (!f || !f->writable) {
-		r = f ? -EBADF : -EIO;
+	r = make_writable(fs, ino);
+	if (r)
 		goto out;
-	}
+	f = ino->file;
 	f->modified = true;
 	drain(ino);
 	size = fsize(f);
@@ -1273,15 +1305,20 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 	int r = 0;
 
 	pthread_mutex_lock(&ino->lock);
-	if (!ino->file || !ino->file->writable)
-		r = ino->file ? -EBADF : -EIO;
+	if (!ino->file)
+		r = -EIO;
+	else if (!ino->file->writable && !ino->file->lazy_write)
+		r = -EBADF;
 	else if (off + len < off)
 		r = -EFBIG;
 	else if (off + len > fsize(ino->file)) {
 		/* Compressed space cannot be reserved ahead; what callers
 		 * rely on is the new size. */
-		ino->file->modified = true;
-		r = truncate_locked(fs, ino, off + len);
+		r = make_writable(fs, ino);
+		if (!r) {
+			ino->file->modified = true;
+			r = truncate_locked(fs, ino, off + len);
+		}
 	}
 	pthread_mutex_unlock(&ino->lock);
 	return r;

@@ -182,9 +182,10 @@ enum { SQ_OPEN_READ = 0, SQ_OPEN_WRITE = 1, SQ_OPEN_TRUNC = 3 };
 
 /*
  * Opens the data state of @ino (whose lock the caller holds), upgrading to
- * a writable container fd when @mode has SQ_OPEN_WRITE.  @rwfd: a read-write fd of the
- * container the caller has already (it is consumed), or -1.  Returns 0 or
- * -errno (-EIO for a backing file that is not a valid container).
+ * a writable container fd when @mode has SQ_OPEN_WRITE (a packed file's
+ * only at its first change).  @rwfd: a read-write fd of the container the
+ * caller has already (it is consumed), or -1.  Returns 0 or -errno (-EIO
+ * for a backing file that is not a valid container).
  */
 int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 int rwfd);
@@ -275,6 +276,10 @@ void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref);
 
 /* ops.c: frees what outlives a dying inode @i (a doomed packed image). */
 void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i);
+/* Opens @i's backing file anew (i->fd is O_PATH) with @flags | O_CLOEXEC;
+ * O_NOATIME is dropped where the kernel refuses it (a file the daemon
+ * does not own).  Returns the fd or -1 with errno set. */
+int sq_inode_open(const struct sq_inode *i, int flags);
 /* Remembers @size (and a packed file's @blocks, else -1) as the logical
  * size of the closed file @i whose container @st describes; sets them in
  * @st.  i->lock held. */

@@ -52,6 +52,18 @@ static void proc_path(char *buf, size_t n, int fd)
 	snprintf(buf, n, "/proc/self/fd/%d", fd);
 }
 
+int sq_inode_open(const struct sq_inode *i, int flags)
+{
+	char path[64];
+	int fd;
+
+	proc_path(path, sizeof(path), i->fd);
+	fd = open(path, flags | O_CLOEXEC);
+	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
+		fd = open(path, (flags & ~O_NOATIME) | O_CLOEXEC);
+	return fd;
+}
+
 /* Set once by op_init(), before any request. */
 static bool as_root;
 static uid_t daemon_uid;
@@ -297,15 +309,11 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		/* A damaged reference or a failed read is not remembered:
 		 * opening the file reports it. */
 	} else {
-		char path[64];
 		uint64_t size;
 		int fd;
 
-		proc_path(path, sizeof(path), i->fd);
 		/* A stat is no access: leave the file's atime alone. */
-		fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
-		if (fd < 0 && errno == EPERM)
-			fd = open(path, O_RDONLY | O_CLOEXEC);
+		fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
 		/* An unreadable or damaged container keeps the backing size:
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */

@@ -528,18 +528,6 @@ static bool busy(struct sq_fs *fs, struct sq_inode *i)
 	return r;
 }
 
-static int open_ctr(struct sq_inode *i, int flags)
-{
-	char path[64];
-	int fd;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", i->fd);
-	fd = open(path, flags | O_NOATIME | O_CLOEXEC);
-	if (fd < 0 && errno == EPERM)
-		fd = open(path, flags | O_CLOEXEC);
-	return fd;
-}
-
 /* Step 1: reads the container of @c if it is to be packed. */
 static void read_one(struct sq_fs *fs, struct cand *c)
 {
@@ -553,7 +541,7 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 		goto out;
 	}
 	c->wgen = i->wgen;
-	fd = open_ctr(i, O_RDONLY);
+	fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
 	if (fd < 0)
 		goto out;
 	/* Truncating the container would make the kernel drop a version 1
@@ -571,7 +559,7 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 		    c->st.st_size ? c->st.st_size : -1;
 	else	/* rewritten in place: its record is in slot 1 */
 		n = sq_ctr_compact_image(fd, c->image, SQ_PACK_IMAGE_MAX);
-	if (n <= 0 || sq_ctr_peek_size(fd, &c->ref.size)) {
+	if (n <= 0 || sq_ctr_image_size(c->image, (size_t)n, &c->ref.size)) {
 		/* Too big, damaged or changing: leave it as it is. */
 		free(c->image);
 		c->image = NULL;
@@ -737,7 +725,7 @@ static bool swap_one(struct sq_fs *fs, struct cand *c)
 		c->retry = true;
 		goto out;
 	}
-	fd = open_ctr(i, O_RDWR);
+	fd = sq_inode_open(i, O_RDWR | O_NOATIME);
 	if (fd < 0)
 		goto out;
 	if (fstat(fd, &st) || st.st_nlink == 0)
