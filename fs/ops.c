@@ -1106,6 +1106,12 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			return;
 		}
 		r = do_getattr(fs, i, &st, false);
+	} else if (created) {
+		/* Just made by us: an empty container, not packed, no xattr
+		 * to read. */
+		pthread_mutex_lock(&i->lock);
+		sq_inode_cache_size(i, &st, 0, -1);
+		pthread_mutex_unlock(&i->lock);
 	} else {
 		r = do_getattr(fs, i, &st, true);
 	}
