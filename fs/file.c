@@ -690,8 +690,9 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	if (pwrite(*fd, image, ref.len, 0) != (ssize_t)ref.len ||
 	    fdatasync(*fd)) {
 		r = -errno;
-		/* Packed as before: the image is still in the pack. */
-		if (ftruncate(*fd, 0))
+		/* Packed as before: the image is still in the pack, and the
+		 * backing file's mtime is still the file's. */
+		if (ftruncate(*fd, 0) || futimens(*fd, ts))
 			sq_file_report(ino, -1, "cannot undo an unpack", -errno);
 		return r;
 	}
@@ -716,7 +717,9 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		       int rwfd, bool lazy)
 {
 	bool want_write = mode & SQ_OPEN_WRITE;
+	bool trunc = (mode & SQ_OPEN_TRUNC) == SQ_OPEN_TRUNC;
 	struct sq_file *f = ino->file;
+	struct sq_ctr *ctr;
 	struct stat st;
 	uint32_t plen = 0;
 	int fd, r;
@@ -726,17 +729,26 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		ino->wgen++;
 
 	if (f && (f->writable || !want_write ||
-		  (lazy && f->packed_blocks && mode != SQ_OPEN_TRUNC))) {
-		/* A lazy open for writing of a file already read from
-		 * memory: the image in memory is the file's. */
-		if (want_write && !f->writable)
-			f->lazy_write = true;
+		  (lazy && f->packed_blocks && !trunc))) {
 		if (rwfd >= 0)
 			close(rwfd);
+		if (want_write && !f->writable) {
+			/* A lazy open for writing of a file already read from
+			 * memory, whose image is the file's: only check that
+			 * its container can be written, as an open would. */
+			fd = sq_inode_open(ino, O_RDWR);
+			if (fd < 0)
+				return -errno;
+			close(fd);
+			f->lazy_write = true;
+		}
 		return 0;
 	}
 	fd = rwfd >= 0 ? rwfd : sq_inode_open(ino, O_RDWR);
-	if (fd < 0 && !want_write && (errno == EACCES || errno == EROFS)) {
+	/* A reader makes do with a container it may not write (EPERM: an
+	 * immutable or append-only one). */
+	if (fd < 0 && !want_write &&
+	    (errno == EACCES || errno == EROFS || errno == EPERM)) {
 		rw = false;
 		fd = sq_inode_open(ino, O_RDONLY);
 	}
@@ -750,9 +762,8 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	if (st.st_size == 0 && rwfd < 0) {
 		/* A read takes a packed file's image into memory; only a
 		 * change needs it back in its container. */
-		r = unpack(fs, ino, &fd,
-			   want_write && rw && (!lazy || mode == SQ_OPEN_TRUNC),
-			   mode == SQ_OPEN_TRUNC, &st, &plen);
+		r = unpack(fs, ino, &fd, want_write && rw && (!lazy || trunc),
+			   trunc, &st, &plen);
 		if (r < 0) {
 			close(fd);
 			return r;
@@ -772,49 +783,51 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 			close(fd);
 			return 0;
 		}
+	}
+	r = sq_ctr_open(fd, fs->block_shift, &ctr);
+	if (r) {
+		/* An upgrade leaves the state other handles share as it was
+		 * (an unpacked container reads the same as the image). */
+		sq_file_report(ino, -1, "not a valid squeezefs container", r);
+		close(fd);
+		return r == -EBADMSG ? -EIO : r;
+	}
+	if (f) {
 		sq_ctr_close(f->ctr);
 		close(f->fd);
 	} else {
 		f = calloc(1, sizeof(*f));
-		if (!f) {
-			close(fd);
-			return -ENOMEM;
-		}
+		if (!f)
+			goto nomem;
 		f->mtime = st.st_mtim;
-		r = sq_an_file_new(&f->af);
-		if (r) {
-			close(fd);
+		if (sq_an_file_new(&f->af)) {
 			free(f);
-			return r;
+			goto nomem;
 		}
 		pthread_cond_init(&f->idle, NULL);
 	}
 	f->fd = fd;
+	f->ctr = ctr;
 	f->writable = rw;
 	f->lazy_write = plen && want_write;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
 	if (unpacked)
 		f->modified = true;
-	r = sq_ctr_open(fd, fs->block_shift, &f->ctr);
-	if (r) {
-		sq_file_report(ino, -1, "not a valid squeezefs container", r);
-		close(fd);
-		pthread_cond_destroy(&f->idle);
-		sq_an_file_free(f->af);
-		free(f);
-		ino->file = NULL;
-		return r == -EBADMSG ? -EIO : r;
-	}
 	f->bsize = sq_ctr_block_size(f->ctr);
 	f->bshift = sq_ctr_block_shift(f->ctr);
 	ino->file = f;
 	return 0;
+nomem:
+	sq_ctr_close(ctr);
+	close(fd);
+	return -ENOMEM;
 }
 
 int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 int rwfd)
 {
-	return open_locked(fs, ino, mode, rwfd, true);
+	return open_locked(fs, ino, mode & ~SQ_OPEN_NOW, rwfd,
+			   !(mode & SQ_OPEN_NOW));
 }
 
 /*
@@ -1006,14 +1019,14 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 	int e;
 
 	pthread_mutex_lock(&ino->lock);
-	r = make_writable(fs, ino);
-	if (r)
-		goto out;
-	f = ino->file;
 	if (off < 0 || end > SQ_MAX_FILE_SIZE || end < pos) {
 		r = -EFBIG;
 		goto out;
 	}
+	r = make_writable(fs, ino);
+	if (r)
+		goto out;
+	f = ino->file;
 	f->modified = true;
 	size = fsize(f);
 	if (end > size) {
@@ -1248,6 +1261,10 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 	int r = 0;
 
 	pthread_mutex_lock(&ino->lock);
+	/* A punch past the end changes nothing: it need not unpack. */
+	if (ino->file && (ino->file->writable || ino->file->lazy_write) &&
+	    off >= fsize(ino->file))
+		goto out;
 	r = make_writable(fs, ino);
 	if (r)
 		goto out;
@@ -1313,11 +1330,16 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		r = -EFBIG;
 	else if (off + len > fsize(ino->file)) {
 		/* Compressed space cannot be reserved ahead; what callers
-		 * rely on is the new size. */
+		 * rely on is the new size.  make_writable() and drain() may
+		 * wait, and a write may grow the file meanwhile: decide
+		 * after them, so that this only ever grows it. */
 		r = make_writable(fs, ino);
 		if (!r) {
-			ino->file->modified = true;
-			r = truncate_locked(fs, ino, off + len);
+			drain(ino);
+			if (off + len > fsize(ino->file)) {
+				ino->file->modified = true;
+				r = truncate_locked(fs, ino, off + len);
+			}
 		}
 	}
 	pthread_mutex_unlock(&ino->lock);

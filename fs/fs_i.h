@@ -177,8 +177,11 @@ void sq_cache_drop(struct sq_cache *c, uint64_t serial, uint64_t from);
 struct sq_codec_ctx *sq_fs_thread_cctx(void);
 
 /* How sq_file_open() opens: SQ_OPEN_TRUNC is a write whose caller then
- * truncates the file to 0 (a packed image need not be restored first). */
-enum { SQ_OPEN_READ = 0, SQ_OPEN_WRITE = 1, SQ_OPEN_TRUNC = 3 };
+ * truncates the file to 0 (a packed image need not be restored first);
+ * SQ_OPEN_NOW with SQ_OPEN_WRITE, a write whose caller changes the file at
+ * once (a packed file is unpacked now rather than at its first change). */
+enum { SQ_OPEN_READ = 0, SQ_OPEN_WRITE = 1, SQ_OPEN_TRUNC = 3,
+       SQ_OPEN_NOW = 4 };
 
 /*
  * Opens the data state of @ino (whose lock the caller holds), upgrading to

@@ -599,7 +599,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			goto out;
 		}
 		r = get_file(fs, i, attr->st_size == 0 ? SQ_OPEN_TRUNC :
-			     SQ_OPEN_WRITE, -1);
+			     SQ_OPEN_WRITE | SQ_OPEN_NOW, -1);
 		if (r)
 			goto out;
 		r = sq_file_truncate(fs, i, (uint64_t)attr->st_size);

@@ -21,6 +21,7 @@ import os
 import random
 import re
 import select
+import shutil
 import signal
 import struct
 import subprocess
@@ -32,7 +33,8 @@ import zlib
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import flip_byte, run_fsck, wait_for  # noqa: E402
+from sqfs_util import (faultinj_env, flip_byte, run_fsck, wait_for,  # noqa: E402
+                       write_fault_ctl)
 
 XATTR = "trusted.squeezefs.packed"
 REF = struct.Struct("<4sIIIQQQ")  # magic, version, pack, len, off, size, sum
@@ -381,6 +383,78 @@ def test_writing_unpacks_and_mtime_is_kept(sqfs):
     check_files(m, files, "packed again, remounted: ")
     check_mtimes("packed again, remounted", ["openrw"])
     fsck_clean(m, "end")
+
+
+def test_failed_unpack_leaves_the_file_packed(make_mount, tmp_path):
+    """The first write to a packed file opened for writing unpacks it; when
+    that fails (backing disk full), the write reports ENOSPC and the file
+    stays packed with its contents and mtime, ready for a later write."""
+    ctl = tmp_path / "fault.ctl"
+    m = make_mount(env=faultinj_env(ctl))
+    data = text(1800, 77)
+    refs = write_packed(m, {"victim": data})
+    os.utime(m.path("victim"), ns=(MTIME, MTIME))
+    fd = os.open(m.path("victim"), os.O_RDWR)
+    try:
+        assert os.pread(fd, 100, 0) == data[:100]
+        write_fault_ctl(ctl, op="pwrite,pwritev,fdatasync", errno="ENOSPC",
+                        mode="sticky", path_substr="victim")
+        seen = None
+        try:
+            os.pwrite(fd, b"NEW", 0)
+            os.fsync(fd)  # the writeback cache sends the write here
+        except OSError as e:
+            seen = e.errno
+        assert seen == errno.ENOSPC, seen
+        write_fault_ctl(ctl)
+    finally:
+        try:
+            os.close(fd)
+        except OSError as e:  # the writeback cache may retry at close
+            assert e.errno == errno.ENOSPC, e
+    # with the writeback cache the kernel may still hold the page: only
+    # what squeezefs stored counts
+    m.remount()
+    got = read_file(m.path("victim"))
+    assert got in (data, b"NEW" + data[3:]), got[:20]
+    if got == data:
+        assert ref_of(m.bpath("victim")) == refs["victim"]
+        # (with the writeback cache the write() itself succeeded, into
+        # the page cache, and the kernel sets the mtime it made)
+        if not m.writeback():
+            assert os.stat(m.path("victim")).st_mtime_ns == MTIME, \
+                "a failed unpack changed the mtime"
+    with open(m.path("victim"), "r+b") as f:
+        f.write(b"NEW")
+    assert read_file(m.path("victim")) == b"NEW" + data[3:]
+    m.remount()
+    assert read_file(m.path("victim")) == b"NEW" + data[3:]
+    fsck_clean(m, "after a failed unpack")
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="no chattr")
+def test_open_for_writing_checks_the_container(make_mount):
+    """An open for writing of a packed file fails as the backing file
+    refuses it (immutable here), also while a reader has it open (its image
+    in memory): not only at the first write."""
+    m = make_mount()
+    refs = write_packed(m, {"frozen": text(1500, 78)})
+    assert refs["frozen"]
+    if subprocess.run(["chattr", "+i", m.bpath("frozen")],
+                      stderr=subprocess.DEVNULL).returncode:
+        pytest.skip("backing filesystem has no immutable flag")
+    try:
+        for reader in (False, True):
+            rfd = os.open(m.path("frozen"), os.O_RDONLY) if reader else None
+            try:
+                with pytest.raises(OSError) as ei:
+                    os.close(os.open(m.path("frozen"), os.O_RDWR))
+                assert ei.value.errno == errno.EPERM, (reader, ei.value)
+            finally:
+                if rfd is not None:
+                    os.close(rfd)
+    finally:
+        subprocess.run(["chattr", "-i", m.bpath("frozen")], check=True)
 
 
 def test_small_file_changed_in_place_packs_again(sqfs):
