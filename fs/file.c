@@ -786,10 +786,14 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	}
 	r = sq_ctr_open(fd, fs->block_shift, &ctr);
 	if (r) {
-		/* An upgrade leaves the state other handles share as it was
-		 * (an unpacked container reads the same as the image). */
+		/* An upgrade leaves the state other handles share in place,
+		 * so that it is never freed under them; a container unpacked
+		 * meanwhile (the same bytes as the image) is packed again at
+		 * the last close. */
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);
 		close(fd);
+		if (f && unpacked)
+			f->modified = true;
 		return r == -EBADMSG ? -EIO : r;
 	}
 	if (f) {

@@ -231,7 +231,7 @@ static void tune_writeback(const char *mnt)
 			       strerror(errno));
 			break;
 		}
-		limit /= 2;
+		limit = limit / 2 > (64ull << 20) ? limit / 2 : 64ull << 20;
 	}
 	close(fd);
 }
