@@ -301,7 +301,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		r = sq_pack_get_ref(-1, path, &ref);
 		if (r == 0) {
 			sq_inode_cache_size(i, st, ref.size,
-				   (blkcnt_t)((ref.len + 511) / 512));
+					    (blkcnt_t)((ref.len + 511) / 512));
 			i->cached_ref = ref;
 		} else if (r == -ENODATA) {
 			sq_inode_cache_size(i, st, 0, -1);
