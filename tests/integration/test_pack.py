@@ -457,6 +457,48 @@ def test_open_for_writing_checks_the_container(make_mount):
         subprocess.run(["chattr", "-i", m.bpath("frozen")], check=True)
 
 
+def test_sqlite_reader_leaves_a_small_database_packed(sqfs):
+    """SQLite opens its database O_RDWR even to query it: a query leaves a
+    small packed database packed with the same image; an insert unpacks
+    it, and it packs again with the new row."""
+    import sqlite3
+    m = sqfs
+    db = m.path("small.db")
+    con = sqlite3.connect(db)
+    con.execute("create table t(x)")
+    con.execute("insert into t values ('hello')")
+    con.commit()
+    con.close()
+    wait_packed(m, ["small.db"])
+    ref = ref_of(m.bpath("small.db"))
+
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("select x from t").fetchall() == [("hello",)]
+        assert packed(m.bpath("small.db")), "a query unpacked the database"
+    finally:
+        con.close()
+    assert ref_of(m.bpath("small.db")) == ref
+
+    con = sqlite3.connect(db)
+    con.execute("insert into t values ('world')")
+    con.commit()
+    con.close()
+    assert wait_for(lambda: packed(m.bpath("small.db")) and
+                    ref_of(m.bpath("small.db"))["raw"] != ref["raw"],
+                    PACK_WAIT), "the changed database was not packed again"
+    assert_freed(m, [ref], "the database's old image")
+    m.remount()
+    con = sqlite3.connect(db)
+    try:
+        assert con.execute("select x from t order by rowid").fetchall() == \
+            [("hello",), ("world",)]
+        assert con.execute("pragma integrity_check").fetchall() == [("ok",)]
+    finally:
+        con.close()
+    fsck_clean(m, "after SQLite")
+
+
 def test_small_file_changed_in_place_packs_again(sqfs):
     """A small file appended to or patched in place is still a small
     file: it should go back into a pack like one rewritten whole."""
