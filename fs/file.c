@@ -834,6 +834,12 @@ int sq_file_open(struct sq_fs *fs, struct sq_inode *ino, int mode,
 			   !(mode & SQ_OPEN_NOW));
 }
 
+/* Whether @f may be changed: writable now, or at its first change. */
+static bool changeable(const struct sq_file *f)
+{
+	return f->writable || f->lazy_write;
+}
+
 /*
  * Before any change to an open file.  A packed file opened for writing
  * stays packed and is read from memory until its first change, which
@@ -848,10 +854,10 @@ static int make_writable(struct sq_fs *fs, struct sq_inode *ino)
 
 	if (!f)
 		return -EIO;
+	if (!changeable(f))
+		return -EBADF;
 	if (f->writable)
 		return 0;
-	if (!f->lazy_write)
-		return -EBADF;
 	return open_locked(fs, ino, SQ_OPEN_WRITE, -1, false);
 }
 
@@ -1266,8 +1272,7 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 
 	pthread_mutex_lock(&ino->lock);
 	/* A punch past the end changes nothing: it need not unpack. */
-	if (ino->file && (ino->file->writable || ino->file->lazy_write) &&
-	    off >= fsize(ino->file))
+	if (ino->file && changeable(ino->file) && off >= fsize(ino->file))
 		goto out;
 	r = make_writable(fs, ino);
 	if (r)
@@ -1328,7 +1333,7 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 	pthread_mutex_lock(&ino->lock);
 	if (!ino->file)
 		r = -EIO;
-	else if (!ino->file->writable && !ino->file->lazy_write)
+	else if (!changeable(ino->file))
 		r = -EBADF;
 	else if (off + len < off)
 		r = -EFBIG;

@@ -181,8 +181,8 @@ static void unescape_mountinfo(char *s)
  * rewrite blocks, one 4 KiB page each, and the cache gathers nothing.  A
  * mount asked for the writeback cache by root gets an eighth of the RAM,
  * at most 1 GiB, or what the kernel accepts, still a strict limit (fio 4K
- * random writes into a 1 GiB file: 6,500 -> 22,000 IOPS).  Best effort: without the knob (Linux <
- * 6.2, no root) the kernel's limit stays.
+ * random writes into a 1 GiB file: 6,500 -> 22,000 IOPS).  Best effort:
+ * without the knob (Linux < 6.2, no root) the kernel's limit stays.
  */
 static void tune_writeback(const char *mnt)
 {
