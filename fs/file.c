@@ -185,18 +185,24 @@ static void ddrop(struct sq_fs *fs, struct sq_file *f, struct dblock **pp)
 	free(d);
 }
 
-/* Zeroes the bytes of block @idx's buffer that lie past @size. */
+/*
+ * Zeroes the bytes of block @idx's buffer that lie past @size; those from
+ * @zeroed on are zero already (a small file's block is mostly past its
+ * end, and zeroing it twice showed in profiles).
+ */
 static void zero_past(struct sq_file *f, uint64_t idx, uint8_t *buf,
-		      uint64_t size)
+		      uint64_t size, size_t zeroed)
 {
 	uint64_t start = idx << f->bshift;
+	size_t from;
 
 	if (size >= start + f->bsize)
 		return;
-	if (size <= start)
-		memset(buf, 0, f->bsize);
-	else
-		memset(buf + (size - start), 0, f->bsize - (size - start));
+	from = size <= start ? 0 : (size_t)(size - start);
+	if (zeroed > f->bsize)
+		zeroed = f->bsize;
+	if (from < zeroed)
+		memset(buf + from, 0, zeroed - from);
 }
 
 /*
@@ -230,7 +236,7 @@ static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 		sq_file_report(ino, (int64_t)idx, "cannot read", (int)r);
 		return r == -EBADMSG ? -EIO : (int)r;
 	}
-	zero_past(f, idx, buf, fsize(f));
+	zero_past(f, idx, buf, fsize(f), (size_t)r);
 	return 0;
 }
 
@@ -290,7 +296,7 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 		sq_file_report(ino, (int64_t)idx, what, (int)n);
 		return n == -EBADMSG ? -EIO : (int)n;
 	}
-	zero_past(f, idx, buf, fsize(f));
+	zero_past(f, idx, buf, fsize(f), (size_t)n);
 	return 0;
 }
 
@@ -641,14 +647,14 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
  * The container in *@fd is empty: if the file is packed, *@fd becomes its
  * image, read from the pack and checked.  With @unpack the image goes back
  * into the container first (made durable before the pack lets go of it),
- * or with @discard too, is dropped; without, it goes into memory (*@fd is
- * then a memfd, *@plen the image length).
+ * or with @discard too, is dropped; without, it goes into memory: *@pimage
+ * (malloc'd), *@plen bytes.
  * Returns 1 when the image went back into the container, 0 otherwise (also
  * for a file that is not packed), or -errno.
  */
 static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		  bool unpack, bool discard, const struct stat *st,
-		  uint32_t *plen)
+		  uint8_t **pimage, uint32_t *plen)
 {
 	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, st->st_mtim };
 	uint8_t image[SQ_PACK_IMAGE_MAX];
@@ -677,12 +683,10 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		return r == -EBADMSG ? -EIO : r;
 	}
 	if (!unpack) {
-		int mfd = sq_pack_memfd(image, ref.len);
-
-		if (mfd < 0)
-			return mfd;
-		close(*fd);
-		*fd = mfd;
+		*pimage = malloc(ref.len);
+		if (!*pimage)
+			return -ENOMEM;
+		memcpy(*pimage, image, ref.len);
 		*plen = ref.len;
 		return 0;
 	}
@@ -719,8 +723,10 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	bool want_write = mode & SQ_OPEN_WRITE;
 	bool trunc = (mode & SQ_OPEN_TRUNC) == SQ_OPEN_TRUNC;
 	struct sq_file *f = ino->file;
+	struct sq_pack_ref ref;
 	struct sq_ctr *ctr;
 	struct stat st;
+	uint8_t *image = NULL;
 	uint32_t plen = 0;
 	int fd, r;
 	bool rw = true, unpacked = false;
@@ -744,6 +750,22 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		}
 		return 0;
 	}
+	if (!want_write && rwfd < 0 && fs->pack &&
+	    sq_inode_cached_ref(ino, &st, &ref) == 0) {
+		/* A packed file the attribute cache knows (a stat or
+		 * readdir read its reference) is read without opening its
+		 * container: only its image, from the pack.  Any problem
+		 * is left to the way below, which reports it. */
+		image = malloc(ref.len);
+		if (image && sq_pack_load(fs->pack, &ref, image) == 0) {
+			plen = ref.len;
+			rw = false;
+			fd = -1;
+			goto open_ctr;
+		}
+		free(image);
+		image = NULL;
+	}
 	fd = rwfd >= 0 ? rwfd : sq_inode_open(ino, O_RDWR);
 	/* A reader makes do with a container it may not write (EPERM: an
 	 * immutable or append-only one). */
@@ -763,16 +785,21 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		/* A read takes a packed file's image into memory; only a
 		 * change needs it back in its container. */
 		r = unpack(fs, ino, &fd, want_write && rw && (!lazy || trunc),
-			   trunc, &st, &plen);
+			   trunc, &st, &image, &plen);
 		if (r < 0) {
 			close(fd);
 			return r;
 		}
 		/* Pack it again at the last close, changed or not. */
 		unpacked = r == 1;
-		if (plen)
+		if (plen) {
+			/* Read from memory: the container is not needed. */
 			rw = false;
+			close(fd);
+			fd = -1;
+		}
 	}
+open_ctr:
 	if (f) {
 		/* Upgrade a read-only state: nothing is dirty in it. */
 		while (f->readers)
@@ -780,25 +807,31 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		/* Another open may have upgraded it while we waited, and
 		 * written since: its state must stay. */
 		if (f->writable) {
-			close(fd);
+			free(image);
+			if (fd >= 0)
+				close(fd);
 			return 0;
 		}
 	}
-	r = sq_ctr_open(fd, fs->block_shift, &ctr);
+	/* The handle takes the image, also when it fails. */
+	r = image ? sq_ctr_open_image(image, plen, &ctr)
+		  : sq_ctr_open(fd, fs->block_shift, &ctr);
 	if (r) {
 		/* An upgrade leaves the state other handles share in place,
 		 * so that it is never freed under them; a container unpacked
 		 * meanwhile (the same bytes as the image) is packed again at
 		 * the last close. */
 		sq_file_report(ino, -1, "not a valid squeezefs container", r);
-		close(fd);
+		if (fd >= 0)
+			close(fd);
 		if (f && unpacked)
 			f->modified = true;
 		return r == -EBADMSG ? -EIO : r;
 	}
 	if (f) {
 		sq_ctr_close(f->ctr);
-		close(f->fd);
+		if (f->fd >= 0)
+			close(f->fd);
 	} else {
 		f = calloc(1, sizeof(*f));
 		if (!f)
@@ -823,7 +856,8 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	return 0;
 nomem:
 	sq_ctr_close(ctr);
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	return -ENOMEM;
 }
 
@@ -892,7 +926,8 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 		while (f->dtab[i])
 			ddrop(fs, f, &f->dtab[i]);
 	sq_ctr_close(f->ctr);
-	close(f->fd);
+	if (f->fd >= 0)		/* none for a packed file read from memory */
+		close(f->fd);
 	pthread_cond_destroy(&f->idle);
 	sq_an_file_free(f->af);
 	free(f);
@@ -1133,7 +1168,7 @@ static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
 			struct dblock *d = *dfind(f, size >> f->bshift);
 
 			if (d)
-				zero_past(f, d->idx, d->buf, size);
+				zero_past(f, d->idx, d->buf, size, f->bsize);
 		}
 		/* The cached partial block holds the old tail. */
 		sq_cache_drop(fs->cache, ino->serial, size >> f->bshift);
@@ -1243,7 +1278,9 @@ int sq_file_fsync(struct sq_fs *fs, struct sq_inode *ino, bool datasync)
 		goto out;
 	}
 	if (!f->writable) {
-		r = fsync(f->fd) ? -errno : 0;
+		/* A packed file read from memory has nothing to sync: the
+		 * packer synced its image before the file pointed at it. */
+		r = f->fd >= 0 && fsync(f->fd) ? -errno : 0;
 		goto out;
 	}
 	r = flush_locked(fs, ino);

@@ -283,6 +283,13 @@ void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i);
  * O_NOATIME is dropped where the kernel refuses it (a file the daemon
  * does not own).  Returns the fd or -1 with errno set. */
 int sq_inode_open(const struct sq_inode *i, int flags);
+/*
+ * A packed file's reference as the attribute cache has it, if the
+ * container (its attributes now in *@st) is still the one the cache
+ * describes; -ENODATA when the cache cannot tell.  i->lock held.
+ */
+int sq_inode_cached_ref(struct sq_inode *i, struct stat *st,
+			struct sq_pack_ref *ref);
 /* Remembers @size (and a packed file's @blocks, else -1) as the logical
  * size of the closed file @i whose container @st describes; sets them in
  * @st.  i->lock held. */

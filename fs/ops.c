@@ -257,6 +257,18 @@ static bool size_cached(const struct sq_inode *i, const struct stat *st)
 	       i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec;
 }
 
+int sq_inode_cached_ref(struct sq_inode *i, struct stat *st,
+			struct sq_pack_ref *ref)
+{
+	if (fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	if (!S_ISREG(st->st_mode) || st->st_size != 0 ||
+	    !size_cached(i, st) || i->cached_blocks < 0)
+		return -ENODATA;
+	*ref = i->cached_ref;
+	return 0;
+}
+
 /*
  * The attributes the mount shows: the backing object's, with a regular
  * file's logical size from its container (st_blocks stays the backing

@@ -53,7 +53,8 @@ struct stale_ref {
 };
 
 struct sq_ctr {
-	int fd;			/* borrowed */
+	int fd;			/* borrowed; -1 with an image */
+	uint8_t *image;		/* owned: a container read from memory */
 	unsigned shift;
 	uint32_t bs;
 	uint64_t slot_size;	/* bs + SQ_FMT_SLOT_PAD */
@@ -119,6 +120,23 @@ ssize_t sq_pread_full(int fd, void *buf, size_t len, off_t off)
 		done += (size_t)n;
 	}
 	return (ssize_t)done;
+}
+
+/*
+ * pread of a container: from its file, or from its @image (@len bytes)
+ * when it is read from memory.  Short at the end, like a file.
+ */
+static ssize_t src_pread(int fd, const uint8_t *image, uint64_t len,
+			 void *buf, size_t n, off_t off)
+{
+	if (!image)
+		return sq_pread_full(fd, buf, n, off);
+	if ((uint64_t)off >= len)
+		return 0;
+	if (n > len - (uint64_t)off)
+		n = (size_t)(len - (uint64_t)off);
+	memcpy(buf, image + off, n);
+	return (ssize_t)n;
 }
 
 int sq_pwrite_full(int fd, const void *buf, size_t len, off_t off)
@@ -475,7 +493,8 @@ int sq_ctr_read_slot(struct sq_ctr *ctr, uint64_t idx, int k,
 
 	if ((uint64_t)off >= ctr->phys_end)
 		return SQ_SLOT_EMPTY;
-	n = sq_pread_full(ctr->fd, buf, sizeof(buf), off);
+	n = src_pread(ctr->fd, ctr->image, ctr->phys_end, buf, sizeof(buf),
+		      off);
 	if (n < 0)
 		return (int)n;
 	return sq_rec_decode(buf, (size_t)n, idx, ctr->bs, h, why, whylen);
@@ -553,28 +572,29 @@ static int load_block(struct sq_ctr *ctr, uint64_t idx, struct sq_blk **out)
 
 /* ---- open / close ---- */
 
-int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
+/* sq_ctr_open() of a file (@fd) or of an @image of @len bytes. */
+static int ctr_open(int fd, uint8_t *image, uint64_t len,
+		    unsigned create_block_shift, struct sq_ctr **out)
 {
 	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	char why[128];
 	struct sq_ctr *ctr;
-	struct stat st;
 	unsigned shift;
 	ssize_t n;
 	int ret;
 
 	*out = NULL;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	sq_ctr_no_readahead(fd);
 	ctr = calloc(1, sizeof(*ctr));
-	if (!ctr)
+	if (!ctr) {
+		free(image);
 		return -ENOMEM;
+	}
 	ctr->fd = fd;
-	ctr->phys_end = (uint64_t)st.st_size;
+	ctr->image = image;
+	ctr->phys_end = len;
 	ctr->tail_clean = true;
 
-	if (st.st_size == 0) {
+	if (len == 0) {
 		ret = -EINVAL;
 		if (create_block_shift < SQ_FMT_MIN_BLOCK_SHIFT ||
 		    create_block_shift > SQ_FMT_MAX_BLOCK_SHIFT)
@@ -582,9 +602,9 @@ int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
 		shift = create_block_shift;
 	} else {
 		ret = -EBADMSG;
-		if (st.st_size < SQ_FMT_HDR_SIZE)
+		if (len < SQ_FMT_HDR_SIZE)
 			goto err;
-		n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+		n = src_pread(fd, image, len, hdr, sizeof(hdr), 0);
 		if (n < 0) {
 			ret = (int)n;
 			goto err;
@@ -613,6 +633,29 @@ err:
 	return ret;
 }
 
+int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
+{
+	struct stat st;
+
+	*out = NULL;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	sq_ctr_no_readahead(fd);
+	return ctr_open(fd, NULL, (uint64_t)st.st_size, create_block_shift,
+			out);
+}
+
+int sq_ctr_open_image(void *image, size_t len, struct sq_ctr **out)
+{
+	*out = NULL;
+	if (len == 0) {
+		/* An empty image would be a container to create. */
+		free(image);
+		return -EBADMSG;
+	}
+	return ctr_open(-1, image, len, SQ_FMT_MIN_BLOCK_SHIFT, out);
+}
+
 void sq_ctr_close(struct sq_ctr *ctr)
 {
 	if (!ctr)
@@ -622,6 +665,7 @@ void sq_ctr_close(struct sq_ctr *ctr)
 	free(ctr->pages);
 	free(ctr->stale);
 	free(ctr->scratch);
+	free(ctr->image);
 	free(ctr);
 }
 
@@ -688,8 +732,9 @@ int sq_ctr_image_size(const void *image, size_t len, uint64_t *size)
  * @buf (bs bytes, zero past raw_len); compressed payloads go through
  * @scratch (bs bytes).
  */
-static ssize_t payload_read(int fd, uint32_t bs, off_t off, int codec,
-			    uint32_t raw_len, uint32_t stored_len,
+static ssize_t payload_read(int fd, const uint8_t *image,
+			    uint64_t image_len, uint32_t bs, off_t off,
+			    int codec, uint32_t raw_len, uint32_t stored_len,
 			    uint64_t want, struct sq_codec_ctx *cctx,
 			    void *scratch, void *buf, char *why, size_t whylen)
 {
@@ -703,7 +748,7 @@ static ssize_t payload_read(int fd, uint32_t bs, off_t off, int codec,
 		return 0;
 	}
 	/* sq_rec_decode() bounded stored_len and raw_len by bs. */
-	n = sq_pread_full(fd, dst, stored_len, off);
+	n = src_pread(fd, image, image_len, dst, stored_len, off);
 	if (n < 0)
 		return n;
 	if ((size_t)n < stored_len) {
@@ -746,7 +791,8 @@ ssize_t sq_ctr_read_payload(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 	off_t off = sq_ctr_slot_off(ctr, idx, k) + SQ_FMT_REC_PREFIX +
 		    h->hdr_len;
 
-	return payload_read(ctr->fd, ctr->bs, off, h->codec, h->raw_len,
+	return payload_read(ctr->fd, ctr->image, ctr->phys_end, ctr->bs, off,
+			    h->codec, h->raw_len,
 			    h->stored_len, h->sum, cctx, ctr->scratch, buf,
 			    why, whylen);
 }
@@ -796,7 +842,7 @@ void sq_ctr_prefetch(struct sq_ctr *ctr, uint64_t first, uint64_t count)
 {
 	uint64_t end = nblocks(ctr, ctr->size);
 
-	if (first >= end)
+	if (first >= end || ctr->image)
 		return;
 	if (count > end - first)
 		count = end - first;
@@ -836,6 +882,8 @@ int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc)
 
 	memset(loc, 0, sizeof(*loc));
 	loc->fd = ctr->fd;
+	loc->image = ctr->image;
+	loc->image_len = ctr->phys_end;
 	loc->bs = ctr->bs;
 	if (idx >= nblocks(ctr, ctr->size) && !ctr->tail_clean)
 		return 0;
@@ -864,7 +912,8 @@ ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
 		memset(buf, 0, loc->bs);
 		return 0;
 	}
-	return payload_read(loc->fd, loc->bs, loc->off, loc->codec,
+	return payload_read(loc->fd, loc->image, loc->image_len, loc->bs,
+			    loc->off, loc->codec,
 			    loc->raw_len, loc->stored_len, loc->sum, cctx,
 			    scratch, buf, why, whylen);
 }
@@ -953,6 +1002,8 @@ int64_t sq_ctr_skip_holes(struct sq_ctr *ctr, uint64_t idx, uint64_t end)
 	off = sq_ctr_slot_off(ctr, idx, 0);
 	if ((uint64_t)off >= ctr->phys_end)
 		return (int64_t)end;
+	if (ctr->image)
+		return (int64_t)idx;	/* compact: no holes to skip */
 	d = lseek(ctr->fd, off, SEEK_DATA);
 	if (d < 0) {
 		if (errno == ENXIO)

@@ -31,6 +31,13 @@ struct sq_ctr;
  */
 int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out);
 
+/*
+ * Opens a container held in memory: @image, @len bytes (malloc'd; the
+ * handle owns it from here on, also on failure).  Read only: every call
+ * that would write fails with -EBADF.  A packed file's image is read so.
+ */
+int sq_ctr_open_image(void *image, size_t len, struct sq_ctr **out);
+
 /* Frees the handle.  Neither syncs nor closes the fd.  NULL is fine. */
 void sq_ctr_close(struct sq_ctr *ctr);
 
@@ -125,6 +132,8 @@ bool sq_ctr_has_stale(const struct sq_ctr *ctr);
  */
 struct sq_ctr_loc {
 	int fd;
+	const uint8_t *image;	/* with sq_ctr_open_image(), else NULL */
+	uint64_t image_len;
 	uint32_t bs;
 	bool data;		/* false: reads as zeros */
 	off_t off;		/* of the payload */

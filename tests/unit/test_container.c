@@ -1127,6 +1127,93 @@ static void test_worked_examples(void **state)
 	free(text);
 }
 
+/* A packed file's image read from memory: the same blocks as from its
+ * file, damage confined to its block, and nothing written. */
+static void test_image_in_memory(void **state)
+{
+	struct fx *f = *state;
+	uint8_t text[3000], *img, *copy, *buf, *zbuf;
+	struct sq_ctr *ctr;
+	struct sq_ctr_loc loc;
+	char why[160];
+	ssize_t len;
+
+	fill_text(text, sizeof(text), 7);
+	ctr_open(f, SQ_FMT_MIN_BLOCK_SHIFT + 5);
+	write_zstd(f, 0, text, sizeof(text));
+	assert_int_equal(set_size_rec(f->ctr, sizeof(text)), 0);
+	assert_int_equal(sq_ctr_sync(f->ctr), 0);
+	img = malloc(8192);
+	assert_non_null(img);
+	len = sq_ctr_compact_image(f->fd, img, 8192);
+	assert_true(len > SQ_FMT_HDR_SIZE && len < (ssize_t)sizeof(text));
+
+	/* Read from memory, with the lock-free way too. */
+	copy = malloc((size_t)len);
+	assert_non_null(copy);
+	memcpy(copy, img, (size_t)len);
+	assert_int_equal(sq_ctr_open_image(copy, (size_t)len, &ctr), 0);
+	sq_ctr_close(f->ctr);
+	f->ctr = ctr;
+	assert_int_equal(sq_ctr_size(ctr), sizeof(text));
+	expect_block(f, 0, text, sizeof(text));
+	expect_hole(f, 1);
+	buf = malloc(sq_ctr_block_size(ctr));
+	zbuf = malloc(sq_ctr_block_size(ctr));
+	assert_non_null(buf);
+	assert_non_null(zbuf);
+	assert_int_equal(sq_ctr_locate(ctr, 0, &loc), 0);
+	assert_true(loc.data);
+	assert_int_equal(sq_ctr_read_loc(&loc, f->cctx, zbuf, buf, why,
+					 sizeof(why)), sizeof(text));
+	assert_memory_equal(buf, text, sizeof(text));
+	assert_int_equal(sq_ctr_next_data(ctr, 0), 0);
+
+	/* Nothing is written: there is no file behind it. */
+	assert_int_equal(sq_ctr_write_block(ctr, 1, SQ_CODEC_NONE, 0, 10,
+					    text, 10), -EBADF);
+	assert_int_equal(sq_ctr_sync(ctr), -EBADF);
+	sq_ctr_close(f->ctr);
+	f->ctr = NULL;
+
+	/* A flipped payload byte fails that block's check, not the open. */
+	copy = malloc((size_t)len);
+	assert_non_null(copy);
+	memcpy(copy, img, (size_t)len);
+	copy[len - 5] ^= 0x40;
+	assert_int_equal(sq_ctr_open_image(copy, (size_t)len, &f->ctr), 0);
+	expect_bad(f, 0);
+	sq_ctr_close(f->ctr);
+	f->ctr = NULL;
+
+	/* An image cut short: the payload reads short, never past it. */
+	copy = malloc((size_t)len - 10);
+	assert_non_null(copy);
+	memcpy(copy, img, (size_t)len - 10);
+	assert_int_equal(sq_ctr_open_image(copy, (size_t)len - 10, &f->ctr),
+			 0);
+	expect_bad(f, 0);
+	sq_ctr_close(f->ctr);
+	f->ctr = NULL;
+
+	/* Not a container, or nothing at all. */
+	copy = calloc(1, SQ_FMT_HDR_SIZE);
+	assert_non_null(copy);
+	assert_int_equal(sq_ctr_open_image(copy, SQ_FMT_HDR_SIZE, &f->ctr),
+			 -EBADMSG);
+	assert_null(f->ctr);
+	copy = malloc(1);
+	assert_non_null(copy);
+	assert_int_equal(sq_ctr_open_image(copy, 0, &f->ctr), -EBADMSG);
+	copy = malloc(16);
+	assert_non_null(copy);
+	memcpy(copy, img, 16);
+	assert_int_equal(sq_ctr_open_image(copy, 16, &f->ctr), -EBADMSG);
+	free(buf);
+	free(zbuf);
+	free(img);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1150,6 +1237,7 @@ int main(void)
 		T(test_flip_fuzz),
 		cmocka_unit_test(test_record_codec),
 		T(test_worked_examples),
+		T(test_image_in_memory),
 #undef T
 	};
 
