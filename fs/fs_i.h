@@ -268,7 +268,7 @@ int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref);
  * (the image is damaged or missing), -errno. */
 int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
 		 void *image);
-/* A memfd holding @image: an open packed file reads from it. */
+/* A memfd holding @image: fsck checks a packed file through it. */
 int sq_pack_memfd(const void *image, uint32_t len);
 /* The file of @ref is gone or unpacked: punch its image out.  NULL-safe;
  * a reference that does not match the pack's bytes frees nothing. */
