@@ -309,5 +309,8 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job);
 
 /* ---- fsck.c ---- */
 int sq_fsck_main(int argc, char **argv);
+/* main.c: flocks BACKING/.squeezefs/lock (made if missing) as a mount
+ * does; returns the fd, or -errno (-EWOULDBLOCK: mounted). */
+int sq_take_lock(int root_fd);
 
 #endif /* SQ_FS_I_H */

@@ -1,7 +1,10 @@
 /*
- * fs/fsck.c - `squeezefs fsck BACKING`: verifies every container under
- * BACKING (header, size records, every block's checksum and decoding)
- * without writing anything.  Walks with openat() so any depth works.
+ * fs/fsck.c - `squeezefs fsck [--reclaim] BACKING`: verifies every
+ * container under BACKING (header, size records, every block's checksum
+ * and decoding) without writing anything.  Walks with openat() so any
+ * depth works.  Then it finds the bytes of the packs no packed file refers
+ * to (orphans a crash left, docs/FORMAT.md 13.5); --reclaim punches them
+ * out, freeing every page that holds nothing else.
  * Exit: 0 clean, 1 damage found, 2 usage or I/O error.
  */
 #include "fs/fs_i.h"
@@ -13,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +25,40 @@
 
 enum { FSCK_CLEAN = 0, FSCK_DAMAGE = 1, FSCK_ERROR = 2 };
 
+/* Where a packed file's image lies: its bytes are live. */
+struct live {
+	uint32_t pack, len;
+	uint64_t off;
+};
+
 struct fsck {
 	struct sq_codec_ctx *cctx;
 	struct sq_pack *pack;	/* BACKING's packs, read-only */
 	uint64_t files, damaged_files, blocks, stale, raw, stored;
 	bool error;
+	bool unknown_ref;	/* a packed file whose image we cannot place */
 	const char *path;	/* of the file being checked */
+	struct live *live;	/* every reference found, in walk order */
+	size_t nlive, cap_live;
+	uint64_t orphan_bytes, orphan_pages, freed_pages;
 };
+
+static void add_live(struct fsck *c, const struct sq_pack_ref *ref)
+{
+	if (c->nlive == c->cap_live) {
+		size_t cap = c->cap_live ? 2 * c->cap_live : 1024;
+		struct live *n = realloc(c->live, cap * sizeof(*n));
+
+		if (!n) {
+			/* Without the whole list nothing may be reclaimed. */
+			c->unknown_ref = true;
+			return;
+		}
+		c->live = n;
+		c->cap_live = cap;
+	}
+	c->live[c->nlive++] = (struct live){ ref->pack, ref->len, ref->off };
+}
 
 static void problem(void *arg, uint64_t block, const char *msg)
 {
@@ -62,8 +93,11 @@ static int check_packed(struct fsck *c, int *fd)
 	if (r) {
 		printf("%s: packed: bad reference: %s\n", c->path,
 		       strerror(-r));
+		c->unknown_ref = true;
 		return -EBADMSG;
 	}
+	/* Live even when damaged: its bytes are all that is left of it. */
+	add_live(c, &ref);
 	r = sq_pack_load(c->pack, &ref, image);
 	if (r) {
 		printf("%s: packed: image in pack %08x at %llu: %s\n", c->path,
@@ -172,21 +206,203 @@ static void walk(struct fsck *c, int dirfd, const char *path, bool top)
 	closedir(dp);
 }
 
+static int cmp_live(const void *a, const void *b)
+{
+	const struct live *x = a, *y = b;
+
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	if (x->off != y->off)
+		return x->off < y->off ? -1 : 1;
+	return 0;
+}
+
+/* Frees [@off, @off + @len) of a pack: a hole reads as zeros. */
+static int punch(int fd, uint64_t off, uint64_t len)
+{
+	return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+			 (off_t)off, (off_t)len) ? -errno : 0;
+}
+
+/*
+ * One pack: every nonzero byte that is neither its header nor inside a
+ * live image (@live, @n of them, sorted by offset) is an orphan.  With
+ * @reclaim they are punched out, whole pages where nothing else is.
+ */
+static void scan_pack(struct fsck *c, int fd, const char *path,
+		      const struct live *live, size_t n, bool reclaim)
+{
+	uint8_t page[SQ_PACK_PAGE], used[SQ_PACK_PAGE];
+	uint64_t bytes = 0, pages = 0, freed = 0, pos;
+	struct stat st;
+	size_t i = 0;
+	int r = 0;
+
+	if (fstat(fd, &st)) {
+		fprintf(stderr, "squeezefs fsck: %s: %s\n", path,
+			strerror(errno));
+		c->error = true;
+		return;
+	}
+	for (pos = 0; pos < (uint64_t)st.st_size && !r; pos += SQ_PACK_PAGE) {
+		uint64_t obytes = 0, start = pos ? 0 : SQ_PACK_HDR_LEN;
+		bool has_live = false;
+		ssize_t got;
+
+		/* A regular file reads whole pages, short only at its end. */
+		got = pread(fd, page, sizeof(page), (off_t)pos);
+		if (got < 0) {
+			r = -errno;
+			break;
+		}
+		memset(page + got, 0, sizeof(page) - (size_t)got);
+		memset(used, 0, sizeof(used));
+		for (; i < n && live[i].off < pos + SQ_PACK_PAGE; i++) {
+			/* Never across a page (sq_pack_ref_decode()). */
+			memset(used + (live[i].off - pos), 1, live[i].len);
+			has_live = true;
+		}
+		for (size_t b = start; b < SQ_PACK_PAGE; b++)
+			obytes += !used[b] && page[b];
+		if (!obytes)
+			continue;
+		bytes += obytes;
+		pages += !has_live;
+		if (!reclaim)
+			continue;
+		if (!has_live) {
+			/* Page 0 keeps its header. */
+			r = punch(fd, pos + start, SQ_PACK_PAGE - start);
+			freed += !r && pos;
+			continue;
+		}
+		/* Shared with live images: zero the orphans' bytes only. */
+		for (size_t b = start; b < SQ_PACK_PAGE && !r;) {
+			size_t e;
+
+			if (used[b]) {
+				b++;
+				continue;
+			}
+			for (e = b; e < SQ_PACK_PAGE && !used[e]; e++)
+				;
+			r = punch(fd, pos + b, e - b);
+			b = e;
+		}
+	}
+	if (r) {
+		fprintf(stderr, "squeezefs fsck: %s: %s\n", path, strerror(-r));
+		c->error = true;
+	}
+	if (bytes)
+		printf("%s: %" PRIu64 " bytes in no file's image, %" PRIu64
+		       " pages with nothing else%s\n", path, bytes, pages,
+		       reclaim ? (r ? "; reclaim stopped" : "; reclaimed")
+			       : "");
+	c->orphan_bytes += bytes;
+	c->orphan_pages += pages;
+	c->freed_pages += freed;
+}
+
+/* Every pack of BACKING (@root): their orphans, freed with @reclaim. */
+static void scan_packs(struct fsck *c, int root, const char *backing,
+		       bool reclaim)
+{
+	struct dirent *de;
+	DIR *dp;
+	int dfd;
+
+	dfd = openat(root, SQ_RESERVED_NAME "/" SQ_PACK_DIR,
+		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0) {
+		if (errno != ENOENT) {
+			fprintf(stderr, "squeezefs fsck: %s/%s/%s: %s\n",
+				backing, SQ_RESERVED_NAME, SQ_PACK_DIR,
+				strerror(errno));
+			c->error = true;
+		}
+		return;
+	}
+	dp = fdopendir(dfd);
+	if (!dp) {
+		close(dfd);
+		c->error = true;
+		return;
+	}
+	qsort(c->live, c->nlive, sizeof(*c->live), cmp_live);
+	while ((errno = 0, de = readdir(dp))) {
+		uint8_t hdr[SQ_PACK_HDR_LEN];
+		unsigned id;
+		char path[4096], tail[8];
+		size_t lo = 0, hi;
+		int fd;
+
+		if (strlen(de->d_name) != 8 + strlen(SQ_PACK_SUFFIX) ||
+		    sscanf(de->d_name, "%8x%7s", &id, tail) != 2 ||
+		    strcmp(tail, SQ_PACK_SUFFIX) || id == 0 ||
+		    id > SQ_PACK_ID_MAX)
+			continue;
+		snprintf(path, sizeof(path), "%s/%s/%s/%s", backing,
+			 SQ_RESERVED_NAME, SQ_PACK_DIR, de->d_name);
+		fd = openat(dfd, de->d_name, (reclaim ? O_RDWR : O_RDONLY) |
+			    O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0) {
+			fprintf(stderr, "squeezefs fsck: %s: %s\n", path,
+				strerror(errno));
+			c->error = true;
+			continue;
+		}
+		/* A pack that is not what its name says is left alone. */
+		if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
+		    sq_pack_hdr_check(hdr, sizeof(hdr), id)) {
+			printf("%s: not pack %08x, left alone\n", path, id);
+			close(fd);
+			continue;
+		}
+		while (lo < c->nlive && c->live[lo].pack < id)
+			lo++;
+		for (hi = lo; hi < c->nlive && c->live[hi].pack == id; hi++)
+			;
+		scan_pack(c, fd, path, c->live + lo, hi - lo, reclaim);
+		close(fd);
+	}
+	if (errno) {
+		fprintf(stderr, "squeezefs fsck: %s/%s/%s: %s\n", backing,
+			SQ_RESERVED_NAME, SQ_PACK_DIR, strerror(errno));
+		c->error = true;
+	}
+	closedir(dp);
+}
+
 int sq_fsck_main(int argc, char **argv)
 {
 	struct fsck c;
-	int fd, r;
+	bool reclaim = argc == 3 && strcmp(argv[1], "--reclaim") == 0;
+	const char *backing = argv[argc - 1];
+	int fd, lock = -1, r;
 
-	if (argc != 2 || argv[1][0] == '-') {
-		fprintf(stderr, "usage: squeezefs fsck BACKING\n");
+	if ((argc != 2 && !reclaim) || backing[0] == '-') {
+		fprintf(stderr, "usage: squeezefs fsck [--reclaim] BACKING\n");
 		return FSCK_ERROR;
 	}
 	memset(&c, 0, sizeof(c));
-	fd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
-		fprintf(stderr, "squeezefs fsck: %s: %s\n", argv[1],
+		fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 			strerror(errno));
 		return FSCK_ERROR;
+	}
+	if (reclaim) {
+		/* A mount frees and appends images meanwhile: what looks
+		 * orphaned to a walk may be live by its end. */
+		lock = sq_take_lock(fd);
+		if (lock < 0) {
+			fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
+				lock == -EWOULDBLOCK ? "mounted: unmount it "
+				"before --reclaim" : strerror(-lock));
+			close(fd);
+			return FSCK_ERROR;
+		}
 	}
 	r = sq_codec_ctx_new(&c.cctx);
 	if (r) {
@@ -201,9 +417,19 @@ int sq_fsck_main(int argc, char **argv)
 		fprintf(stderr, "squeezefs fsck: %s\n", strerror(-r));
 		return FSCK_ERROR;
 	}
-	walk(&c, fd, argv[1], true);
+	walk(&c, fd, backing, true);
 	sq_pack_close(c.pack);
+	if (reclaim && (c.error || c.unknown_ref)) {
+		/* A file the walk could not read may refer to any image. */
+		fprintf(stderr, "squeezefs fsck: not every file could be "
+			"read: nothing reclaimed\n");
+		reclaim = false;
+	}
+	scan_packs(&c, fd, backing, reclaim);
+	if (lock >= 0)
+		close(lock);
 	close(fd);
+	free(c.live);
 	sq_codec_ctx_free(c.cctx);
 	printf("%llu files, %llu blocks, %llu damaged files, %llu obsolete "
 	       "slots; %llu bytes stored as %llu\n",
@@ -211,6 +437,11 @@ int sq_fsck_main(int argc, char **argv)
 	       (unsigned long long)c.damaged_files,
 	       (unsigned long long)c.stale, (unsigned long long)c.raw,
 	       (unsigned long long)c.stored);
+	if (c.orphan_bytes)
+		printf("packs: %" PRIu64 " orphaned bytes, %" PRIu64 " pages "
+		       "with nothing else%s\n", c.orphan_bytes,
+		       c.orphan_pages, reclaim ? "; punched out" :
+		       " (squeezefs fsck --reclaim frees them)");
 	if (c.damaged_files)
 		return FSCK_DAMAGE;
 	return c.error ? FSCK_ERROR : FSCK_CLEAN;

@@ -54,7 +54,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] BACKING MOUNTPOINT\n"
-	       "       %s fsck BACKING\n\n"
+	       "       %s fsck [--reclaim] BACKING\n\n"
 	       "Mounts BACKING at MOUNTPOINT; every file is stored compressed "
 	       "in BACKING.\n\n"
 	       "squeezefs options:\n"
@@ -266,7 +266,7 @@ static bool inside(const char *inner, const char *outer)
  * daemon on the same BACKING would corrupt both views.  Returns the fd,
  * or -errno (-EWOULDBLOCK when already mounted).
  */
-static int take_lock(int root_fd)
+int sq_take_lock(int root_fd)
 {
 	int dfd, fd;
 
@@ -481,7 +481,7 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s: %s", backing, strerror(-r));
 		goto out;
 	}
-	fs.lock_fd = take_lock(fs.root_fd);
+	fs.lock_fd = sq_take_lock(fs.root_fd);
 	if (fs.lock_fd == -EWOULDBLOCK) {
 		ret = fail("BACKING %s is already mounted by another "
 			   "squeezefs", backing);

@@ -172,10 +172,10 @@ def write_fault_ctl(ctl, **cfg):
     os.replace(tmp, str(ctl))
 
 
-def run_fsck(backing):
-    """Runs `squeezefs fsck BACKING`; returns CompletedProcess."""
-    return subprocess.run([BIN, "fsck", str(backing)], capture_output=True,
-                          text=True)
+def run_fsck(backing, *opts):
+    """Runs `squeezefs fsck [OPTS] BACKING`; returns CompletedProcess."""
+    return subprocess.run([BIN, "fsck"] + list(opts) + [str(backing)],
+                          capture_output=True, text=True)
 
 
 # ---- reading containers directly (docs/FORMAT.md, meta/format.h) ----------
