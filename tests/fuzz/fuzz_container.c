@@ -2,12 +2,15 @@
  * tests/fuzz/fuzz_container.c - libFuzzer target: the input is a whole
  * container file.  Opens it, reads every block it can reach, asks for block
  * info and the next data block, then runs the fsck check; the block reads
- * and the check must agree on which blocks are damaged.
+ * and the check must agree on which blocks are damaged.  The same bytes
+ * opened as an image in memory (how a packed file is read) must read
+ * exactly as the file does.
  */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -21,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define MAX_READ_BLOCKS 256
 
 static struct sq_codec_ctx *cctx;
-static void *blockbuf;
+static void *blockbuf, *imagebuf;
 
 static void ignore_problem(void *arg, uint64_t block, const char *msg)
 {
@@ -47,7 +50,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct sq_ctr *ctr = NULL;
+	struct sq_ctr *ctr = NULL, *img = NULL;
 	struct sq_ctr_check rep;
 	bool read_damage = false;
 	uint64_t nblocks, reach, i;
@@ -57,7 +60,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (sq_codec_ctx_new(&cctx) != 0)
 			abort();
 		blockbuf = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
-		if (!blockbuf)
+		imagebuf = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
+		if (!blockbuf || !imagebuf)
 			abort();
 	}
 	fd = memfd_create("fuzz_container", MFD_CLOEXEC);
@@ -65,6 +69,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 
 	r = sq_ctr_open(fd, SQ_FMT_MIN_BLOCK_SHIFT, &ctr);
+	if (size) {
+		uint8_t *copy = malloc(size);
+		int ri;
+
+		if (!copy)
+			abort();
+		memcpy(copy, data, size);
+		ri = sq_ctr_open_image(copy, size, &img);
+		if (ri != r)
+			abort();
+	}
 	if (r == 0) {
 		uint32_t bs = sq_ctr_block_size(ctr);
 		uint64_t slot = (uint64_t)bs + SQ_FMT_SLOT_PAD;
@@ -86,6 +101,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				read_damage = true;
 			else if (n < 0 || n > (ssize_t)bs)
 				abort();
+			if (img) {
+				ssize_t m = sq_ctr_read_block(img, cctx, i,
+							      imagebuf);
+
+				if (m != n || (n >= 0 &&
+					       memcmp(blockbuf, imagebuf, bs)))
+					abort();
+			}
 			r = sq_ctr_block_info(ctr, i, &bi);
 			if (r != 0 && r != -EBADMSG)
 				abort();
@@ -99,7 +122,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (sq_ctr_next_data(ctr, 0) < 0)
 			abort();
+		if (img && sq_ctr_next_data(img, 0) < 0)
+			abort();
 		sq_ctr_close(ctr);
+		sq_ctr_close(img);
 	} else if (r != -EBADMSG) {
 		abort();
 	}
