@@ -329,7 +329,8 @@ static void scan_packs(struct fsck *c, int root, const char *backing,
 		c->error = true;
 		return;
 	}
-	qsort(c->live, c->nlive, sizeof(*c->live), cmp_live);
+	if (c->nlive)	/* qsort() wants an array, even of none */
+		qsort(c->live, c->nlive, sizeof(*c->live), cmp_live);
 	while ((errno = 0, de = readdir(dp))) {
 		uint8_t hdr[SQ_PACK_HDR_LEN];
 		unsigned id;
@@ -363,7 +364,8 @@ static void scan_packs(struct fsck *c, int root, const char *backing,
 			lo++;
 		for (hi = lo; hi < c->nlive && c->live[hi].pack == id; hi++)
 			;
-		scan_pack(c, fd, path, c->live + lo, hi - lo, reclaim);
+		scan_pack(c, fd, path, hi > lo ? c->live + lo : NULL, hi - lo,
+			  reclaim);
 		close(fd);
 	}
 	if (errno) {
