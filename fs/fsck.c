@@ -441,9 +441,12 @@ int sq_fsck_main(int argc, char **argv)
 	       (unsigned long long)c.stored);
 	if (c.orphan_bytes)
 		printf("packs: %" PRIu64 " orphaned bytes, %" PRIu64 " pages "
-		       "with nothing else%s\n", c.orphan_bytes,
-		       c.orphan_pages, reclaim ? "; punched out" :
-		       " (squeezefs fsck --reclaim frees them)");
+		       "with nothing else", c.orphan_bytes, c.orphan_pages);
+	if (c.orphan_bytes && reclaim)
+		printf("; punched out, %" PRIu64 " pages freed\n",
+		       c.freed_pages);
+	else if (c.orphan_bytes)
+		printf(" (squeezefs fsck --reclaim frees them)\n");
 	if (c.damaged_files)
 		return FSCK_DAMAGE;
 	return c.error ? FSCK_ERROR : FSCK_CLEAN;
