@@ -643,6 +643,28 @@ static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
 
 /* ---- open / close ---- */
 
+/* The image @ref points at, read from the pack and checked, into *@out
+ * (malloc'd).  -EBADMSG: missing or damaged. */
+static int load_image(struct sq_fs *fs, const struct sq_pack_ref *ref,
+		      uint8_t **out)
+{
+	uint8_t *image;
+	int r;
+
+	if (!fs->pack)
+		return -EBADMSG;
+	image = malloc(ref->len);
+	if (!image)
+		return -ENOMEM;
+	r = sq_pack_load(fs->pack, ref, image);
+	if (r) {
+		free(image);
+		return r;
+	}
+	*out = image;
+	return 0;
+}
+
 /*
  * The container in *@fd is empty: if the file is packed, *@fd becomes its
  * image, read from the pack and checked.  With @unpack the image goes back
@@ -657,8 +679,8 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		  uint8_t **pimage, uint32_t *plen)
 {
 	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT }, st->st_mtim };
-	uint8_t image[SQ_PACK_IMAGE_MAX];
 	struct sq_pack_ref ref;
+	uint8_t *image = NULL;
 	int r;
 
 	r = sq_pack_get_ref(*fd, NULL, &ref);
@@ -677,23 +699,21 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		return 0;
 	}
 	if (!r)
-		r = fs->pack ? sq_pack_load(fs->pack, &ref, image) : -EBADMSG;
+		r = load_image(fs, &ref, &image);
 	if (r) {
 		sq_file_report(ino, -1, "packed image unreadable", r);
 		return r == -EBADMSG ? -EIO : r;
 	}
 	if (!unpack) {
-		*pimage = malloc(ref.len);
-		if (!*pimage)
-			return -ENOMEM;
-		memcpy(*pimage, image, ref.len);
+		*pimage = image;
 		*plen = ref.len;
 		return 0;
 	}
 	errno = ENOSPC;		/* a short write sets none */
-	if (pwrite(*fd, image, ref.len, 0) != (ssize_t)ref.len ||
-	    fdatasync(*fd)) {
-		r = -errno;
+	r = pwrite(*fd, image, ref.len, 0) == (ssize_t)ref.len &&
+	    !fdatasync(*fd) ? 0 : -errno;
+	free(image);
+	if (r) {
 		/* Packed as before: the image is still in the pack, and the
 		 * backing file's mtime is still the file's. */
 		if (ftruncate(*fd, 0) || futimens(*fd, ts))
@@ -756,15 +776,12 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		 * readdir read its reference) is read without opening its
 		 * container: only its image, from the pack.  Any problem
 		 * is left to the way below, which reports it. */
-		image = malloc(ref.len);
-		if (image && sq_pack_load(fs->pack, &ref, image) == 0) {
+		if (load_image(fs, &ref, &image) == 0) {
 			plen = ref.len;
 			rw = false;
 			fd = -1;
 			goto open_ctr;
 		}
-		free(image);
-		image = NULL;
 	}
 	fd = rwfd >= 0 ? rwfd : sq_inode_open(ino, O_RDWR);
 	/* A reader makes do with a container it may not write (EPERM: an
