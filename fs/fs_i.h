@@ -268,6 +268,14 @@ int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref);
  * (the image is damaged or missing), -errno. */
 int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
 		 void *image);
+/*
+ * Starts reading the images of @refs (@n; sorted here) into the page cache
+ * without waiting: a directory listing announces the files that a tar, cp
+ * or rsync reads next, and a pack holds them scattered (largest first), so
+ * one request for all beats a disk seek per file.  A stale reference only
+ * costs a useless read.
+ */
+void sq_pack_willneed(struct sq_pack *p, struct sq_pack_ref *refs, size_t n);
 /* A memfd holding @image: fsck checks a packed file through it. */
 int sq_pack_memfd(const void *image, uint32_t len);
 /* The file of @ref is gone or unpacked: punch its image out.  NULL-safe;

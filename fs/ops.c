@@ -1297,9 +1297,27 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
  * looked up (one reference each, as the kernel counts them), so `ls -l`
  * and tar need no LOOKUP per name.
  */
+/* Whether the getattr just done on @i found it packed, and where. */
+static bool packed_ref(struct sq_inode *i, struct sq_pack_ref *ref)
+{
+	bool packed;
+
+	pthread_mutex_lock(&i->lock);
+	packed = !i->file && i->size_cached && i->cached_bsize == 0 &&
+		 i->cached_blocks >= 0;
+	if (packed)
+		*ref = i->cached_ref;
+	pthread_mutex_unlock(&i->lock);
+	return packed;
+}
+
+#define READDIR_PREFETCH 64
+
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
+	struct sq_pack_ref refs[READDIR_PREFETCH];
+	size_t nrefs = 0;
 	struct sq_fs *fs = fs_of(req);
 	struct dirh *d = (struct dirh *)(uintptr_t)fi->fh;
 	struct sq_inode *parent = ino_of(req, ino);
@@ -1366,6 +1384,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				}
 				e.ino = ino_id(fs, ci);
 				e.attr.st_ino = e.ino;
+				if (S_ISREG(e.attr.st_mode) &&
+				    packed_ref(ci, &refs[nrefs]) &&
+				    ++nrefs == READDIR_PREFETCH) {
+					sq_pack_willneed(fs->pack, refs,
+							 nrefs);
+					nrefs = 0;
+				}
 				e.attr_timeout = fs->timeout;
 				e.entry_timeout = fs->timeout;
 			}
@@ -1386,6 +1411,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	else
 		fuse_reply_buf(req, buf, (size_t)(p - buf));
 	free(buf);
+	/* After the reply: the reader goes on while the disk works. */
+	sq_pack_willneed(fs->pack, refs, nrefs);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

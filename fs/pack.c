@@ -50,6 +50,7 @@
 #define PACK_QUEUE_MAX 4096		/* pinned inodes, each holds an fd */
 #define PACK_TRIES 4			/* a file still busy is retried */
 #define PACK_ROLL (1ull << 30)		/* a new pack past 1 GiB */
+#define WILLNEED_GAP (64u << 10)	/* read across smaller gaps */
 
 struct item {
 	struct item *next;
@@ -312,6 +313,42 @@ int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
 	    sq_ctr_image_size(image, ref->len, &size) || size != ref->size)
 		return -EBADMSG;
 	return 0;
+}
+
+static int cmp_ref_pos(const void *a, const void *b)
+{
+	const struct sq_pack_ref *x = a, *y = b;
+
+	if (x->pack != y->pack)
+		return x->pack < y->pack ? -1 : 1;
+	return x->off < y->off ? -1 : x->off > y->off;
+}
+
+void sq_pack_willneed(struct sq_pack *p, struct sq_pack_ref *refs, size_t n)
+{
+	size_t k = 0;
+
+	if (!p || n == 0)
+		return;
+	qsort(refs, n, sizeof(*refs), cmp_ref_pos);
+	while (k < n) {
+		uint32_t id = refs[k].pack;
+		uint64_t off = refs[k].off, end = off + refs[k].len;
+		int fd;
+
+		/* One request for images close together: the pages between
+		 * them cost less than another seek. */
+		for (k++; k < n && refs[k].pack == id &&
+		     refs[k].off <= end + WILLNEED_GAP; k++)
+			if (refs[k].off + refs[k].len > end)
+				end = refs[k].off + refs[k].len;
+		pthread_mutex_lock(&p->lock);
+		fd = pack_fd(p, id);
+		pthread_mutex_unlock(&p->lock);
+		if (fd >= 0)
+			(void)posix_fadvise(fd, (off_t)off, (off_t)(end - off),
+					    POSIX_FADV_WILLNEED);
+	}
 }
 
 int sq_pack_memfd(const void *image, uint32_t len)

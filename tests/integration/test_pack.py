@@ -276,6 +276,61 @@ def test_unmount_packs_what_is_queued(sqfs):
     check_files(m, files, "after remount: ")
 
 
+def resident_pages(path):
+    """The pages of `path` in the page cache (mincore of a mapping)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t,
+                             ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = os.path.getsize(path)
+    npages = (size + PAGE - 1) // PAGE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        addr = libc.mmap(None, size, 1, 1, fd, 0)  # PROT_READ, MAP_SHARED
+        assert addr not in (None, ctypes.c_void_p(-1).value), \
+            os.strerror(ctypes.get_errno())
+        vec = (ctypes.c_ubyte * npages)()
+        r = libc.mincore(addr, size, vec)
+        libc.munmap(addr, size)
+        assert r == 0, os.strerror(ctypes.get_errno())
+    finally:
+        os.close(fd)
+    return {i for i in range(npages) if vec[i] & 1}
+
+
+def test_listing_reads_packed_images_ahead(sqfs):
+    """Listing a directory starts reading the packed images of its files
+    without waiting (tar, cp and rsync read them next): after a listing,
+    the pack's pages holding them are in the page cache, though nothing
+    read a file."""
+    m = sqfs
+    files = {"ra/f%03d" % i: text(300 + 37 * i, 700 + i) for i in range(150)}
+    refs = write_packed(m, files)
+    m.stop()
+    packs = {pack_path(m, r["pack"]) for r in refs.values()}
+    assert len(packs) == 1, packs
+    pack = packs.pop()
+    want = set()
+    for r in refs.values():
+        want.update(range(r["off"] // PAGE,
+                          (r["off"] + r["len"] - 1) // PAGE + 1))
+    fd = os.open(pack, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    if resident_pages(pack) & want:
+        pytest.skip("the page cache kept the pack's pages")
+    m.start()
+    names = sorted(e.name for e in os.scandir(m.path("ra")))
+    assert names == sorted(os.path.basename(k) for k in files)
+    ok = wait_for(lambda: want <= resident_pages(pack), 5.0, step=0.05)
+    assert ok, "after the listing, %d of the %d pages of the images are " \
+        "in the page cache" % (len(want & resident_pages(pack)), len(want))
+    check_files(m, files, "after the listing: ")
+
+
 # ---- unpacking --------------------------------------------------------------
 
 MTIME = 1500000000123456789
