@@ -541,8 +541,9 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		if (!r)
 			r = e;
 		/* The container now holds that size: remember it, so that
-		 * the stat that usually follows need not read the header. */
-		if (known && !r &&
+		 * the stat that usually follows need not read the header.
+		 * One only read is as it was: what the cache says holds. */
+		if (known && wrote && !r &&
 		    fstatat(i->fd, "", &st,
 			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
 		    st.st_size > 0) {
