@@ -28,6 +28,7 @@ struct centry {
 	uint64_t serial, idx;
 	void *buf;
 	size_t bsize;
+	size_t valid;			/* bytes past it read as zeros */
 	struct centry *hnext;		/* hash chain */
 	struct centry *prev, *next;	/* LRU list, head = most recent */
 };
@@ -202,7 +203,12 @@ bool sq_cache_read(struct sq_cache *c, uint64_t serial, uint64_t idx,
 	pthread_mutex_lock(&c->lock);
 	e = *find(c, serial, idx);
 	if (e) {
-		memcpy(dst, (char *)e->buf + off, len);
+		size_t have = off < e->valid ? e->valid - off : 0;
+
+		if (have > len)
+			have = len;
+		memcpy(dst, (char *)e->buf + off, have);
+		memset((char *)dst + have, 0, len - have);
 		lru_unlink(e);
 		lru_push(c, e);
 	}
@@ -211,7 +217,7 @@ bool sq_cache_read(struct sq_cache *c, uint64_t serial, uint64_t idx,
 }
 
 void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
-		  void *buf, size_t bsize)
+		  void *buf, size_t bsize, size_t valid)
 {
 	struct centry *e, **pp, *victims = NULL;
 	size_t res, limit;
@@ -229,6 +235,7 @@ void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
 	e->idx = idx;
 	e->buf = buf;
 	e->bsize = bsize;
+	e->valid = valid < bsize ? valid : bsize;
 
 	pthread_mutex_lock(&c->lock);
 	pp = find(c, serial, idx);
@@ -273,11 +280,14 @@ void *sq_cache_take(struct sq_cache *c, uint64_t serial, uint64_t idx)
 	pthread_mutex_lock(&c->lock);
 	pp = find(c, serial, idx);
 	e = *pp;
-	if (e) {
+	if (e)
 		detach(c, pp);
-		buf = e->buf;
-	}
 	pthread_mutex_unlock(&c->lock);
+	if (e) {
+		/* The taker gets the whole block. */
+		buf = e->buf;
+		memset((char *)buf + e->valid, 0, e->bsize - e->valid);
+	}
 	free(e);
 	return buf;
 }

@@ -185,6 +185,16 @@ static void ddrop(struct sq_fs *fs, struct sq_file *f, struct dblock **pp)
 	free(d);
 }
 
+/* Bytes of block @idx inside the logical size (0: past the end). */
+static uint32_t valid_len(struct sq_file *f, uint64_t idx)
+{
+	uint64_t start = idx << f->bshift, size = fsize(f);
+
+	if (start >= size)
+		return 0;
+	return size - start < f->bsize ? (uint32_t)(size - start) : f->bsize;
+}
+
 /*
  * Zeroes the bytes of block @idx's buffer that lie past @size; those from
  * @zeroed on are zero already (a small file's block is mostly past its
@@ -245,9 +255,11 @@ static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
  * decompressed with the inode lock dropped, so the kernel's readahead
  * requests and other readers of the file run on every core.  Lock held on
  * entry and on return; the file's state may have changed in between.
+ * Only the first *@valid bytes of @buf are set: the block is zero past
+ * them (see sq_cache_put()).
  */
 static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
-			 uint64_t idx, uint8_t *buf)
+			 uint64_t idx, uint8_t *buf, size_t *valid)
 {
 	struct sq_file *f = ino->file;
 	struct sq_codec_ctx *cctx;
@@ -258,10 +270,9 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 	ssize_t n;
 	int r;
 
-	if ((idx << f->bshift) >= fsize(f)) {
-		memset(buf, 0, f->bsize);
+	*valid = 0;
+	if ((idx << f->bshift) >= fsize(f))
 		return 0;
-	}
 	cctx = sq_fs_thread_cctx();
 	if (!cctx)
 		return -ENOMEM;
@@ -279,15 +290,17 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 	/* Keeps f->fd open: an upgrade to read-write waits for us. */
 	f->readers++;
 	pthread_mutex_unlock(&ino->lock);
-	n = sq_ctr_read_loc(&loc, cctx, zbuf, buf, why, sizeof(why));
+	n = sq_ctr_read_loc_head(&loc, cctx, zbuf, buf, why, sizeof(why));
 	pthread_mutex_lock(&ino->lock);
 	if (--f->readers == 0)
 		pthread_cond_broadcast(&f->idle);
 	sq_cache_buf_put(fs->cache, zbuf, f->bsize);
 	/* A store, punch, resize or sync meanwhile may have reused or freed
 	 * the slot we read, good bytes or bad: read again, locked. */
-	if (sq_ctr_seq(f->ctr) != seq)
+	if (sq_ctr_seq(f->ctr) != seq) {
+		*valid = f->bsize;
 		return load(fs, ino, idx, buf);
+	}
 	if (n < 0) {
 		char what[200];
 
@@ -296,7 +309,8 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 		sq_file_report(ino, (int64_t)idx, what, (int)n);
 		return n == -EBADMSG ? -EIO : (int)n;
 	}
-	zero_past(f, idx, buf, fsize(f), (size_t)n);
+	/* Past the logical size (a truncate kept the block) is zero. */
+	*valid = valid_len(f, idx) < (size_t)n ? valid_len(f, idx) : (size_t)n;
 	return 0;
 }
 
@@ -358,16 +372,6 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	return 0;
 }
 
-/* Bytes of block @idx inside the logical size (0: past the end). */
-static uint32_t valid_len(struct sq_file *f, uint64_t idx)
-{
-	uint64_t start = idx << f->bshift, size = fsize(f);
-
-	if (start >= size)
-		return 0;
-	return size - start < f->bsize ? (uint32_t)(size - start) : f->bsize;
-}
-
 /*
  * Stores block *@pp as @res describes (lock held), then hands its buffer
  * to the clean cache.  On failure the block stays dirty, so a later flush
@@ -404,7 +408,8 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
 	if (res->zero)
 		sq_cache_buf_put(fs->cache, d->buf, f->bsize);
 	else
-		sq_cache_put(fs->cache, ino->serial, d->idx, d->buf, f->bsize);
+		sq_cache_put(fs->cache, ino->serial, d->idx, d->buf, f->bsize,
+			     f->bsize);
 	free(d);
 	return 0;
 }
@@ -1011,6 +1016,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 		} else if (!sq_cache_read(fs->cache, ino->serial, idx, boff,
 					  n, dst)) {
 			uint8_t *blk = sq_cache_buf_get(fs->cache, f->bsize);
+			size_t valid;
 			int e;
 
 			if (!fetched) {
@@ -1022,7 +1028,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 				r = -ENOMEM;
 				goto out;
 			}
-			e = load_unlocked(fs, ino, idx, blk);
+			e = load_unlocked(fs, ino, idx, blk, &valid);
 			if (e) {
 				sq_cache_buf_put(fs->cache, blk, f->bsize);
 				/* The whole request fails: FUSE takes a short
@@ -1038,9 +1044,14 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 				memcpy(dst, d->buf + boff, n);
 				sq_cache_buf_put(fs->cache, blk, f->bsize);
 			} else {
-				memcpy(dst, blk + boff, n);
+				size_t have = boff < valid ? valid - boff : 0;
+
+				if (have > n)
+					have = n;
+				memcpy(dst, blk + boff, have);
+				memset(dst + have, 0, n - have);
 				sq_cache_put(fs->cache, ino->serial, idx, blk,
-					     f->bsize);
+					     f->bsize, valid);
 			}
 		}
 		dst += n;

@@ -160,12 +160,15 @@ void sq_cache_buf_put(struct sq_cache *c, void *buf, size_t bsize);
 /*
  * Hands @buf (from sq_cache_buf_get(), @bsize bytes) over to the cache
  * as the clean content of block (@serial, @idx), replacing any older entry.
+ * Only its first @valid bytes are: the block reads as zeros past them
+ * (a small file's block need not be zeroed to its end first).
  */
 void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
-		  void *buf, size_t bsize);
+		  void *buf, size_t bsize, size_t valid);
 /*
- * Removes block (@serial, @idx) and returns its buffer (caller puts it
- * back with sq_cache_buf_put()), or NULL when not cached.
+ * Removes block (@serial, @idx) and returns its buffer, all @bsize bytes
+ * of the block in it (caller puts it back with sq_cache_buf_put()), or
+ * NULL when not cached.
  */
 void *sq_cache_take(struct sq_cache *c, uint64_t serial, uint64_t idx);
 /* Drops every block of @serial with index >= @from. */

@@ -729,8 +729,8 @@ int sq_ctr_image_size(const void *image, size_t len, uint64_t *size)
 
 /*
  * Reads, checks and decodes one payload of @stored_len bytes at @off into
- * @buf (bs bytes, zero past raw_len); compressed payloads go through
- * @scratch (bs bytes).
+ * the first raw_len bytes of @buf (bs bytes; the rest is the caller's to
+ * zero); compressed payloads go through @scratch (bs bytes).
  */
 static ssize_t payload_read(int fd, const uint8_t *image,
 			    uint64_t image_len, uint32_t bs, off_t off,
@@ -743,10 +743,8 @@ static ssize_t payload_read(int fd, const uint8_t *image,
 	uint64_t sum;
 	ssize_t n;
 
-	if (codec == SQ_FMT_CODEC_ZERO) {
-		memset(buf, 0, bs);
+	if (codec == SQ_FMT_CODEC_ZERO)
 		return 0;
-	}
 	/* sq_rec_decode() bounded stored_len and raw_len by bs. */
 	n = src_pread(fd, image, image_len, dst, stored_len, off);
 	if (n < 0)
@@ -780,7 +778,7 @@ static ssize_t payload_read(int fd, const uint8_t *image,
 			return -EBADMSG;
 		}
 	}
-	memset((uint8_t *)buf + raw_len, 0, bs - raw_len);
+	(void)bs;
 	return raw_len;
 }
 
@@ -791,10 +789,14 @@ ssize_t sq_ctr_read_payload(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 	off_t off = sq_ctr_slot_off(ctr, idx, k) + SQ_FMT_REC_PREFIX +
 		    h->hdr_len;
 
-	return payload_read(ctr->fd, ctr->image, ctr->phys_end, ctr->bs, off,
-			    h->codec, h->raw_len,
-			    h->stored_len, h->sum, cctx, ctr->scratch, buf,
-			    why, whylen);
+	ssize_t n;
+
+	n = payload_read(ctr->fd, ctr->image, ctr->phys_end, ctr->bs, off,
+			 h->codec, h->raw_len, h->stored_len, h->sum, cctx,
+			 ctr->scratch, buf, why, whylen);
+	if (n >= 0)
+		memset((uint8_t *)buf + n, 0, ctr->bs - (size_t)n);
+	return n;
 }
 
 static void blk_to_hdr(uint64_t idx, const struct sq_blk *b,
@@ -904,18 +906,27 @@ int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc)
 	return 0;
 }
 
-ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
-			struct sq_codec_ctx *cctx, void *scratch, void *buf,
-			char *why, size_t whylen)
+ssize_t sq_ctr_read_loc_head(const struct sq_ctr_loc *loc,
+			     struct sq_codec_ctx *cctx, void *scratch,
+			     void *buf, char *why, size_t whylen)
 {
-	if (!loc->data) {
-		memset(buf, 0, loc->bs);
+	if (!loc->data)
 		return 0;
-	}
 	return payload_read(loc->fd, loc->image, loc->image_len, loc->bs,
 			    loc->off, loc->codec,
 			    loc->raw_len, loc->stored_len, loc->sum, cctx,
 			    scratch, buf, why, whylen);
+}
+
+ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
+			struct sq_codec_ctx *cctx, void *scratch, void *buf,
+			char *why, size_t whylen)
+{
+	ssize_t n = sq_ctr_read_loc_head(loc, cctx, scratch, buf, why, whylen);
+
+	if (n >= 0)
+		memset((uint8_t *)buf + n, 0, loc->bs - (size_t)n);
+	return n;
 }
 
 ssize_t sq_ctr_compact_image(int fd, void *buf, size_t cap)

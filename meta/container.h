@@ -145,6 +145,15 @@ int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc);
 ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
 			struct sq_codec_ctx *cctx, void *scratch, void *buf,
 			char *why, size_t whylen);
+/*
+ * sq_ctr_read_loc() without zeroing the block past the data: returns how
+ * many leading bytes of @buf it filled (0 for a hole); the rest of @buf is
+ * left as it was.  A small file's one block is mostly past its data, and
+ * zeroing it on every read showed in profiles.
+ */
+ssize_t sq_ctr_read_loc_head(const struct sq_ctr_loc *loc,
+			     struct sq_codec_ctx *cctx, void *scratch,
+			     void *buf, char *why, size_t whylen);
 uint64_t sq_ctr_seq(const struct sq_ctr *ctr);
 /*
  * Starts reading, without waiting, what reading blocks [@first, @first +

@@ -1164,9 +1164,31 @@ static void test_image_in_memory(void **state)
 	assert_non_null(zbuf);
 	assert_int_equal(sq_ctr_locate(ctr, 0, &loc), 0);
 	assert_true(loc.data);
+	/* The whole block: zero past the data, whatever @buf held. */
+	memset(buf, 0xa5, sq_ctr_block_size(ctr));
 	assert_int_equal(sq_ctr_read_loc(&loc, f->cctx, zbuf, buf, why,
 					 sizeof(why)), sizeof(text));
 	assert_memory_equal(buf, text, sizeof(text));
+	for (size_t k = sizeof(text); k < sq_ctr_block_size(ctr); k++)
+		assert_int_equal(buf[k], 0);
+	/* Only the data: the rest of @buf is left as it was. */
+	memset(buf, 0xa5, sq_ctr_block_size(ctr));
+	assert_int_equal(sq_ctr_read_loc_head(&loc, f->cctx, zbuf, buf, why,
+					      sizeof(why)), sizeof(text));
+	assert_memory_equal(buf, text, sizeof(text));
+	for (size_t k = sizeof(text); k < sq_ctr_block_size(ctr); k++)
+		assert_int_equal(buf[k], 0xa5);
+	/* A hole: nothing to fill, or all zeros. */
+	assert_int_equal(sq_ctr_locate(ctr, 1, &loc), 0);
+	assert_false(loc.data);
+	memset(buf, 0xa5, sq_ctr_block_size(ctr));
+	assert_int_equal(sq_ctr_read_loc_head(&loc, f->cctx, zbuf, buf, why,
+					      sizeof(why)), 0);
+	assert_int_equal(buf[0], 0xa5);
+	assert_int_equal(sq_ctr_read_loc(&loc, f->cctx, zbuf, buf, why,
+					 sizeof(why)), 0);
+	for (size_t k = 0; k < sq_ctr_block_size(ctr); k++)
+		assert_int_equal(buf[k], 0);
 	assert_int_equal(sq_ctr_next_data(ctr, 0), 0);
 
 	/* Nothing is written: there is no file behind it. */
