@@ -1264,6 +1264,21 @@ struct dirh {
 	off_t offset;
 };
 
+/*
+ * access(2) and chdir(2) reach us only without default_permissions, on a
+ * mount no other user can use: the answer is BACKING's to the daemon,
+ * which does every operation of that user.
+ */
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	struct sq_inode *i = ino_of(req, ino);
+	char path[64];
+
+	proc_path(path, sizeof(path), i->fd);
+	fuse_reply_err(req, faccessat(AT_FDCWD, path, mask, AT_EACCESS) ?
+			    errno : 0);
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -1730,6 +1745,7 @@ const struct fuse_lowlevel_ops sq_fs_ops = {
 	.fsync = op_fsync,
 	.fallocate = op_fallocate,
 	.lseek = op_lseek,
+	.access = op_access,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,

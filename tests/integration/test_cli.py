@@ -354,6 +354,53 @@ def test_debug_flag(make_mount):
     assert len(m.read_log()) > 100, "-d logged nothing"
 
 
+def mount_options(mnt):
+    """The options of the mount at `mnt`, from /proc/self/mounts."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if fields[1] == mnt:
+                return fields[3].split(",")
+    raise AssertionError("%s is not mounted" % mnt)
+
+
+def test_private_mount_leaves_permissions_to_backing(make_mount):
+    """Without allow_other only the mounting user can use the mount, and
+    every operation is the daemon's own on BACKING: the kernel's
+    default_permissions check (a GETATTR of the directory after each create
+    or unlink) is left out, and access() is answered by BACKING.  Shared
+    with allow_other, the kernel checks (test_security covers what)."""
+    m = make_mount()
+    assert "default_permissions" not in mount_options(m.mnt)
+    f = m.path("f")
+    with open(f, "wb") as fh:
+        fh.write(b"#!/bin/sh\necho ran\n")
+    os.chmod(f, 0o644)
+    assert os.access(f, os.R_OK) and os.access(f, os.W_OK)
+    assert not os.access(f, os.X_OK), "X_OK on a file without x bits"
+    with pytest.raises(PermissionError):
+        subprocess.run([f], check=True)
+    os.chmod(f, 0o755)
+    assert os.access(f, os.X_OK)
+    assert subprocess.run([f], capture_output=True).stdout == b"ran\n"
+    os.mkdir(m.path("d"))
+    # access() answers as BACKING does (root may read, write and search
+    # anything there, and run what has an x bit)
+    for name, mode in (("d", 0o600), ("d", 0o100), ("f", 0), ("f", 0o400),
+                       ("f", 0o010)):
+        os.chmod(m.path(name), mode)
+        for want in (os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK):
+            assert os.access(m.path(name), want) == \
+                os.access(m.bpath(name), want), (name, oct(mode), want)
+    if os.geteuid() != 0:
+        with pytest.raises(PermissionError):
+            open(f, "ab")
+    m.stop()
+
+    m2 = make_mount(opts=["allow_other"], name="shared")
+    assert "default_permissions" in mount_options(m2.mnt)
+
+
 def test_allow_other_and_default_permissions(make_mount):
     if shutil.which("setpriv") is None:
         pytest.skip("setpriv (util-linux) missing")

@@ -2,7 +2,7 @@
 shown as symlinks and never followed by the daemon itself (the kernel
 resolves them relative to the mount); names with "..", newlines, 255 bytes
 and non-UTF-8 bytes work; with allow_other (and the default_permissions the
-daemon always adds) an unprivileged user cannot read or change another
+daemon then adds) an unprivileged user cannot read or change another
 user's 0600 file, and what a user creates is owned by that user in BACKING,
 with setgid directories passing on their group."""
 
