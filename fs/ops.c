@@ -1308,11 +1308,6 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	}
 }
 
-/*
- * readdir and readdirplus.  With @plus every entry but "." and ".." is
- * looked up (one reference each, as the kernel counts them), so `ls -l`
- * and tar need no LOOKUP per name.
- */
 /* Whether the getattr just done on @i found it packed, and where. */
 static bool packed_ref(struct sq_inode *i, struct sq_pack_ref *ref)
 {
@@ -1327,8 +1322,14 @@ static bool packed_ref(struct sq_inode *i, struct sq_pack_ref *ref)
 	return packed;
 }
 
+/* Pack references a readdirplus gathers before asking for their pages. */
 #define READDIR_PREFETCH 64
 
+/*
+ * readdir and readdirplus.  With @plus every entry but "." and ".." is
+ * looked up (one reference each, as the kernel counts them), so `ls -l`
+ * and tar need no LOOKUP per name.
+ */
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
