@@ -116,6 +116,8 @@ struct sq_fs {
 	double timeout;		/* entry/attr timeout, seconds */
 	bool debug;
 	bool writeback;		/* -o writeback_cache asked for */
+	bool own_checks;	/* no default_permissions: open() checks
+				 * the mode against BACKING itself */
 
 	struct sq_inode root;
 

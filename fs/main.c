@@ -243,6 +243,32 @@ static void tune_writeback(const char *mnt)
 }
 
 /* One clear line on stderr; returns the exit code for startup errors. */
+/*
+ * Root, or any effective capability (a file capability on the binary):
+ * such a daemon can do on BACKING what its callers may not.
+ */
+static bool privileged(void)
+{
+	char line[256];
+	bool r = geteuid() == 0;
+	FILE *f;
+
+	if (r)
+		return true;
+	f = fopen("/proc/self/status", "re");
+	if (!f)
+		return true;	/* cannot tell: keep the kernel's check */
+	r = true;
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "CapEff:", 7)) {
+			r = strtoull(line + 7, NULL, 16) != 0;
+			break;
+		}
+	}
+	fclose(f);
+	return r;
+}
+
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {
@@ -503,15 +529,20 @@ int main(int argc, char **argv)
 
 	/*
 	 * Shared with other users, the kernel checks their permissions from
-	 * the attributes we report, as a local filesystem would.  A mount
-	 * only its owner can use needs no such check: every operation is
-	 * the daemon's own on BACKING, which checks it (root may do all, as
-	 * on BACKING).  The check costs a GETATTR of the directory after
-	 * every create or unlink in it (the kernel drops its attributes),
-	 * a quarter of the requests of creating and deleting files.
+	 * the attributes we report, as a local filesystem would.  So it does
+	 * for a privileged daemon: the kernel lets in every caller with the
+	 * mounter's uids and gids, whatever its fsuid, groups or
+	 * capabilities (knfsd serving NFS clients, a root service that
+	 * dropped CAP_DAC_OVERRIDE), and our root would then act for them.
+	 * Only an unprivileged daemon's private mount goes without: its
+	 * callers are its own user, and BACKING checks what the daemon does
+	 * for them (open() too, see op_open()).  The kernel's check costs a
+	 * GETATTR of the directory after every create or unlink in it (the
+	 * kernel drops its attributes), a quarter of those requests.
 	 */
+	fs.own_checks = !o.shared && !privileged();
 	snprintf(fsname, sizeof(fsname), "-ofsname=squeezefs:%s", backing);
-	if ((o.shared &&
+	if ((!fs.own_checks &&
 	     fuse_opt_add_arg(&args, "-odefault_permissions")) ||
 	    fuse_opt_add_arg(&args, "-osubtype=squeezefs") ||
 	    fuse_opt_add_arg(&args, fsname)) {

@@ -1006,13 +1006,39 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	}
 }
 
+/*
+ * Without the kernel's check (see main.c), BACKING's, for the file whose
+ * O_PATH fd is @fd: an open that shares the file's container, or reads a
+ * packed image, opens nothing there that could be refused.  0 or errno.
+ */
+static int open_allowed(struct sq_fs *fs, int fd, int flags)
+{
+	int acc = flags & O_ACCMODE, mask = 0;
+	char path[64];
+
+	if (!fs->own_checks)
+		return 0;
+	if (acc == O_RDONLY || acc == O_RDWR)
+		mask |= R_OK;
+	if (acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC))
+		mask |= W_OK;
+	proc_path(path, sizeof(path), fd);
+	return faccessat(AT_FDCWD, path, mask, AT_EACCESS) ? errno : 0;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *i = ino_of(req, ino);
+	int r;
 
 	if (i->type != S_IFREG) {
 		fuse_reply_err(req, i->type == S_IFDIR ? EISDIR : EINVAL);
+		return;
+	}
+	r = open_allowed(fs, i->fd, fi->flags);
+	if (r) {
+		fuse_reply_err(req, r);
 		return;
 	}
 	finish_open(req, fs, i, fi, false, NULL, -1);
@@ -1082,6 +1108,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -r);
 		return;
 	}
+	if (!created && (r = -open_allowed(fs, fd, fi->flags)))
+		goto fail;
 	pfd = fd;
 	if (created) {
 		r = set_owner(req, p, fd, "");
@@ -1265,9 +1293,9 @@ struct dirh {
 };
 
 /*
- * access(2) and chdir(2) reach us only without default_permissions, on a
- * mount no other user can use: the answer is BACKING's to the daemon,
- * which does every operation of that user.
+ * access(2) and chdir(2) reach us only without default_permissions, on an
+ * unprivileged daemon's private mount: the answer is BACKING's to the
+ * daemon, which does every operation of its one user.
  */
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {

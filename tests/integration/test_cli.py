@@ -6,6 +6,9 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import time
 
 import pytest
 
@@ -364,41 +367,142 @@ def mount_options(mnt):
     raise AssertionError("%s is not mounted" % mnt)
 
 
-def test_private_mount_leaves_permissions_to_backing(make_mount):
-    """Without allow_other only the mounting user can use the mount, and
-    every operation is the daemon's own on BACKING: the kernel's
-    default_permissions check (a GETATTR of the directory after each create
-    or unlink) is left out, and access() is answered by BACKING.  Shared
-    with allow_other, the kernel checks (test_security covers what)."""
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root daemon")
+def test_root_daemon_keeps_kernel_permission_checks(make_mount):
+    """A root daemon's private mount still has the kernel check permissions
+    (default_permissions): the kernel lets in every caller with root's uids,
+    whatever its capabilities or fsuid (knfsd, a service that dropped
+    CAP_DAC_OVERRIDE), and the daemon's root would read anything for it."""
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) missing")
     m = make_mount()
-    assert "default_permissions" not in mount_options(m.mnt)
-    f = m.path("f")
-    with open(f, "wb") as fh:
-        fh.write(b"#!/bin/sh\necho ran\n")
-    os.chmod(f, 0o644)
-    assert os.access(f, os.R_OK) and os.access(f, os.W_OK)
-    assert not os.access(f, os.X_OK), "X_OK on a file without x bits"
-    with pytest.raises(PermissionError):
-        subprocess.run([f], check=True)
-    os.chmod(f, 0o755)
-    assert os.access(f, os.X_OK)
-    assert subprocess.run([f], capture_output=True).stdout == b"ran\n"
-    os.mkdir(m.path("d"))
-    # access() answers as BACKING does (root may read, write and search
-    # anything there, and run what has an x bit)
-    for name, mode in (("d", 0o600), ("d", 0o100), ("f", 0), ("f", 0o400),
-                       ("f", 0o010)):
-        os.chmod(m.path(name), mode)
-        for want in (os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK):
-            assert os.access(m.path(name), want) == \
-                os.access(m.bpath(name), want), (name, oct(mode), want)
-    if os.geteuid() != 0:
-        with pytest.raises(PermissionError):
-            open(f, "ab")
-    m.stop()
+    assert "default_permissions" in mount_options(m.mnt)
+    with open(m.path("theirs"), "wb") as f:
+        f.write(b"user 1000's secret\n")
+    os.chown(m.path("theirs"), 1000, 1000)
+    os.chmod(m.path("theirs"), 0o600)
+    nocaps = ["setpriv", "--inh-caps=-all", "--bounding-set=-all"]
+    r = subprocess.run(nocaps + ["cat", m.path("theirs")],
+                       capture_output=True, timeout=20)
+    assert r.returncode != 0 and b"Permission denied" in r.stderr, r
+    r = subprocess.run(nocaps + ["sh", "-c", "echo x >> \"$0\"",
+                                 m.path("theirs")],
+                       capture_output=True, timeout=20)
+    assert r.returncode != 0, r
+    with open(m.path("theirs"), "rb") as f:
+        assert f.read() == b"user 1000's secret\n"
+    r = subprocess.run(["cat", m.path("theirs")], capture_output=True,
+                       timeout=20)
+    assert r.returncode == 0 and r.stdout == b"user 1000's secret\n", r
 
-    m2 = make_mount(opts=["allow_other"], name="shared")
-    assert "default_permissions" in mount_options(m2.mnt)
+
+UNPRIV_CHECKS = r"""
+import errno, os, subprocess, sys
+mnt, bk = sys.argv[1], sys.argv[2]
+f, bf = os.path.join(mnt, "f"), os.path.join(bk, "f")
+with open(f, "wb") as fh:
+    fh.write(b"#!/bin/sh\necho ran\n")
+os.chmod(f, 0o644)
+assert os.access(f, os.R_OK) and os.access(f, os.W_OK)
+assert not os.access(f, os.X_OK), "X_OK on a file without x bits"
+try:
+    subprocess.run([f], check=True)
+    raise AssertionError("ran a file without x bits")
+except PermissionError:
+    pass
+os.chmod(f, 0o755)
+assert subprocess.run([f], capture_output=True).stdout == b"ran\n"
+os.mkdir(os.path.join(mnt, "d"))
+for name, mode in (("d", 0o700), ("d", 0o100), ("f", 0), ("f", 0o400),
+                   ("f", 0o200), ("f", 0o500)):
+    os.chmod(os.path.join(mnt, name), mode)
+    for want in (os.R_OK, os.W_OK, os.X_OK, os.R_OK | os.W_OK):
+        assert os.access(os.path.join(mnt, name), want) == \
+            os.access(os.path.join(bk, name), want), (name, oct(mode), want)
+os.chmod(f, 0o644)
+# A second open shares the first one's container: it is checked all the
+# same, as BACKING would check it.
+held = open(f, "r+b")
+os.chmod(f, 0o444)
+for how in ("ab", "r+b", "wb"):
+    try:
+        open(f, how).close()
+        raise AssertionError("opened a 0444 file with " + how)
+    except PermissionError:
+        pass
+os.chmod(f, 0)
+try:
+    open(f, "rb").close()
+    raise AssertionError("read a 0000 file")
+except PermissionError:
+    pass
+try:
+    os.open(f, os.O_CREAT | os.O_WRONLY)
+    raise AssertionError("O_CREAT opened a 0000 file for writing")
+except PermissionError:
+    pass
+held.write(b"#")
+held.close()
+os.chmod(f, 0o644)
+with open(f, "rb") as fh:
+    assert fh.read(1) == b"#"
+print("OK")
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a daemon as nobody")
+def test_unprivileged_private_mount_leaves_permissions_to_backing():
+    """An unprivileged daemon's private mount can only be used by its own
+    user: the kernel's default_permissions check (a GETATTR of the
+    directory after each create or unlink) is left out, and BACKING
+    answers access(), exec and every open, a second open of a file already
+    open included."""
+    if shutil.which("setpriv") is None or \
+            shutil.which("fusermount3") is None:
+        pytest.skip("setpriv or fusermount3 missing")
+    top = tempfile.mkdtemp(prefix="sq-unpriv-", dir="/tmp")
+    os.chmod(top, 0o755)
+    bk, mnt = os.path.join(top, "b"), os.path.join(top, "m")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    proc = None
+    # libfuse opens /dev/fuse itself before it falls back to fusermount3,
+    # and some machines (this one's containers) keep it root's only.
+    fuse_mode = os.stat("/dev/fuse").st_mode & 0o7777
+    try:
+        if fuse_mode & 0o006 != 0o006:
+            os.chmod("/dev/fuse", fuse_mode | 0o666)
+        for d in (bk, mnt):
+            os.mkdir(d)
+            os.chown(d, 65534, 65534)
+        proc = subprocess.Popen(nobody + [BIN, "-f", bk, mnt],
+                                stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                opts = mount_options(mnt)
+                break
+            except AssertionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.communicate(timeout=5)[0] \
+                        if proc.poll() is not None else b""
+                    pytest.fail("no unprivileged mount: %r" % out)
+                time.sleep(0.05)
+        assert "default_permissions" not in opts
+        r = subprocess.run(nobody + [sys.executable, "-c", UNPRIV_CHECKS,
+                                     mnt, bk],
+                           capture_output=True, timeout=60, cwd=top)
+        assert r.returncode == 0 and r.stdout.strip() == b"OK", r
+    finally:
+        if proc is not None:
+            subprocess.run(["umount", mnt], capture_output=True)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        os.chmod("/dev/fuse", fuse_mode)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 def test_allow_other_and_default_permissions(make_mount):
