@@ -242,7 +242,6 @@ static void tune_writeback(const char *mnt)
 	close(fd);
 }
 
-/* One clear line on stderr; returns the exit code for startup errors. */
 /*
  * Root, or any effective capability (a file capability on the binary):
  * such a daemon can do on BACKING what its callers may not.
@@ -250,15 +249,14 @@ static void tune_writeback(const char *mnt)
 static bool privileged(void)
 {
 	char line[256];
-	bool r = geteuid() == 0;
+	bool r = true;	/* cannot tell: keep the kernel's check */
 	FILE *f;
 
-	if (r)
+	if (geteuid() == 0)
 		return true;
 	f = fopen("/proc/self/status", "re");
 	if (!f)
-		return true;	/* cannot tell: keep the kernel's check */
-	r = true;
+		return true;
 	while (fgets(line, sizeof(line), f)) {
 		if (!strncmp(line, "CapEff:", 7)) {
 			r = strtoull(line + 7, NULL, 16) != 0;
@@ -269,6 +267,7 @@ static bool privileged(void)
 	return r;
 }
 
+/* One clear line on stderr; returns the exit code for startup errors. */
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
 {

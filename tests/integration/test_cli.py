@@ -397,9 +397,9 @@ def test_root_daemon_keeps_kernel_permission_checks(make_mount):
 
 
 UNPRIV_CHECKS = r"""
-import errno, os, subprocess, sys
+import os, subprocess, sys
 mnt, bk = sys.argv[1], sys.argv[2]
-f, bf = os.path.join(mnt, "f"), os.path.join(bk, "f")
+f = os.path.join(mnt, "f")
 with open(f, "wb") as fh:
     fh.write(b"#!/bin/sh\necho ran\n")
 os.chmod(f, 0o644)
