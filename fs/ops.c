@@ -1006,6 +1006,16 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	}
 }
 
+/* BACKING's answer to access(@mask) by the daemon for the object whose
+ * O_PATH fd is @fd: 0 or errno. */
+static int backing_access(int fd, int mask)
+{
+	char path[64];
+
+	proc_path(path, sizeof(path), fd);
+	return faccessat(AT_FDCWD, path, mask, AT_EACCESS) ? errno : 0;
+}
+
 /*
  * Without the kernel's check (see main.c), BACKING's, for the file whose
  * O_PATH fd is @fd: an open that shares the file's container, or reads a
@@ -1014,7 +1024,6 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 static int open_allowed(struct sq_fs *fs, int fd, int flags)
 {
 	int acc = flags & O_ACCMODE, mask = 0;
-	char path[64];
 
 	if (!fs->own_checks)
 		return 0;
@@ -1022,8 +1031,7 @@ static int open_allowed(struct sq_fs *fs, int fd, int flags)
 		mask |= R_OK;
 	if (acc == O_WRONLY || acc == O_RDWR || (flags & O_TRUNC))
 		mask |= W_OK;
-	proc_path(path, sizeof(path), fd);
-	return faccessat(AT_FDCWD, path, mask, AT_EACCESS) ? errno : 0;
+	return backing_access(fd, mask);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1299,12 +1307,7 @@ struct dirh {
  */
 static void op_access(fuse_req_t req, fuse_ino_t ino, int mask)
 {
-	struct sq_inode *i = ino_of(req, ino);
-	char path[64];
-
-	proc_path(path, sizeof(path), i->fd);
-	fuse_reply_err(req, faccessat(AT_FDCWD, path, mask, AT_EACCESS) ?
-			    errno : 0);
+	fuse_reply_err(req, backing_access(ino_of(req, ino)->fd, mask));
 }
 
 static void op_opendir(fuse_req_t req, fuse_ino_t ino,
