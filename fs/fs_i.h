@@ -41,9 +41,6 @@ struct sq_ctr;
 /* Defaults of the mount options. */
 #define SQ_DEFAULT_BLOCK_SHIFT 17		/* 128 KiB */
 #define SQ_DEFAULT_CACHE_SIZE (64u << 20)
-/* -o spin (fs/loop.c), microseconds. */
-#define SQ_DEFAULT_SPIN_US 1000u
-#define SQ_MAX_SPIN_US 100000u
 /* Dirty (not yet compressed) bytes one file may hold before it writes back. */
 #define SQ_FILE_DIRTY_MAX (4u << 20)
 /* Dirty bytes across all files before writers write back everything. */
@@ -320,20 +317,8 @@ int sq_wq_start(struct sq_fs *fs, unsigned nthreads);
 void sq_wq_push(struct sq_fs *fs, struct sq_job *job);
 /* Runs every queued job, then joins the workers.  NULL-safe. */
 void sq_wq_stop(struct sq_fs *fs);
-/* Blocks queued or being compressed (0 without workers). */
-unsigned sq_wq_active(struct sq_fs *fs);
 /* file.c: compresses and stores one queued block. */
 void sq_file_run_job(struct sq_fs *fs, struct sq_job *job);
-
-/* ---- loop.c ---- */
-/*
- * Reads and handles requests of @se with @nthreads threads until the
- * session ends (unmount, or a signal libfuse's handlers catch); an idle
- * thread spins up to @spin_us microseconds for the next request while that
- * pays (0: never).  Returns 0 or -errno.
- */
-int sq_loop_run(struct sq_fs *fs, struct fuse_session *se, unsigned nthreads,
-		unsigned spin_us);
 
 /* ---- fsck.c ---- */
 int sq_fsck_main(int argc, char **argv);

@@ -16,8 +16,6 @@ struct sq_wq {
 	/* Guarded by lock. */
 	struct sq_job *head, **tail;
 	bool stop;
-	/* Jobs queued or running: read without the lock (fs/loop.c). */
-	atomic_uint active;
 	/* Immutable after sq_wq_start(). */
 	struct sq_fs *fs;
 	pthread_t *threads;
@@ -44,7 +42,6 @@ static void *worker_main(void *arg)
 		if (!j)
 			return NULL;	/* stopping, queue empty */
 		sq_file_run_job(q->fs, j);
-		atomic_fetch_sub(&q->active, 1);
 	}
 }
 
@@ -84,17 +81,11 @@ void sq_wq_push(struct sq_fs *fs, struct sq_job *j)
 	struct sq_wq *q = fs->wq;
 
 	j->next = NULL;
-	atomic_fetch_add(&q->active, 1);
 	pthread_mutex_lock(&q->lock);
 	*q->tail = j;
 	q->tail = &j->next;
 	pthread_cond_signal(&q->cond);
 	pthread_mutex_unlock(&q->lock);
-}
-
-unsigned sq_wq_active(struct sq_fs *fs)
-{
-	return fs->wq ? atomic_load(&fs->wq->active) : 0;
 }
 
 void sq_wq_stop(struct sq_fs *fs)

@@ -5,7 +5,6 @@ codec= really reach the containers on disk (issue 2, "Command line")."""
 import errno
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -144,8 +143,7 @@ def test_backing_unreadable(tmp_path):
 @pytest.mark.parametrize("opt", [
     "block_size=3000", "block_size=2M", "block_size=2K", "block_size=0",
     "block_size=abc", "codec=foo", "codec=zstd:99", "codec=zlib:10",
-    "codec=lz4:x", "cache_size=abc", "spin=abc", "spin=-1", "spin=100001",
-    "spin=10us", "spin="])
+    "codec=lz4:x", "cache_size=abc"])
 def test_bad_option_values(tmp_path, opt):
     b = tmp_path / "backing"
     m = tmp_path / "mnt"
@@ -335,69 +333,6 @@ def test_cache_size_option_accepted(make_mount):
     m.remount()
     with open(m.path("f"), "rb") as f:
         assert f.read() == TEXT * 3
-
-
-@pytest.mark.parametrize("spin", ["0", "100000"])
-def test_spin_option_accepted(make_mount, spin):
-    """-o spin only changes how idle threads wait for requests."""
-    m = make_mount(opts=["spin=" + spin])
-    os.mkdir(m.path("d"))
-    for i in range(200):
-        with open(m.path("d", "f%d" % i), "wb") as f:
-            f.write(TEXT[:1000 + i])
-    m.remount()
-    assert sorted(os.listdir(m.path("d"))) == sorted(
-        "f%d" % i for i in range(200))
-    for i in range(200):
-        with open(m.path("d", "f%d" % i), "rb") as f:
-            assert f.read() == TEXT[:1000 + i]
-
-
-def daemon_cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def test_idle_mount_stops_spinning(make_mount):
-    """Threads poll for the next request only for a while after a burst:
-    an idle mount must not keep a CPU busy (-o spin's upper bound is well
-    below the quiet time measured here)."""
-    m = make_mount(opts=["spin=100000"])
-    os.mkdir(m.path("d"))
-    for i in range(300):
-        with open(m.path("d", "f%d" % i), "wb") as f:
-            f.write(b"x" * 100)
-    time.sleep(3)       # packing of the new files is done by then
-    for _ in range(5):  # a burst of quick requests: spinning pays
-        for i in range(300):
-            os.stat(m.path("d", "f%d" % i))
-    time.sleep(0.5)
-    c0 = daemon_cpu_seconds(m.proc.pid)
-    time.sleep(2)
-    used = daemon_cpu_seconds(m.proc.pid) - c0
-    assert used < 0.3, "idle daemon used %.2f s of CPU in 2 s" % used
-
-
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
-def test_signal_unmounts_cleanly(make_mount, sig):
-    """A signal libfuse handles ends the session: the daemon stores what it
-    holds, unmounts and exits 0, with or without requests in flight."""
-    m = make_mount()
-    with open(m.path("f"), "wb") as f:
-        f.write(TEXT)
-    os.stat(m.path("f"))
-    m.proc.send_signal(getattr(signal, sig))
-    rc = m.proc.wait(timeout=30)
-    m.proc = None
-    assert rc == 0, "squeezefs exited %d after %s:\n%s" % (
-        rc, sig, m.read_log()[-2000:])
-    assert wait_for(lambda: not os.path.ismount(m.mnt), 5), \
-        "still mounted after %s" % sig
-    m.check_log()
-    m.start()
-    with open(m.path("f"), "rb") as f:
-        assert f.read() == TEXT
 
 
 def test_lock_file_and_mount_leave_no_stray_files(sqfs):
