@@ -869,7 +869,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--systems", help="comma list of plain,bindfs,fast,"
-                    "balanced,max,wb,btrfs (default all)")
+                    "balanced,max,wb,btrfs (default all) and none "
+                    "(squeezefs -o codec=none, only when listed)")
     ap.add_argument("--workloads", default="copyread,fio,meta")
     ap.add_argument("--perf", action="store_true", help="after the runs, "
                     "perf-record the default policy's daemon for 10 s of "
@@ -949,6 +950,13 @@ def main():
         if pol == defpol:
             label += " (default)"
         systems.append(Fuse(pol, label, argv))
+    # Opt-in reference (--systems ...,none): squeezefs storing every block
+    # raw, i.e. its own per-file and per-request cost without any
+    # compression.  What a policy can reach on this machine is bounded by
+    # it wherever the disk is not the bottleneck.
+    if a.systems and "none" in a.systems.split(","):
+        systems.append(Fuse("none", "squeezefs codec=none (reference)",
+                            [a.squeezefs, "-f", "-o", "codec=none"]))
     # The default policy again with the opt-in writeback cache (README:
     # what it trades).  Its figures are shown apart from the targets.
     argv = [a.squeezefs, "-f", "-o", "writeback_cache"]
