@@ -951,9 +951,9 @@ def main():
             label += " (default)"
         systems.append(Fuse(pol, label, argv))
     # Opt-in reference (--systems ...,none): squeezefs storing every block
-    # raw, i.e. its own per-file and per-request cost without any
-    # compression.  What a policy can reach on this machine is bounded by
-    # it wherever the disk is not the bottleneck.
+    # raw: its own per-file and per-request cost without any compression,
+    # so a policy's figure can be split into that cost, what compression
+    # costs in CPU and what fewer bytes save in I/O.
     if a.systems and "none" in a.systems.split(","):
         systems.append(Fuse("none", "squeezefs codec=none (reference)",
                             [a.squeezefs, "-f", "-o", "codec=none"]))
