@@ -49,6 +49,13 @@ struct sq_ctr;
 struct sq_file;
 struct sq_wq;
 
+/* One name of an inode, as the kernel knows it (fs/prune.c). */
+struct sq_iname {
+	struct sq_iname *next;
+	uint64_t parent;	/* fuse_ino_t of the directory */
+	char name[];
+};
+
 /* A block handed to the compression workers (fs/worker.c). */
 struct sq_job {
 	struct sq_job *next;	/* queue link, guarded by the queue lock */
@@ -70,9 +77,11 @@ struct sq_inode {
 	unsigned npin;		/* held by the packer; lives while > 0 */
 	bool pack_queued;	/* waiting in the packer's queue */
 	struct sq_inode *hnext;	/* hash chain */
-	/* Where the kernel last looked it up, and when: prune.c's hints. */
-	uint64_t pparent;	/* fuse_ino_t of the parent */
-	char *pname;
+	/* The names the kernel last looked it up by (a hard-linked file has
+	 * a dentry per name: all must go for the kernel to forget it), most
+	 * recent first, and when: prune.c's hints. */
+	struct sq_iname *names;
+	unsigned nnames;
 	uint64_t used;
 
 	/* The kernel asks for security.capability before every write():
@@ -239,6 +248,13 @@ void sq_prune_stop(struct sq_fs *fs);
 /* Inode @i was just looked up as @name in @parent (fuse replies an entry). */
 void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 		   struct sq_inode *parent, const char *name);
+/* The name @name of @parent is gone (unlinked, or renamed to @nparent's
+ * @nname when that is not NULL): @i, found under it, forgets or moves it. */
+void sq_prune_rename(struct sq_fs *fs, struct sq_inode *i,
+		     struct sq_inode *parent, const char *name,
+		     struct sq_inode *nparent, const char *nname);
+/* Frees @i's names (the inode is dying; no lock needed). */
+void sq_prune_forget(struct sq_inode *i);
 
 /* ---- pack.c: small files' containers packed together ---- */
 struct sq_pack;
@@ -322,8 +338,17 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job);
 
 /* ---- fsck.c ---- */
 int sq_fsck_main(int argc, char **argv);
-/* main.c: flocks BACKING/.squeezefs/lock (made if missing) as a mount
- * does; returns the fd, or -errno (-EWOULDBLOCK: mounted). */
-int sq_take_lock(int root_fd);
+/*
+ * main.c: flocks BACKING/.squeezefs/lock (made if missing) as a mount
+ * does, waiting while a daemon that is no longer mounted still holds it
+ * (storing its last blocks; after a second it says so on stderr, prefixed
+ * with @who, unless that is NULL).  Returns the fd, or -errno:
+ * -EWOULDBLOCK when BACKING is mounted, -ETIMEDOUT when the holder does
+ * not let go within minutes.
+ */
+int sq_take_lock(int root_fd, const char *who);
+/* main.c: marks (or, @on false, unmarks) BACKING as served by a live
+ * mount, on the fd sq_take_lock() returned. */
+int sq_lock_serve(int fd, bool on);
 
 #endif /* SQ_FS_I_H */

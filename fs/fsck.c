@@ -397,7 +397,7 @@ int sq_fsck_main(int argc, char **argv)
 	if (reclaim) {
 		/* A mount frees and appends images meanwhile: what looks
 		 * orphaned to a walk may be live by its end. */
-		lock = sq_take_lock(fd);
+		lock = sq_take_lock(fd, "squeezefs fsck");
 		if (lock < 0) {
 			fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 				lock == -EWOULDBLOCK ? "mounted: unmount it "

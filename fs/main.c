@@ -20,6 +20,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SQ_VERSION "0.1.0"
@@ -293,12 +294,45 @@ static bool inside(const char *inner, const char *outer)
 }
 
 /*
- * BACKING/.squeezefs/lock, flock'ed for the mount's lifetime: a second
- * daemon on the same BACKING would corrupt both views.  Returns the fd,
- * or -errno (-EWOULDBLOCK when already mounted).
+ * BACKING/.squeezefs/lock guards BACKING against two daemons (or a daemon
+ * and fsck), which would corrupt both views.  Two locks on it:
+ *
+ *   - flock(): held for the owner's whole life, by a daemon until it has
+ *     stored its last block and exited, by fsck while it runs;
+ *   - an OFD write lock on byte 0: held by a daemon only while its mount
+ *     serves requests.
+ *
+ * umount returns as soon as the kernel has detached the mount; the daemon
+ * then stores what it still holds, which may take a while.  A new daemon
+ * (or fsck) that finds the flock taken but byte 0 free waits for that
+ * instead of failing: `umount; mount` works as on any filesystem.  Byte 0
+ * taken means a live mount: refused at once.
  */
-int sq_take_lock(int root_fd)
+#define SQ_LOCK_WAIT_SECS 300	/* a full cache stored at a slow disk's pace */
+
+static bool lock_serving(int fd)
 {
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
+			    .l_start = 0, .l_len = 1 };
+
+	/* A failed query counts as a live mount: refusing is safe. */
+	if (fcntl(fd, F_OFD_GETLK, &fl))
+		return true;
+	return fl.l_type != F_UNLCK;
+}
+
+int sq_lock_serve(int fd, bool on)
+{
+	struct flock fl = { .l_type = on ? F_WRLCK : F_UNLCK,
+			    .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+
+	return fcntl(fd, F_OFD_SETLK, &fl) ? -errno : 0;
+}
+
+int sq_take_lock(int root_fd, const char *who)
+{
+	struct timespec start, now;
+	bool said = false;
 	int dfd, fd;
 
 	if (mkdirat(root_fd, SQ_RESERVED_NAME, 0700) && errno != EEXIST)
@@ -312,12 +346,32 @@ int sq_take_lock(int root_fd)
 	close(dfd);
 	if (fd < 0)
 		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB)) {
+	clock_gettime(CLOCK_MONOTONIC, &start);
+	while (flock(fd, LOCK_EX | LOCK_NB)) {
 		int e = -errno;
+		double waited;
 
-		close(fd);
-		return e;
+		if (e != -EWOULDBLOCK || lock_serving(fd)) {
+			close(fd);
+			return e;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		waited = (double)(now.tv_sec - start.tv_sec) +
+			 (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+		if (waited > SQ_LOCK_WAIT_SECS) {
+			close(fd);
+			return -ETIMEDOUT;
+		}
+		if (waited > 1.0 && !said && who) {
+			fprintf(stderr, "%s: waiting for the squeezefs that "
+				"last mounted this BACKING (or an fsck) to "
+				"finish storing and let go of it\n", who);
+			said = true;
+		}
+		usleep(10000);
 	}
+	if (said)
+		fprintf(stderr, "%s: BACKING free, going on\n", who);
 	return fd;
 }
 
@@ -371,7 +425,7 @@ static void fs_teardown(struct sq_fs *fs)
 			sq_inode_dead(fs, i);
 			close(i->fd);
 			pthread_mutex_destroy(&i->lock);
-			free(i->pname);
+			sq_prune_forget(i);
 			free(i);
 		}
 	}
@@ -512,10 +566,21 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s: %s", backing, strerror(-r));
 		goto out;
 	}
-	fs.lock_fd = sq_take_lock(fs.root_fd);
+	fs.lock_fd = sq_take_lock(fs.root_fd, "squeezefs");
 	if (fs.lock_fd == -EWOULDBLOCK) {
 		ret = fail("BACKING %s is already mounted by another "
 			   "squeezefs", backing);
+		goto out;
+	}
+	if (fs.lock_fd == -ETIMEDOUT) {
+		ret = fail("BACKING %s is still held by a squeezefs that was "
+			   "unmounted (or an fsck) after %d s: is it stuck?",
+			   backing, SQ_LOCK_WAIT_SECS);
+		goto out;
+	}
+	if (fs.lock_fd >= 0 && (r = sq_lock_serve(fs.lock_fd, true))) {
+		ret = fail("cannot lock BACKING %s: %s", backing,
+			   strerror(-r));
 		goto out;
 	}
 	if (fs.lock_fd < 0 && fs.lock_fd != -EROFS) {
@@ -621,8 +686,12 @@ int main(int argc, char **argv)
 	}
 unmount:
 	sq_prune_stop(&fs);
-	sq_pack_stop(&fs);
 	fuse_session_unmount(se);
+	/* Detached: a new mount of BACKING may start, and waits on the
+	 * flock until everything below is stored. */
+	if (fs.lock_fd >= 0)
+		sq_lock_serve(fs.lock_fd, false);
+	sq_pack_stop(&fs);
 	fuse_remove_signal_handlers(se);
 out:
 	if (se)

@@ -47,6 +47,32 @@ static fuse_ino_t ino_id(struct sq_fs *fs, struct sq_inode *i)
 	return i == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
 }
 
+/*
+ * The inode number the mount shows for the backing object (@dev, @ino):
+ * BACKING's own, so that it is the same on every path (lookup, getattr,
+ * readdir, readdirplus), after a remount, for every link of a file, and
+ * never another live file's while this one exists.  tar, cp -a and
+ * rsync -H find hard links by it; git, borg and restic spot unchanged
+ * files by it.  (The FUSE node id, our inode's address, stays between us
+ * and the kernel: it is reused once the kernel forgets an inode.)  An
+ * object on another filesystem mounted inside BACKING gets its device
+ * mixed into the high bits, which 32-bit inode numbers leave free.
+ */
+static ino_t show_ino(const struct sq_fs *fs, dev_t dev, ino_t ino)
+{
+	uint64_t d = (uint64_t)dev;
+
+	if (dev == fs->root.src_dev)
+		return ino;
+	d *= 0x9E3779B97F4A7C15ull;
+	return (ino_t)((uint64_t)ino ^ (d & 0xFFFFFFFF00000000ull));
+}
+
+static void show_attr(const struct sq_fs *fs, struct stat *st)
+{
+	st->st_ino = show_ino(fs, st->st_dev, st->st_ino);
+}
+
 static void proc_path(char *buf, size_t n, int fd)
 {
 	snprintf(buf, n, "/proc/self/fd/%d", fd);
@@ -153,7 +179,7 @@ static void iput_refs(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
 		sq_inode_dead(fs, i);
 		close(i->fd);
 		pthread_mutex_destroy(&i->lock);
-		free(i->pname);
+		sq_prune_forget(i);
 		free(i);
 	}
 }
@@ -347,7 +373,7 @@ static void reply_entry(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	memset(&e, 0, sizeof(e));
 	e.ino = ino_id(fs, i);
 	e.attr = *st;
-	e.attr.st_ino = e.ino;
+	show_attr(fs, &e.attr);
 	e.attr_timeout = fs->timeout;
 	e.entry_timeout = fs->timeout;
 	if (fuse_reply_entry(req, &e) == -ENOENT)
@@ -484,7 +510,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -r);
 		return;
 	}
-	st.st_ino = ino;
+	show_attr(fs, &st);
 	fuse_reply_attr(req, &st, fs->timeout);
 }
 
@@ -661,7 +687,7 @@ out:
 		fuse_reply_err(req, -r);
 		return;
 	}
-	st.st_ino = ino;
+	show_attr(fs, &st);
 	fuse_reply_attr(req, &st, fs->timeout);
 }
 
@@ -814,6 +840,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		fuse_reply_err(req, -r);
 		return;
 	}
+	/* The kernel now holds a dentry for this name too. */
+	sq_prune_note(fs, i, p, newname);
 	reply_entry(req, fs, i, &st);
 }
 
@@ -900,6 +928,17 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 		close(v->fd);
 }
 
+/* The table's inode of @name in @dir, with a lookup reference, or NULL. */
+static struct sq_inode *cached_at(struct sq_fs *fs, struct sq_inode *dir,
+				  const char *name)
+{
+	struct stat st;
+
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW))
+		return NULL;
+	return iget_cached(fs, &st);
+}
+
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct sq_fs *fs = fs_of(req);
@@ -913,6 +952,8 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	victim_get(fs, p, name, &v);
 	r = unlinkat(p->fd, name, 0) ? errno : 0;
+	if (r == 0 && v.i)
+		sq_prune_rename(fs, v.i, p, name, NULL, NULL);
 	victim_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
@@ -934,6 +975,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
+	struct sq_inode *src = NULL, *dst = NULL;
 	struct victim v;
 	int r;
 
@@ -950,10 +992,28 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		victim_get(fs, np, newname, &v);
 	else
 		memset(&v, 0, sizeof(v)), v.fd = -1;
+	/* The objects whose names move, when the table has them: the
+	 * pruner's names follow the kernel's dentries. */
+	src = cached_at(fs, p, name);
+	if (flags & RENAME_EXCHANGE)
+		dst = cached_at(fs, np, newname);
 	if (flags)
 		r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
 	else
 		r = renameat(p->fd, name, np->fd, newname) ? errno : 0;
+	if (r == 0) {
+		/* A rename onto another link of the same file does nothing. */
+		if (v.i && v.i != src)
+			sq_prune_rename(fs, v.i, np, newname, NULL, NULL);
+		if (src && v.i != src)
+			sq_prune_rename(fs, src, p, name, np, newname);
+		if (dst)
+			sq_prune_rename(fs, dst, np, newname, p, name);
+	}
+	if (src)
+		iput(fs, src, 1, 0);
+	if (dst)
+		iput(fs, dst, 1, 0);
 	victim_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
@@ -994,7 +1054,7 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 		memset(&e, 0, sizeof(e));
 		e.ino = ino_id(fs, i);
 		e.attr = *st;
-		e.attr.st_ino = e.ino;
+		show_attr(fs, &e.attr);
 		e.attr_timeout = fs->timeout;
 		e.entry_timeout = fs->timeout;
 		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
@@ -1403,7 +1463,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			continue;
 		}
 		memset(&st, 0, sizeof(st));
-		st.st_ino = de->d_ino;
+		/* ".." of the root leads out of BACKING: as on a local
+		 * filesystem's root, it is the root itself. */
+		if (root && strcmp(de->d_name, "..") == 0)
+			st.st_ino = show_ino(fs, fs->root.src_dev,
+					     fs->root.src_ino);
+		else
+			st.st_ino = show_ino(fs, parent->src_dev, de->d_ino);
 		st.st_mode = (mode_t)de->d_type << 12;
 		if (!plus) {
 			n = fuse_add_direntry(req, p, rem, de->d_name, &st,
@@ -1431,7 +1497,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 					break;
 				}
 				e.ino = ino_id(fs, ci);
-				e.attr.st_ino = e.ino;
+				show_attr(fs, &e.attr);
 				if (S_ISREG(e.attr.st_mode) &&
 				    packed_ref(ci, &refs[nrefs]) &&
 				    ++nrefs == READDIR_PREFETCH) {

@@ -40,12 +40,17 @@ struct sq_prune {
 	bool kick;
 };
 
+/* One name to drop: the names of one inode are consecutive. */
 struct victim {
-	uint64_t used;
-	struct sq_inode *ino;
 	fuse_ino_t parent;
 	char *name;
 };
+
+/* Names kept per inode: the kernel holds a dentry for each name it
+ * looked a file up by, and forgets the inode only once all are gone.  A
+ * file with more links than this, all looked up, may stay until the
+ * kernel drops the rest itself. */
+#define PRUNE_NAMES_MAX 8
 
 /* Inodes the table may hold: 3/4 of what the fd limit leaves. */
 static size_t budget_now(void)
@@ -67,26 +72,69 @@ static fuse_ino_t node_id(struct sq_fs *fs, struct sq_inode *i)
 	return i == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
 }
 
+/* The link to (@parent, @name) in @i's list, or to its end.  itable_lock
+ * held. */
+static struct sq_iname **name_find(struct sq_inode *i, fuse_ino_t parent,
+				   const char *name)
+{
+	struct sq_iname **pp = &i->names;
+
+	while (*pp && ((*pp)->parent != parent || strcmp((*pp)->name, name)))
+		pp = &(*pp)->next;
+	return pp;
+}
+
+static struct sq_iname *name_new(fuse_ino_t parent, const char *name)
+{
+	size_t len = strlen(name) + 1;
+	struct sq_iname *n = malloc(sizeof(*n) + len);
+
+	if (n) {
+		n->parent = parent;
+		memcpy(n->name, name, len);
+	}
+	return n;
+}
+
+/* Puts (@parent, @name) first in @i's names.  itable_lock held. */
+static void name_add(struct sq_inode *i, fuse_ino_t parent, const char *name)
+{
+	struct sq_iname **pp = name_find(i, parent, name), *n = *pp;
+
+	if (n == i->names && n)
+		return;		/* the usual case: looked up by it again */
+	if (n) {
+		*pp = n->next;
+	} else {
+		/* Without a name the inode is not pruned: no harm. */
+		n = name_new(parent, name);
+		if (!n)
+			return;
+		i->nnames++;
+	}
+	n->next = i->names;
+	i->names = n;
+	if (i->nnames > PRUNE_NAMES_MAX) {
+		struct sq_iname **last = &i->names;
+
+		while ((*last)->next)
+			last = &(*last)->next;
+		free(*last);
+		*last = NULL;
+		i->nnames--;
+	}
+}
+
 void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 		   struct sq_inode *parent, const char *name)
 {
-	fuse_ino_t pid = node_id(fs, parent);
 	bool over;
 
 	if (i == &fs->root)
 		return;
 	pthread_mutex_lock(&fs->itable_lock);
 	i->used = ++fs->use_tick;
-	if (i->pparent != pid || !i->pname || strcmp(i->pname, name)) {
-		char *n = strdup(name);
-
-		/* Without a name the inode is not pruned: no harm. */
-		if (n) {
-			free(i->pname);
-			i->pname = n;
-			i->pparent = pid;
-		}
-	}
+	name_add(i, node_id(fs, parent), name);
 	over = fs->icount > atomic_load(&fs->inode_budget);
 	pthread_mutex_unlock(&fs->itable_lock);
 	if (over && fs->prune) {
@@ -101,9 +149,48 @@ void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 	}
 }
 
+void sq_prune_rename(struct sq_fs *fs, struct sq_inode *i,
+		     struct sq_inode *parent, const char *name,
+		     struct sq_inode *nparent, const char *nname)
+{
+	struct sq_iname **pp, *n;
+
+	if (i == &fs->root)
+		return;
+	pthread_mutex_lock(&fs->itable_lock);
+	pp = name_find(i, node_id(fs, parent), name);
+	n = *pp;
+	if (n) {
+		*pp = n->next;
+		i->nnames--;
+		free(n);
+	}
+	/* The kernel moved its dentry along: the new name is the one to
+	 * drop now (rsync and tar make files under a temporary name). */
+	if (nname)
+		name_add(i, node_id(fs, nparent), nname);
+	pthread_mutex_unlock(&fs->itable_lock);
+}
+
+void sq_prune_forget(struct sq_inode *i)
+{
+	while (i->names) {
+		struct sq_iname *n = i->names;
+
+		i->names = n->next;
+		free(n);
+	}
+	i->nnames = 0;
+}
+
+struct candidate {
+	uint64_t used;
+	struct sq_inode *ino;
+};
+
 static int cmp_used(const void *a, const void *b)
 {
-	const struct victim *x = a, *y = b;
+	const struct candidate *x = a, *y = b;
 
 	return x->used < y->used ? -1 : x->used > y->used;
 }
@@ -112,39 +199,47 @@ static int cmp_used(const void *a, const void *b)
 static void prune_pass(struct sq_prune *p, size_t budget)
 {
 	struct sq_fs *fs = p->fs;
+	struct candidate *c = NULL;
 	struct victim *v = NULL;
-	size_t n = 0, want, sent = 0, count;
+	size_t n = 0, nv = 0, want, sent = 0, count;
 
 	pthread_mutex_lock(&fs->itable_lock);
 	count = fs->icount;
 	if (fs->icount <= budget)
 		goto unlock;
 	want = fs->icount - budget / 4 * 3;
-	v = malloc(fs->icount * sizeof(*v));
-	if (!v)
+	c = malloc(fs->icount * sizeof(*c));
+	if (!c)
 		goto unlock;
 	for (size_t b = 0; b < fs->itable_size; b++) {
 		for (struct sq_inode *i = fs->itable[b]; i; i = i->hnext) {
 			/* Open files stay; so do directories: dropping one
 			 * would drop its whole subtree at once, and with it
 			 * anything mounted below it. */
-			if (i->nopen || !i->pname || i->type == S_IFDIR)
+			if (i->nopen || !i->names || i->type == S_IFDIR)
 				continue;
-			v[n].used = i->used;
-			v[n].ino = i;
+			c[n].used = i->used;
+			c[n].ino = i;
 			n++;
 		}
 	}
-	qsort(v, n, sizeof(*v), cmp_used);
+	qsort(c, n, sizeof(*c), cmp_used);
 	if (n > want)
 		n = want;
+	v = malloc(n * PRUNE_NAMES_MAX * sizeof(*v) + 1);
+	if (!v)
+		n = 0;
 	for (size_t k = 0; k < n; k++) {
-		v[k].parent = v[k].ino->pparent;
-		v[k].name = strdup(v[k].ino->pname);
+		for (struct sq_iname *in = c[k].ino->names; in; in = in->next) {
+			v[nv].parent = in->parent;
+			v[nv].name = strdup(in->name);
+			nv++;
+		}
 	}
 unlock:
 	pthread_mutex_unlock(&fs->itable_lock);
-	for (size_t k = 0; k < n; k++) {
+	free(c);
+	for (size_t k = 0; k < nv; k++) {
 		bool stop;
 
 		pthread_mutex_lock(&p->lock);
@@ -162,7 +257,8 @@ unlock:
 	free(v);
 	if (n)
 		sq_log(SQ_LOG_DEBUG, "prune: asked the kernel to forget %zu of "
-		       "%zu inodes (budget %zu)", sent, count, budget);
+		       "%zu inodes, %zu of %zu names (budget %zu)", n, count,
+		       sent, nv, budget);
 }
 
 static void *prune_main(void *arg)
