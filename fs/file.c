@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
@@ -1390,9 +1391,57 @@ out:
 	return r;
 }
 
-int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
-		     uint64_t len)
+/* Lowest dirty block index above @after, UINT64_MAX when none. */
+static uint64_t next_dirty(struct sq_file *f, uint64_t after);
+
+/*
+ * What writing every byte of [@off, @off + @len) could take on BACKING
+ * beyond what the file holds now: each block of the range that holds no
+ * data yet, stored raw (no compression can be counted on ahead), with a
+ * page for its record.  Negative errno on I/O.
+ */
+static int64_t room_needed(struct sq_file *f, uint64_t off, uint64_t len)
 {
+	uint64_t first = off >> f->bshift;
+	uint64_t end = ((off + len - 1) >> f->bshift) + 1;
+	uint64_t holes = end - first, idx = first, bytes;
+	uint64_t fblocks = (fsize(f) + f->bsize - 1) >> f->bshift;
+
+	while (idx < end) {
+		int64_t next;
+		uint64_t nd;
+
+		if (*dfind(f, idx)) {
+			holes--;
+			idx++;
+			continue;
+		}
+		next = sq_ctr_next_data(f->ctr, idx);
+		if (next < 0)
+			return next;
+		/* It answers the block count, which may lie below @idx,
+		 * when no data follows. */
+		if ((uint64_t)next >= fblocks)
+			next = INT64_MAX;
+		nd = next_dirty(f, idx);
+		if (nd < (uint64_t)next)
+			next = (int64_t)nd;
+		if ((uint64_t)next >= end)
+			break;
+		holes--;
+		idx = (uint64_t)next + 1;
+	}
+	bytes = holes << f->bshift;
+	if (bytes > ((len + 4095) & ~4095ull) + 2 * (uint64_t)f->bsize)
+		bytes = ((len + 4095) & ~4095ull) + 2 * (uint64_t)f->bsize;
+	return (int64_t)(bytes + holes * 4096);
+}
+
+int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
+		     uint64_t len, bool keep_size)
+{
+	struct statvfs sv;
+	int64_t need;
 	int r = 0;
 
 	pthread_mutex_lock(&ino->lock);
@@ -1400,13 +1449,37 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		r = -EIO;
 	else if (!changeable(ino->file))
 		r = -EBADF;
-	else if (off + len < off)
+	else if (off + len < off || off + len > (uint64_t)INT64_MAX)
 		r = -EFBIG;
-	else if (off + len > fsize(ino->file)) {
-		/* Compressed space cannot be reserved ahead; what callers
-		 * rely on is the new size.  make_writable() and drain() may
-		 * wait, and a write may grow the file meanwhile: decide
-		 * after them, so that this only ever grows it. */
+	if (r)
+		goto out;
+	/*
+	 * Compressed space cannot be reserved ahead: how much a block takes
+	 * is known only once it is written.  What a caller of fallocate()
+	 * wants to learn now is whether the data will fit, so a range that
+	 * could not fit even raw fails at once, as on a local filesystem,
+	 * instead of its writes failing later.  (Others may still fill the
+	 * disk meanwhile: this checks, it does not reserve.)
+	 */
+	need = room_needed(ino->file, off, len);
+	if (need < 0) {
+		r = (int)need;
+		goto out;
+	}
+	if (need > 0) {
+		if (fstatvfs(ino->fd, &sv)) {
+			r = -errno;
+			goto out;
+		}
+		if ((uint64_t)need > (uint64_t)sv.f_bavail * sv.f_frsize) {
+			r = -ENOSPC;
+			goto out;
+		}
+	}
+	if (!keep_size && off + len > fsize(ino->file)) {
+		/* What callers rely on is the new size.  make_writable() and
+		 * drain() may wait, and a write may grow the file meanwhile:
+		 * decide after them, so that this only ever grows it. */
 		r = make_writable(fs, ino);
 		if (!r) {
 			drain(ino);
@@ -1416,6 +1489,7 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 			}
 		}
 	}
+out:
 	pthread_mutex_unlock(&ino->lock);
 	return r;
 }
@@ -1431,7 +1505,6 @@ static bool has_data(struct sq_file *f, uint64_t idx)
 	return info.present && !info.zero;
 }
 
-/* Lowest dirty block index above @after, UINT64_MAX when none. */
 static uint64_t next_dirty(struct sq_file *f, uint64_t after)
 {
 	uint64_t best = UINT64_MAX;

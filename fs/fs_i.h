@@ -127,6 +127,10 @@ struct sq_fs {
 	bool writeback;		/* -o writeback_cache asked for */
 	bool own_checks;	/* no default_permissions: open() checks
 				 * the mode against BACKING itself */
+	struct fuse_session *se; /* for notifications; set before mount */
+	bool single;		/* -s: one thread answers every request */
+	bool dont_mask;		/* set by op_init(): modes come unmasked,
+				 * with the caller's umask beside them */
 
 	struct sq_inode root;
 
@@ -227,8 +231,14 @@ int sq_file_start_flush(struct sq_fs *fs, struct sq_inode *ino);
 int sq_file_fsync(struct sq_fs *fs, struct sq_inode *ino, bool datasync);
 int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		  uint64_t len);
+/*
+ * fallocate() modes 0 and KEEP_SIZE (@keep_size): fails with -ENOSPC when
+ * the part of the range that holds no data could not fit on BACKING even
+ * stored raw; otherwise grows the size to @off + @len (unless @keep_size).
+ * Nothing is reserved.
+ */
 int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
-		     uint64_t len);
+		     uint64_t len, bool keep_size);
 off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    int whence);
 /* Overlays the open file's logical size and pending mtime on @st. */

@@ -628,6 +628,8 @@ int main(int argc, char **argv)
 	se = fuse_session_new(&args, &sq_fs_ops, sizeof(sq_fs_ops), &fs);
 	if (!se)
 		goto out;
+	fs.se = se;
+	fs.single = copts.singlethread;
 	if (fuse_set_signal_handlers(se))
 		goto out;
 	if (fuse_session_mount(se, mnt)) {

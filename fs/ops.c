@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -710,6 +711,32 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 /* ---- creating names ---- */
 
 /*
+ * The mode to create an object with, the caller's umask applied as a
+ * local filesystem applies it: only where the directory has no default
+ * ACL (which then decides, umask or not).  With FUSE_CAP_DONT_MASK the
+ * kernel leaves that to us and passes the umask; BACKING's filesystem
+ * knows the directory's ACLs, so the request's thread takes the caller's
+ * umask as its own (its own umask after unshare(CLONE_FS), which nothing
+ * else here uses) and lets the backing create apply it.  Where a thread
+ * cannot have its own, the umask is applied to the mode itself (default
+ * ACLs then see the masked mode).
+ */
+static mode_t create_mode(fuse_req_t req, mode_t mode)
+{
+	static __thread int own_umask;	/* 0 unknown, 1 yes, -1 cannot */
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+
+	if (!fs_of(req)->dont_mask)
+		return mode;	/* the kernel applied the umask */
+	if (!own_umask)
+		own_umask = unshare(CLONE_FS) == 0 ? 1 : -1;
+	if (own_umask < 0)
+		return mode & ~ctx->umask;
+	umask(ctx->umask & 0777);
+	return mode;
+}
+
+/*
  * New objects belong to the caller, as on a local filesystem, when the
  * daemon runs as root (otherwise they can only be the daemon's).  @name
  * "" means @dirfd itself.
@@ -767,13 +794,14 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		/* An empty file is a valid empty container. */
 		int fd = openat(p->fd, name,
 				O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
-				mode & 07777);
+				create_mode(req, mode) & 07777);
 
 		if (fd < 0)
 			r = -errno;
 		else
 			close(fd);
-	} else if (mknodat(p->fd, name, mode, rdev)) {
+	} else if (mknodat(p->fd, name, (mode & S_IFMT) |
+			   (create_mode(req, mode) & 07777), rdev)) {
 		r = -errno;
 	}
 	finish_new(req, p, name, r);
@@ -789,7 +817,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	if (mkdirat(p->fd, name, mode & 07777))
+	if (mkdirat(p->fd, name, create_mode(req, mode) & 07777))
 		r = -errno;
 	finish_new(req, p, name, r);
 }
@@ -1164,7 +1192,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	 */
 	fd = openat(p->fd, name,
 		    O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC | O_NOFOLLOW,
-		    mode & 07777);
+		    create_mode(req, mode) & 07777);
 	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
 		created = false;
 		fd = openat(p->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -1264,10 +1292,23 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct sq_fs *fs = fs_of(req);
 	ssize_t n;
 
-	(void)fi;
-	n = sq_file_write(fs_of(req), ino_of(req, ino), buf, size, off);
+	n = sq_file_write(fs, ino_of(req, ino), buf, size, off);
+	/*
+	 * An O_DIRECT write bypasses the kernel's page cache of the file,
+	 * which we keep across opens (keep_cache).  The kernel drops the
+	 * pages it covers before sending it, but not after an asynchronous
+	 * one completes: a buffered read meanwhile can bring the old bytes
+	 * back into the cache, and every later read would return them.  So
+	 * drop them here, after the data is ours and before the reply: a
+	 * read still in flight holds its pages locked and the kernel waits
+	 * for it (another thread answers it), a later one reads the new
+	 * bytes.  Not with -s, whose only thread could not answer that read.
+	 */
+	if (n > 0 && (fi->flags & O_DIRECT) && !fs->single && fs->se)
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, off, (off_t)n);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -1303,6 +1344,64 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 					   datasync != 0));
 }
 
+/* Whether the caller of @req is in group @gid. */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[64];
+	int n;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	if (n > 64) {
+		gid_t *all = malloc((size_t)n * sizeof(*all));
+		bool in = false;
+
+		if (!all)
+			return true;	/* when unsure, keep the bit */
+		n = fuse_req_getgroups(req, n, all);
+		for (int k = 0; k < n && !in; k++)
+			in = all[k] == gid;
+		free(all);
+		return in;
+	}
+	for (int k = 0; k < n; k++)
+		if (groups[k] == gid)
+			return true;
+	return n < 0;	/* unknown (no /proc): keep the bit */
+}
+
+/*
+ * A change of a file's data by an unprivileged caller clears setuid, and
+ * setgid where it grants the group's rights (group exec set) or the
+ * caller is not in the group, as a local filesystem does.  The kernel
+ * does it before write() and truncate() (it sends us the new mode), not
+ * before fallocate() or a punched hole.  Only where the kernel checks
+ * permissions: otherwise the caller is the daemon's own user, and BACKING
+ * clears the bits itself when the daemon changes the container.  Root
+ * stands in for CAP_FSETID, which a request does not carry.
+ */
+static void data_changed(fuse_req_t req, struct sq_inode *i)
+{
+	struct stat st;
+	char path[64];
+	mode_t mode;
+
+	if (fs_of(req)->own_checks || fuse_req_ctx(req)->uid == 0)
+		return;
+	if (fstatat(i->fd, "", &st, AT_EMPTY_PATH) ||
+	    !(st.st_mode & (S_ISUID | S_ISGID)))
+		return;
+	mode = st.st_mode & 07777 & ~(mode_t)S_ISUID;
+	if ((st.st_mode & S_ISGID) &&
+	    ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
+		mode &= ~(mode_t)S_ISGID;
+	proc_path(path, sizeof(path), i->fd);
+	if (chmod(path, mode))
+		sq_log(SQ_LOG_WARN, "clearing setuid/setgid of a changed file "
+		       "failed: %s", strerror(errno));
+}
+
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 			 off_t offset, off_t length, struct fuse_file_info *fi)
 {
@@ -1315,14 +1414,15 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (mode == 0)
-		r = sq_file_allocate(fs, i, (uint64_t)offset, (uint64_t)length);
+	if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE)
+		r = sq_file_allocate(fs, i, (uint64_t)offset, (uint64_t)length,
+				     mode != 0);
 	else if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE))
 		r = sq_file_punch(fs, i, (uint64_t)offset, (uint64_t)length);
-	else if (mode == FALLOC_FL_KEEP_SIZE)
-		r = 0;	/* nothing to reserve ahead in a compressed file */
 	else
 		r = -EOPNOTSUPP;
+	if (!r)
+		data_changed(req, i);
 	fuse_reply_err(req, -r);
 }
 
@@ -1798,6 +1898,20 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 			fs->writeback = false;
 		}
 	}
+	/*
+	 * Default ACLs: the VFS strips the umask from a new object's mode
+	 * before we see it unless the filesystem does ACLs, and BACKING then
+	 * builds the new ACL from a masked mode (group rwx of a default ACL
+	 * became r-x).  With POSIX_ACL the kernel enforces the ACLs it reads
+	 * through us (only where it checks permissions: it implies
+	 * default_permissions) and, with DONT_MASK, hands us the mode and
+	 * the umask apart (create_mode()).
+	 */
+	if (!fs->own_checks && (conn->capable & FUSE_CAP_POSIX_ACL))
+		conn->want |= FUSE_CAP_POSIX_ACL;
+	if (conn->capable & FUSE_CAP_DONT_MASK)
+		conn->want |= FUSE_CAP_DONT_MASK;
+	fs->dont_mask = (conn->want & FUSE_CAP_DONT_MASK) != 0;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
