@@ -1561,6 +1561,22 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    : (idx << f->bshift) > (uint64_t)off ? (off_t)(idx << f->bshift)
 							 : off;
 	}
+	/* Shown a coarser st_blksize than its blocks (a packed file whose
+	 * blocks were not known then): answer at that grain, data never
+	 * shrinking, so that the two agree. */
+	if (ino->shown_bshift > f->bshift) {
+		uint64_t unit = 1ull << ino->shown_bshift;
+
+		if (whence == SEEK_DATA) {
+			uint64_t d = (uint64_t)r & ~(unit - 1);
+
+			r = d > (uint64_t)off ? (off_t)d : off;
+		} else {
+			uint64_t h = ((uint64_t)r + unit - 1) & ~(unit - 1);
+
+			r = h < size ? (off_t)h : (off_t)size;
+		}
+	}
 out:
 	pthread_mutex_unlock(&ino->lock);
 	return r;
@@ -1577,6 +1593,11 @@ void sq_file_stat(struct sq_inode *ino, struct stat *st)
 		st->st_blocks = f->packed_blocks;
 	if (f->mtime_dirty)
 		st->st_mtim = f->mtime;
+}
+
+unsigned sq_file_bshift(struct sq_inode *ino)
+{
+	return ino->file ? ino->file->bshift : 0;
 }
 
 bool sq_file_modified(struct sq_inode *ino)

@@ -109,6 +109,11 @@ struct sq_inode {
 	blkcnt_t cached_blocks;	/* a packed file's, else -1 */
 	struct sq_pack_ref cached_ref; /* a packed file's reference */
 	struct timespec cached_mtim, cached_ctim;
+	/* log2 of the st_blksize shown for a regular file, fixed at its
+	 * first getattr (0 before): its block size where known, else the
+	 * mount's.  SEEK_DATA/SEEK_HOLE answer at least this coarsely, so
+	 * the two always agree. */
+	unsigned shown_bshift;
 };
 
 struct sq_fs {
@@ -243,6 +248,8 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    int whence);
 /* Overlays the open file's logical size and pending mtime on @st. */
 void sq_file_stat(struct sq_inode *ino, struct stat *st);
+/* log2 of the open file's block size; 0 when not open.  Lock held. */
+unsigned sq_file_bshift(struct sq_inode *ino);
 /* Whether the open file was changed (written, truncated, punched). */
 bool sq_file_modified(struct sq_inode *ino);
 /* Sets the logical mtime (after the caller changed the container's); it

@@ -307,7 +307,6 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 {
 	int r;
 
-	(void)fs;
 	if (!fresh &&
 	    fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
 		return -errno;
@@ -349,6 +348,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * opening the file reports it. */
 	} else {
 		uint64_t size;
+		unsigned shift;
 		int fd;
 
 		/* A stat is no access: leave the file's atime alone. */
@@ -357,11 +357,23 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
-			if (sq_ctr_peek_size(fd, &size) == 0)
+			if (sq_ctr_peek(fd, &size, &shift) == 0) {
 				sq_inode_cache_size(i, st, size, -1);
+				if (!i->shown_bshift)
+					i->shown_bshift = shift;
+			}
 			close(fd);
 		}
 	}
+	/*
+	 * st_blksize is the file's block size: the grain at which its holes
+	 * are found (SEEK_HOLE), and a good size for I/O (whole blocks are
+	 * read, compressed and cached).  A packed or empty file's is not
+	 * known without reading more: the mount's (see shown_bshift).
+	 */
+	if (!i->shown_bshift)
+		i->shown_bshift = i->file ? sq_file_bshift(i) : fs->block_shift;
+	st->st_blksize = (blksize_t)1 << i->shown_bshift;
 	pthread_mutex_unlock(&i->lock);
 	return 0;
 }
@@ -1248,6 +1260,9 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		 * to read. */
 		pthread_mutex_lock(&i->lock);
 		sq_inode_cache_size(i, &st, 0, -1);
+		if (!i->shown_bshift)
+			i->shown_bshift = fs->block_shift;
+		st.st_blksize = (blksize_t)1 << i->shown_bshift;
 		pthread_mutex_unlock(&i->lock);
 	} else {
 		r = do_getattr(fs, i, &st, true);

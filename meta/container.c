@@ -684,12 +684,11 @@ unsigned sq_ctr_block_shift(const struct sq_ctr *ctr)
 	return ctr->shift;
 }
 
-int sq_ctr_peek_size(int fd, uint64_t *size)
+int sq_ctr_peek(int fd, uint64_t *size, unsigned *shift)
 {
 	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	char why[128];
 	struct stat st;
-	unsigned shift;
 	uint64_t seq;
 	int slot;
 	ssize_t n;
@@ -699,6 +698,7 @@ int sq_ctr_peek_size(int fd, uint64_t *size)
 	sq_ctr_no_readahead(fd);
 	if (st.st_size == 0) {
 		*size = 0;
+		*shift = 0;
 		return 0;
 	}
 	if (st.st_size < SQ_FMT_HDR_SIZE)
@@ -708,8 +708,15 @@ int sq_ctr_peek_size(int fd, uint64_t *size)
 		return (int)n;
 	if (n < SQ_FMT_HDR_SIZE)
 		return -EBADMSG;
-	return sq_ctr_parse_header(hdr, &shift, size, &seq, &slot, why,
+	return sq_ctr_parse_header(hdr, shift, size, &seq, &slot, why,
 				   sizeof(why));
+}
+
+int sq_ctr_peek_size(int fd, uint64_t *size)
+{
+	unsigned shift;
+
+	return sq_ctr_peek(fd, size, &shift);
 }
 
 int sq_ctr_image_size(const void *image, size_t len, uint64_t *size)

@@ -51,6 +51,9 @@ unsigned sq_ctr_block_shift(const struct sq_ctr *ctr);
  * as sq_ctr_open().
  */
 int sq_ctr_peek_size(int fd, uint64_t *size);
+/* The same, and the block size's log2 in *@shift (0 for an empty file,
+ * which has no block size yet). */
+int sq_ctr_peek(int fd, uint64_t *size, unsigned *shift);
 
 /* The same for a container image in memory (@len bytes, not empty). */
 int sq_ctr_image_size(const void *image, size_t len, uint64_t *size);
