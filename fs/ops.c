@@ -602,6 +602,64 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 	return r;
 }
 
+/* Whether the caller of @req is in group @gid. */
+static bool caller_in_group(fuse_req_t req, gid_t gid)
+{
+	gid_t groups[64];
+	int n;
+
+	if (fuse_req_ctx(req)->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	if (n > 64) {
+		gid_t *all = malloc((size_t)n * sizeof(*all));
+		bool in = false;
+
+		if (!all)
+			return true;	/* when unsure, keep the bit */
+		n = fuse_req_getgroups(req, n, all);
+		for (int k = 0; k < n && !in; k++)
+			in = all[k] == gid;
+		free(all);
+		return in;
+	}
+	for (int k = 0; k < n; k++)
+		if (groups[k] == gid)
+			return true;
+	return n < 0;	/* unknown (no /proc): keep the bit */
+}
+
+/*
+ * A change of a file's data by an unprivileged caller clears setuid, and
+ * setgid where it grants the group's rights (group exec set) or the
+ * caller is not in the group, as a local filesystem does.  The kernel
+ * does it before write() and truncate() (it sends us the new mode), not
+ * before fallocate() or a punched hole.  Only where the kernel checks
+ * permissions: otherwise the caller is the daemon's own user, and BACKING
+ * clears the bits itself when the daemon changes the container.  Root
+ * stands in for CAP_FSETID, which a request does not carry.
+ */
+static void data_changed(fuse_req_t req, struct sq_inode *i)
+{
+	struct stat st;
+	char path[64];
+	mode_t mode;
+
+	if (fs_of(req)->own_checks || fuse_req_ctx(req)->uid == 0)
+		return;
+	if (fstatat(i->fd, "", &st, AT_EMPTY_PATH) ||
+	    !(st.st_mode & (S_ISUID | S_ISGID)))
+		return;
+	mode = st.st_mode & 07777 & ~(mode_t)S_ISUID;
+	if ((st.st_mode & S_ISGID) &&
+	    ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
+		mode &= ~(mode_t)S_ISGID;
+	proc_path(path, sizeof(path), i->fd);
+	if (chmod(path, mode))
+		sq_log(SQ_LOG_WARN, "clearing setuid/setgid of a changed file "
+		       "failed: %s", strerror(errno));
+}
+
 static int set_times(struct sq_inode *i, const struct timespec ts[2])
 {
 	char path[64];
@@ -628,7 +686,21 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	(void)fi;
 	proc_path(path, sizeof(path), i->fd);
 	if (valid & FUSE_SET_ATTR_MODE) {
-		if (chmod(path, attr->st_mode & 07777)) {
+		mode_t mode = attr->st_mode & 07777;
+
+		/*
+		 * A caller outside the file's group never leaves setgid set:
+		 * the kernel strips it from a chmod, but not from the mode it
+		 * sends to drop setuid before that caller writes or truncates
+		 * (a forced change), where a local filesystem drops both.
+		 */
+		if ((mode & S_ISGID) && !fs->own_checks &&
+		    fuse_req_ctx(req)->uid != 0 &&
+		    fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0 &&
+		    !caller_in_group(req, (valid & FUSE_SET_ATTR_GID) ?
+						  attr->st_gid : st.st_gid))
+			mode &= ~(mode_t)S_ISGID;
+		if (chmod(path, mode)) {
 			r = -errno;
 			goto out;
 		}
@@ -1073,6 +1145,10 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 		r = sq_file_truncate(fs, i, 0);
 		if (r)
 			put_file(fs, i);
+		/* The kernel drops the mode change that should clear setuid
+		 * and setgid when the open truncates (ATOMIC_O_TRUNC). */
+		else
+			data_changed(req, i);
 	}
 	if (r) {
 		if (created)
@@ -1249,6 +1325,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			r = sq_file_truncate(fs, i, 0);
 			put_file(fs, i);
 		}
+		if (!r)
+			data_changed(req, i);
 		if (r) {
 			iput(fs, i, 1, 0);
 			fuse_reply_err(req, -r);
@@ -1357,64 +1435,6 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	(void)fi;
 	fuse_reply_err(req, -sq_file_fsync(fs_of(req), ino_of(req, ino),
 					   datasync != 0));
-}
-
-/* Whether the caller of @req is in group @gid. */
-static bool caller_in_group(fuse_req_t req, gid_t gid)
-{
-	gid_t groups[64];
-	int n;
-
-	if (fuse_req_ctx(req)->gid == gid)
-		return true;
-	n = fuse_req_getgroups(req, 64, groups);
-	if (n > 64) {
-		gid_t *all = malloc((size_t)n * sizeof(*all));
-		bool in = false;
-
-		if (!all)
-			return true;	/* when unsure, keep the bit */
-		n = fuse_req_getgroups(req, n, all);
-		for (int k = 0; k < n && !in; k++)
-			in = all[k] == gid;
-		free(all);
-		return in;
-	}
-	for (int k = 0; k < n; k++)
-		if (groups[k] == gid)
-			return true;
-	return n < 0;	/* unknown (no /proc): keep the bit */
-}
-
-/*
- * A change of a file's data by an unprivileged caller clears setuid, and
- * setgid where it grants the group's rights (group exec set) or the
- * caller is not in the group, as a local filesystem does.  The kernel
- * does it before write() and truncate() (it sends us the new mode), not
- * before fallocate() or a punched hole.  Only where the kernel checks
- * permissions: otherwise the caller is the daemon's own user, and BACKING
- * clears the bits itself when the daemon changes the container.  Root
- * stands in for CAP_FSETID, which a request does not carry.
- */
-static void data_changed(fuse_req_t req, struct sq_inode *i)
-{
-	struct stat st;
-	char path[64];
-	mode_t mode;
-
-	if (fs_of(req)->own_checks || fuse_req_ctx(req)->uid == 0)
-		return;
-	if (fstatat(i->fd, "", &st, AT_EMPTY_PATH) ||
-	    !(st.st_mode & (S_ISUID | S_ISGID)))
-		return;
-	mode = st.st_mode & 07777 & ~(mode_t)S_ISUID;
-	if ((st.st_mode & S_ISGID) &&
-	    ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
-		mode &= ~(mode_t)S_ISGID;
-	proc_path(path, sizeof(path), i->fd);
-	if (chmod(path, mode))
-		sq_log(SQ_LOG_WARN, "clearing setuid/setgid of a changed file "
-		       "failed: %s", strerror(errno));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
