@@ -359,11 +359,12 @@ int sq_fsck_main(int argc, char **argv);
  * main.c: flocks BACKING/.squeezefs/lock (made if missing) as a mount
  * does, waiting while a daemon that is no longer mounted still holds it
  * (storing its last blocks; after a second it says so on stderr, prefixed
- * with @who, unless that is NULL).  Returns the fd, or -errno:
+ * with @who, unless that is NULL).  @backing: BACKING's canonical path,
+ * to see whether a holder is still mounted.  Returns the fd, or -errno:
  * -EWOULDBLOCK when BACKING is mounted, -ETIMEDOUT when the holder does
  * not let go within minutes.
  */
-int sq_take_lock(int root_fd, const char *who);
+int sq_take_lock(int root_fd, const char *backing, const char *who);
 /* main.c: marks (or, @on false, unmarks) BACKING as served by a live
  * mount, on the fd sq_take_lock() returned. */
 int sq_lock_serve(int fd, bool on);

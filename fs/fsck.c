@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -397,7 +398,10 @@ int sq_fsck_main(int argc, char **argv)
 	if (reclaim) {
 		/* A mount frees and appends images meanwhile: what looks
 		 * orphaned to a walk may be live by its end. */
-		lock = sq_take_lock(fd, "squeezefs fsck");
+		char real[PATH_MAX];
+
+		lock = realpath(backing, real) ?
+			       sq_take_lock(fd, real, "squeezefs fsck") : -errno;
 		if (lock < 0) {
 			fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 				lock == -EWOULDBLOCK ? "mounted: unmount it "

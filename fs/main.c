@@ -309,6 +309,7 @@ static bool inside(const char *inner, const char *outer)
  * taken means a live mount: refused at once.
  */
 #define SQ_LOCK_WAIT_SECS 300	/* a full cache stored at a slow disk's pace */
+#define SQ_LOCK_GRACE_SECS 3	/* from umount to letting go of byte 0 */
 
 static bool lock_serving(int fd)
 {
@@ -321,6 +322,38 @@ static bool lock_serving(int fd)
 	return fl.l_type != F_UNLCK;
 }
 
+/*
+ * Whether this mount namespace has a squeezefs mount of @backing (its
+ * fsname, see main()).  The daemon lets go of the serving lock a moment
+ * after umount returns: a mount that is gone is only finishing.
+ */
+static bool backing_mounted(const char *backing)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	bool found = false;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return true;	/* cannot tell: assume it is */
+	while (!found && getline(&line, &cap, f) > 0) {
+		char *sep = strstr(line, " - "), *type, *src, *save;
+
+		if (!sep)
+			continue;
+		type = strtok_r(sep + 3, " \n", &save);
+		src = type ? strtok_r(NULL, " \n", &save) : NULL;
+		if (!src || strcmp(type, "fuse.squeezefs") ||
+		    strncmp(src, "squeezefs:", 10))
+			continue;
+		unescape_mountinfo(src);
+		found = strcmp(src + 10, backing) == 0;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
 int sq_lock_serve(int fd, bool on)
 {
 	struct flock fl = { .l_type = on ? F_WRLCK : F_UNLCK,
@@ -329,7 +362,7 @@ int sq_lock_serve(int fd, bool on)
 	return fcntl(fd, F_OFD_SETLK, &fl) ? -errno : 0;
 }
 
-int sq_take_lock(int root_fd, const char *who)
+int sq_take_lock(int root_fd, const char *backing, const char *who)
 {
 	struct timespec start, now;
 	bool said = false;
@@ -351,13 +384,20 @@ int sq_take_lock(int root_fd, const char *who)
 		int e = -errno;
 		double waited;
 
-		if (e != -EWOULDBLOCK || lock_serving(fd)) {
+		if (e != -EWOULDBLOCK) {
 			close(fd);
 			return e;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		waited = (double)(now.tv_sec - start.tv_sec) +
 			 (double)(now.tv_nsec - start.tv_nsec) / 1e9;
+		/* Serving, and mounted here (or, past a few seconds, in
+		 * another namespace): a live mount. */
+		if (lock_serving(fd) &&
+		    (backing_mounted(backing) || waited > SQ_LOCK_GRACE_SECS)) {
+			close(fd);
+			return -EWOULDBLOCK;
+		}
 		if (waited > SQ_LOCK_WAIT_SECS) {
 			close(fd);
 			return -ETIMEDOUT;
@@ -566,7 +606,7 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s: %s", backing, strerror(-r));
 		goto out;
 	}
-	fs.lock_fd = sq_take_lock(fs.root_fd, "squeezefs");
+	fs.lock_fd = sq_take_lock(fs.root_fd, backing, "squeezefs");
 	if (fs.lock_fd == -EWOULDBLOCK) {
 		ret = fail("BACKING %s is already mounted by another "
 			   "squeezefs", backing);
@@ -687,12 +727,12 @@ int main(int argc, char **argv)
 		ret = fuse_session_loop_mt(se, lcfg) ? 1 : 0;
 	}
 unmount:
-	sq_prune_stop(&fs);
-	fuse_session_unmount(se);
-	/* Detached: a new mount of BACKING may start, and waits on the
-	 * flock until everything below is stored. */
+	/* No more requests: a new mount of BACKING may start now, and waits
+	 * on the flock until everything below is stored. */
 	if (fs.lock_fd >= 0)
 		sq_lock_serve(fs.lock_fd, false);
+	sq_prune_stop(&fs);
+	fuse_session_unmount(se);
 	sq_pack_stop(&fs);
 	fuse_remove_signal_handlers(se);
 out:
