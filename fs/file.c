@@ -690,11 +690,25 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	int r;
 
 	r = sq_pack_get_ref(*fd, NULL, &ref);
-	if (r == -ENODATA)
-		return 0;
+	if (r == -ENODATA && st->st_size == 0)
+		return 0;	/* an empty file */
+	if (r == -ENODATA) {
+		/* A stub whose reference is gone: BACKING (or this file)
+		 * was copied without its xattrs.  Its data is still in a
+		 * pack, and only `fsck --repair` can tell which image. */
+		if (!(unpack && discard))
+			sq_file_report(ino, -1, "packed file lost its pack "
+				       "reference (copied without xattrs?): "
+				       "run squeezefs fsck --repair", -EIO);
+		if (!unpack || !discard)
+			return -EIO;
+	}
 	if (unpack && discard) {
 		/* The content goes anyway (O_TRUNC): the file becomes the
-		 * empty container it already is, once the xattr is gone. */
+		 * empty container it already is, once the stub and then the
+		 * xattr are gone (empty with the xattr is still packed). */
+		if (ftruncate(*fd, 0))
+			return -errno;
 		if (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA)
 			return -errno;
 		if (!r)
@@ -722,7 +736,8 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	if (r) {
 		/* Packed as before: the image is still in the pack, and the
 		 * backing file's mtime is still the file's. */
-		if (ftruncate(*fd, 0) || futimens(*fd, ts))
+		if (ftruncate(*fd, 0) || ftruncate(*fd, SQ_PACK_STUB_LEN) ||
+		    futimens(*fd, ts))
 			sq_file_report(ino, -1, "cannot undo an unpack", -errno);
 		return r;
 	}
@@ -804,7 +819,7 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		close(fd);
 		return r;
 	}
-	if (st.st_size == 0 && rwfd < 0) {
+	if (st.st_size <= SQ_PACK_STUB_LEN && rwfd < 0) {
 		/* A read takes a packed file's image into memory; only a
 		 * change needs it back in its container. */
 		r = unpack(fs, ino, &fd, want_write && rw && (!lazy || trunc),

@@ -1,11 +1,15 @@
 /*
- * fs/fsck.c - `squeezefs fsck [--reclaim] BACKING`: verifies every
- * container under BACKING (header, size records, every block's checksum
- * and decoding) without writing anything.  Walks with openat() so any
- * depth works.  Then it finds the bytes of the packs no packed file refers
- * to (orphans a crash left, docs/FORMAT.md 13.5); --reclaim punches them
- * out, freeing every page that holds nothing else.
- * Exit: 0 clean, 1 damage found, 2 usage or I/O error.
+ * fs/fsck.c - `squeezefs fsck [--repair] [--reclaim] BACKING`: verifies
+ * every container under BACKING (header, size records, every block's
+ * checksum and decoding) without writing anything.  Walks with openat() so
+ * any depth works.  Then it finds the bytes of the packs no packed file
+ * refers to (orphans a crash left, docs/FORMAT.md 13.5); --reclaim punches
+ * them out, freeing every page that holds nothing else.  A packed file's
+ * stub without its reference (a copy of BACKING that dropped xattrs) is
+ * damaged; --repair finds its image through the pack index (13.7) and
+ * makes the file a container of its own again.
+ * Exit: 0 clean (everything found repaired), 1 damage left, 2 usage or
+ * I/O error.
  */
 #include "fs/fs_i.h"
 
@@ -32,13 +36,25 @@ struct live {
 	uint64_t off;
 };
 
+/* The pack index, read whole for --repair. */
+struct index {
+	uint8_t *buf;
+	struct sq_pack_idx *recs;	/* in file order: newest last */
+	size_t n;
+};
+
 struct fsck {
 	struct sq_codec_ctx *cctx;
+	bool repair;
+	struct index idx;
+	uint64_t lost, repaired;
 	struct sq_pack *pack;	/* BACKING's packs, read-only */
 	uint64_t files, damaged_files, blocks, stale, raw, stored;
 	bool error;
 	bool unknown_ref;	/* a packed file whose image we cannot place */
 	const char *path;	/* of the file being checked */
+	const char *rel;	/* the same, relative to BACKING */
+	size_t backing_len;
 	struct live *live;	/* every reference found, in walk order */
 	size_t nlive, cap_live;
 	uint64_t orphan_bytes, orphan_pages, freed_pages;
@@ -73,12 +89,201 @@ static void problem(void *arg, uint64_t block, const char *msg)
 		       (unsigned long long)block, msg);
 }
 
+/* Reads BACKING's pack index (@root) whole.  A missing one is empty. */
+static int index_load(int root, struct index *x)
+{
+	struct stat st;
+	size_t cap = 0, pos = 0;
+	ssize_t got;
+	int fd, r = 0;
+
+	fd = openat(root, SQ_RESERVED_NAME "/" SQ_PACK_DIR "/" SQ_PACK_INDEX,
+		    O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (fstat(fd, &st)) {
+		r = -errno;
+		goto out;
+	}
+	x->buf = malloc((size_t)st.st_size + 1);
+	if (!x->buf) {
+		r = -ENOMEM;
+		goto out;
+	}
+	got = pread(fd, x->buf, (size_t)st.st_size, 0);
+	if (got < 0) {
+		r = -errno;
+		goto out;
+	}
+	while (pos + SQ_PACK_IDX_FIXED + 8 <= (size_t)got) {
+		struct sq_pack_idx rec;
+		int n = sq_pack_idx_decode(x->buf + pos, (size_t)got - pos,
+					   &rec);
+
+		if (n < 0) {
+			pos++;	/* a torn record: find the next one */
+			continue;
+		}
+		if (x->n == cap) {
+			struct sq_pack_idx *nr;
+
+			cap = cap ? 2 * cap : 256;
+			nr = realloc(x->recs, cap * sizeof(*nr));
+			if (!nr) {
+				r = -ENOMEM;
+				goto out;
+			}
+			x->recs = nr;
+		}
+		x->recs[x->n++] = rec;
+		pos += (size_t)n;
+	}
+out:
+	close(fd);
+	return r;
+}
+
+static bool rec_is(const struct sq_pack_idx *x, const char *rel)
+{
+	return x->path_len == strlen(rel) && !memcmp(x->path, rel, x->path_len);
+}
+
+/*
+ * The image a lost stub at @rel (mtime @mt) had, into @image: the newest
+ * record of that path, if its image is still intact; else the one record
+ * whose mtime is the stub's to the nanosecond (a file renamed after it was
+ * packed; a copy that keeps times).  Never a guess between two.
+ */
+static int index_find(struct fsck *c, const char *rel,
+		      const struct timespec *mt, uint8_t *image,
+		      struct sq_pack_ref *ref)
+{
+	const struct sq_pack_idx *hit = NULL;
+
+	for (size_t k = c->idx.n; k-- > 0;) {
+		if (rec_is(&c->idx.recs[k], rel)) {
+			if (sq_pack_load(c->pack, &c->idx.recs[k].ref,
+					 image) == 0)
+				hit = &c->idx.recs[k];
+			break;
+		}
+	}
+	for (size_t k = 0; !hit && k < c->idx.n; k++) {
+		const struct sq_pack_idx *x = &c->idx.recs[k];
+
+		if (x->mtime_sec != mt->tv_sec ||
+		    x->mtime_nsec != (uint32_t)mt->tv_nsec ||
+		    sq_pack_load(c->pack, &x->ref, image))
+			continue;
+		for (size_t j = k + 1; j < c->idx.n; j++) {
+			const struct sq_pack_idx *y = &c->idx.recs[j];
+
+			if (y->mtime_sec == x->mtime_sec &&
+			    y->mtime_nsec == x->mtime_nsec &&
+			    y->ref.sum != x->ref.sum)
+				return -ENOENT;	/* two candidates */
+		}
+		hit = x;
+	}
+	if (!hit)
+		return -ENOENT;
+	/* @image holds hit's image, checked against its sum by the load. */
+	*ref = hit->ref;
+	return 0;
+}
+
+/*
+ * Makes the lost stub @name of @dirfd (attributes @st) a container again,
+ * holding @image: written beside it and renamed over it, so that a crash
+ * leaves either the stub or the whole container.
+ */
+static int restore(int dirfd, const char *name, const struct stat *st,
+		   const uint8_t *image, uint32_t len)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	char tmp[NAME_MAX + 1];
+	int fd, r = 0;
+
+	if (snprintf(tmp, sizeof(tmp), ".%.200s.sqrepair", name) >=
+	    (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	unlinkat(dirfd, tmp, 0);	/* a crashed repair's */
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+		    O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	errno = ENOSPC;
+	if (write(fd, image, len) != (ssize_t)len)
+		r = -errno;
+	/* The owner is kept where we may (root); the mode after it, since
+	 * a chown clears setuid. */
+	if (!r && fchown(fd, st->st_uid, st->st_gid) && errno != EPERM)
+		r = -errno;
+	if (!r && (fchmod(fd, st->st_mode & 07777) || futimens(fd, ts) ||
+		   fsync(fd)))
+		r = -errno;
+	close(fd);
+	if (!r && renameat(dirfd, tmp, dirfd, name))
+		r = -errno;
+	if (r)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd))
+		r = -errno;
+	return r;
+}
+
+/*
+ * A stub without its reference: the file was packed, and a copy of BACKING
+ * dropped its xattr (rsync -a without -X, tar without --xattrs, cp -r).
+ * Damaged, named, and with --repair made whole again from the pack index.
+ * Returns 0 when repaired (*@fd then the restored container), -EBADMSG.
+ */
+static int lost_stub(struct fsck *c, int dirfd, const char *name, int *fd,
+		     const struct stat *st)
+{
+	uint8_t image[SQ_PACK_IMAGE_MAX];
+	struct sq_pack_ref ref;
+	int r, nfd;
+
+	c->lost++;
+	if (!c->repair) {
+		printf("%s: packed file lost its pack reference (BACKING "
+		       "copied without xattrs?): squeezefs fsck --repair may "
+		       "restore it\n", c->path);
+		return -EBADMSG;
+	}
+	r = index_find(c, c->rel, &st->st_mtim, image, &ref);
+	if (r) {
+		printf("%s: packed file lost its pack reference, and the pack "
+		       "index knows no intact image for it: not repaired\n",
+		       c->path);
+		return -EBADMSG;
+	}
+	r = restore(dirfd, name, st, image, ref.len);
+	if (r) {
+		printf("%s: packed file lost its pack reference; restoring "
+		       "its image from pack %08x failed: %s\n", c->path,
+		       ref.pack, strerror(-r));
+		return -EBADMSG;
+	}
+	nfd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return -errno;
+	close(*fd);
+	*fd = nfd;
+	c->lost--;
+	c->repaired++;
+	printf("%s: packed file lost its pack reference: repaired from pack "
+	       "%08x (%u bytes)\n", c->path, ref.pack, ref.len);
+	return 0;
+}
+
 /*
  * An empty container may be a packed one (docs/FORMAT.md section 13):
  * then *@fd becomes a memfd holding its image, checked like a container.
  * Returns 0, or -EBADMSG after reporting a damaged packed file.
  */
-static int check_packed(struct fsck *c, int *fd)
+static int check_packed(struct fsck *c, int dirfd, const char *name, int *fd)
 {
 	uint8_t image[SQ_PACK_IMAGE_MAX];
 	struct sq_pack_ref ref;
@@ -86,11 +291,13 @@ static int check_packed(struct fsck *c, int *fd)
 	uint64_t size;
 	int r, mfd;
 
-	if (fstat(*fd, &st) || st.st_size != 0)
+	if (fstat(*fd, &st) || st.st_size > SQ_PACK_STUB_LEN)
 		return 0;
 	r = sq_pack_get_ref(*fd, NULL, &ref);
+	if (r == -ENODATA && st.st_size == 0)
+		return 0;	/* an empty file */
 	if (r == -ENODATA)
-		return 0;
+		return lost_stub(c, dirfd, name, fd, &st);
 	if (r) {
 		printf("%s: packed: bad reference: %s\n", c->path,
 		       strerror(-r));
@@ -136,7 +343,8 @@ static void check_file(struct fsck *c, int dirfd, const char *name,
 	}
 	memset(&rep, 0, sizeof(rep));
 	c->path = path;
-	r = check_packed(c, &fd);
+	c->rel = path + c->backing_len + 1;
+	r = check_packed(c, dirfd, name, &fd);
 	if (!r)
 		r = sq_ctr_check_fd(fd, c->cctx, &rep, problem, c);
 	close(fd);
@@ -380,24 +588,36 @@ static void scan_packs(struct fsck *c, int root, const char *backing,
 int sq_fsck_main(int argc, char **argv)
 {
 	struct fsck c;
-	bool reclaim = argc == 3 && strcmp(argv[1], "--reclaim") == 0;
+	bool reclaim = false, repair = false;
 	const char *backing = argv[argc - 1];
 	int fd, lock = -1, r;
 
-	if ((argc != 2 && !reclaim) || backing[0] == '-') {
-		fprintf(stderr, "usage: squeezefs fsck [--reclaim] BACKING\n");
+	for (int k = 1; k < argc - 1; k++) {
+		if (!strcmp(argv[k], "--reclaim"))
+			reclaim = true;
+		else if (!strcmp(argv[k], "--repair"))
+			repair = true;
+		else
+			backing = "-";
+	}
+	if (argc < 2 || backing[0] == '-') {
+		fprintf(stderr, "usage: squeezefs fsck [--repair] [--reclaim] "
+			"BACKING\n");
 		return FSCK_ERROR;
 	}
 	memset(&c, 0, sizeof(c));
+	c.repair = repair;
+	c.backing_len = strlen(backing);
 	fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0) {
 		fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 			strerror(errno));
 		return FSCK_ERROR;
 	}
-	if (reclaim) {
+	if (reclaim || repair) {
 		/* A mount frees and appends images meanwhile: what looks
-		 * orphaned to a walk may be live by its end. */
+		 * orphaned to a walk may be live by its end; and a repair
+		 * writes files. */
 		char real[PATH_MAX];
 
 		lock = realpath(backing, real) ?
@@ -405,7 +625,8 @@ int sq_fsck_main(int argc, char **argv)
 		if (lock < 0) {
 			fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 				lock == -EWOULDBLOCK ? "mounted: unmount it "
-				"before --reclaim" : strerror(-lock));
+				"before --reclaim or --repair" :
+				strerror(-lock));
 			close(fd);
 			return FSCK_ERROR;
 		}
@@ -423,8 +644,29 @@ int sq_fsck_main(int argc, char **argv)
 		fprintf(stderr, "squeezefs fsck: %s\n", strerror(-r));
 		return FSCK_ERROR;
 	}
+	if (repair) {
+		r = index_load(fd, &c.idx);
+		if (r)
+			fprintf(stderr, "squeezefs fsck: %s: pack index: %s\n",
+				backing, strerror(-r));
+	}
 	walk(&c, fd, backing, true);
 	sq_pack_close(c.pack);
+	free(c.idx.recs);
+	free(c.idx.buf);
+	if (c.lost) {
+		/* Their images look orphaned: they must not be freed. */
+		c.unknown_ref = true;
+		printf("%llu packed files lost their pack references%s\n",
+		       (unsigned long long)c.lost, repair ? " and could not "
+		       "be repaired" : " (squeezefs fsck --repair restores "
+		       "them from the pack index)");
+	}
+	if (c.repaired)
+		printf("%llu packed files repaired: each is a container of its "
+		       "own again; the pack space their images take is freed "
+		       "by squeezefs fsck --reclaim\n",
+		       (unsigned long long)c.repaired);
 	if (reclaim && (c.error || c.unknown_ref)) {
 		/* A file the walk could not read may refer to any image. */
 		fprintf(stderr, "squeezefs fsck: not every file could be "

@@ -289,7 +289,7 @@ int sq_inode_cached_ref(struct sq_inode *i, struct stat *st,
 {
 	if (fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
 		return -errno;
-	if (!S_ISREG(st->st_mode) || st->st_size != 0 ||
+	if (!S_ISREG(st->st_mode) || st->st_size > SQ_PACK_STUB_LEN ||
 	    !size_cached(i, st) || i->cached_blocks < 0)
 		return -ENODATA;
 	*ref = i->cached_ref;
@@ -329,21 +329,27 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		st->st_size = (off_t)i->cached_size;
 		if (i->cached_blocks >= 0)
 			st->st_blocks = i->cached_blocks;
-	} else if (st->st_size == 0) {
+	} else if (st->st_size <= SQ_PACK_STUB_LEN) {
 		/* An empty backing file is an empty container, or a packed
-		 * one: its reference has the logical size. */
+		 * one (a stub, or empty from version 3): its reference has
+		 * the logical size. */
 		struct sq_pack_ref ref;
 		char path[64];
 
 		proc_path(path, sizeof(path), i->fd);
 		r = sq_pack_get_ref(-1, path, &ref);
 		if (r == 0) {
+			/* Version 3's: the packer gives it a stub. */
+			if (st->st_size == 0)
+				sq_pack_note(fs, i);
 			sq_inode_cache_size(i, st, ref.size,
 					    (blkcnt_t)((ref.len + 511) / 512));
 			i->cached_ref = ref;
-		} else if (r == -ENODATA) {
+		} else if (r == -ENODATA && st->st_size == 0) {
 			sq_inode_cache_size(i, st, 0, -1);
 		}
+		/* A stub without its reference (BACKING copied without
+		 * xattrs) is damaged: opening it says so. */
 		/* A damaged reference or a failed read is not remembered:
 		 * opening the file reports it. */
 	} else {
@@ -986,7 +992,7 @@ static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
 	if (v->i) {
 		pthread_mutex_lock(&v->i->lock);
 		if (fstatat(v->i->fd, "", &st, AT_EMPTY_PATH) ||
-		    st.st_size != 0)
+		    st.st_size > SQ_PACK_STUB_LEN)
 			return;
 		if (size_cached(v->i, &st)) {
 			/* Known from a stat: no xattr to read. */
@@ -996,14 +1002,15 @@ static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
 		}
 		proc_path(path, sizeof(path), v->i->fd);
 	} else {
-		if (st.st_size != 0)
+		if (st.st_size > SQ_PACK_STUB_LEN)
 			return;
 		v->fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (v->fd < 0)
 			return;
 		proc_path(path, sizeof(path), v->fd);
 	}
-	v->packed = st.st_size == 0 && sq_pack_get_ref(-1, path, &v->ref) == 0;
+	v->packed = st.st_size <= SQ_PACK_STUB_LEN &&
+		    sq_pack_get_ref(-1, path, &v->ref) == 0;
 }
 
 static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
@@ -1540,8 +1547,8 @@ static bool packed_ref(struct sq_inode *i, struct sq_pack_ref *ref)
 	bool packed;
 
 	pthread_mutex_lock(&i->lock);
-	packed = !i->file && i->size_cached && i->cached_bsize == 0 &&
-		 i->cached_blocks >= 0;
+	packed = !i->file && i->size_cached &&
+		 i->cached_bsize <= SQ_PACK_STUB_LEN && i->cached_blocks >= 0;
 	if (packed)
 		*ref = i->cached_ref;
 	pthread_mutex_unlock(&i->lock);

@@ -31,6 +31,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,8 @@ struct sq_pack {
 	uint32_t nfds;
 	uint32_t cur;		/* pack images are appended to; 0: none */
 	uint64_t end;		/* its length */
+	int idxfd;		/* the pack index (O_APPEND), or -1; written
+				 * by the packer thread only */
 
 	/* The packer thread (packing on only). */
 	struct sq_fs *fs;
@@ -216,6 +219,7 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 	if (!p)
 		return -ENOMEM;
 	p->dirfd = -1;
+	p->idxfd = -1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_mutex_init(&p->qlock, NULL);
 	pthread_cond_init(&p->qcond, NULL);
@@ -248,6 +252,10 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 		r = pack_scan(p);
 		p->append = r == 0;
 		r = 0;
+		/* Without the index packing goes on: only a repair of a
+		 * copy that lost the xattrs would miss its records. */
+		p->idxfd = openat(p->dirfd, SQ_PACK_INDEX, O_WRONLY | O_APPEND |
+				  O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	}
 	*out = p;
 	return 0;
@@ -268,6 +276,8 @@ void sq_pack_close(struct sq_pack *p)
 	free(p->fds);
 	if (p->dirfd >= 0)
 		close(p->dirfd);
+	if (p->idxfd >= 0)
+		close(p->idxfd);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->qlock);
 	pthread_cond_destroy(&p->qcond);
@@ -541,7 +551,45 @@ struct cand {
 	struct sq_pack_ref ref;
 	bool placed;		/* its image is in the pack */
 	bool retry;
+	bool upgrade;		/* packed by version 3: give it a stub */
+	bool indexed;		/* a record went to the index */
 };
+
+/*
+ * Appends @ref's record to the pack index: where the file open as @fd
+ * lies in BACKING now, and its mtime.  Best effort (see idxfd); synced
+ * once per batch.  Packer thread only.
+ */
+static bool index_add(struct sq_fs *fs, int fd, const struct sq_pack_ref *ref,
+		      const struct timespec *mtime)
+{
+	uint8_t rec[SQ_PACK_IDX_MAX];
+	char link[64], path[PATH_MAX];
+	struct sq_pack_idx x;
+	size_t blen = strlen(fs->backing);
+	ssize_t n;
+	int len;
+
+	if (fs->pack->idxfd < 0)
+		return false;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n <= 0 || (size_t)n <= blen + 1)
+		return false;
+	path[n] = '\0';
+	/* Unlinked meanwhile ("... (deleted)"), or not below BACKING as
+	 * this mount's namespace sees it: nothing to record. */
+	if (strncmp(path, fs->backing, blen) || path[blen] != '/' ||
+	    (n > 10 && !strcmp(path + n - 10, " (deleted)")))
+		return false;
+	x.ref = *ref;
+	x.mtime_sec = mtime->tv_sec;
+	x.mtime_nsec = (uint32_t)mtime->tv_nsec;
+	x.path = path + blen + 1;
+	x.path_len = (uint32_t)((size_t)n - blen - 1);
+	len = sq_pack_idx_encode(&x, rec);
+	return len > 0 && write(fs->pack->idxfd, rec, (size_t)len) == len;
+}
 
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -583,8 +631,16 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 		goto out;
 	/* Truncating the container would make the kernel drop a version 1
 	 * container's own security.capability: such a file stays as it is. */
+	if (fstat(fd, &c->st) == 0 && S_ISREG(c->st.st_mode) &&
+	    c->st.st_nlink && c->st.st_size == 0 &&
+	    sq_pack_get_ref(fd, NULL, &c->ref) == 0) {
+		/* Packed by version 3: empty, nothing shows it was packed
+		 * once the xattr is gone.  It gets a stub and a record. */
+		c->upgrade = true;
+		goto close;
+	}
 	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
-	    c->st.st_nlink == 0 || c->st.st_size == 0 ||
+	    c->st.st_nlink == 0 || c->st.st_size <= SQ_PACK_STUB_LEN ||
 	    c->st.st_blocks > SQ_PACK_SMALL_BLOCKS ||
 	    fgetxattr(fd, "security.capability", NULL, 0) >= 0)
 		goto close;
@@ -781,10 +837,16 @@ static bool swap_one(struct sq_fs *fs, struct cand *c)
 		goto close;
 	}
 	done = true;
+	/* Packed from here on (empty, with the reference: version 3's
+	 * way); the stub's hole makes it visible without the xattr too. */
+	if (ftruncate(fd, SQ_PACK_STUB_LEN))
+		sq_log(SQ_LOG_WARN, "packed file: no stub: %s",
+		       strerror(errno));
 	ts[1] = c->st.st_mtim;
 	if (futimens(fd, ts))
 		sq_log(SQ_LOG_WARN, "packed file: cannot restore mtime: %s",
 		       strerror(errno));
+	c->indexed = index_add(fs, fd, &c->ref, &c->st.st_mtim);
 	/* The next stat and unlink then need not read the xattr back. */
 	i->size_cached = false;
 	if (fstat(fd, &st) == 0) {
@@ -797,6 +859,43 @@ close:
 out:
 	pthread_mutex_unlock(&i->lock);
 	return done;
+}
+
+/* A file packed by version 3 (read_one()) gets its stub and its record. */
+static void upgrade_one(struct sq_fs *fs, struct cand *c)
+{
+	struct sq_inode *i = c->it->ino;
+	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT } };
+	struct sq_pack_ref ref;
+	struct stat st;
+	int fd;
+
+	pthread_mutex_lock(&i->lock);
+	if (busy(fs, i))
+		goto out;	/* opened meanwhile: packed anew at close */
+	fd = sq_inode_open(i, O_RDWR | O_NOATIME);
+	if (fd < 0)
+		goto out;
+	if (fstat(fd, &st) || st.st_nlink == 0 || !same_file(&st, &c->st) ||
+	    sq_pack_get_ref(fd, NULL, &ref) || ref.sum != c->ref.sum)
+		goto close;
+	if (ftruncate(fd, SQ_PACK_STUB_LEN))
+		goto close;
+	ts[1] = st.st_mtim;
+	if (futimens(fd, ts))
+		sq_log(SQ_LOG_WARN, "packed file: cannot restore mtime: %s",
+		       strerror(errno));
+	c->indexed = index_add(fs, fd, &ref, &st.st_mtim);
+	i->size_cached = false;
+	if (fstat(fd, &st) == 0) {
+		sq_inode_cache_size(i, &st, ref.size,
+				    (blkcnt_t)((ref.len + 511) / 512));
+		i->cached_ref = ref;
+	}
+close:
+	close(fd);
+out:
+	pthread_mutex_unlock(&i->lock);
 }
 
 static void pack_batch(struct sq_fs *fs, struct item **items, size_t n)
@@ -822,11 +921,20 @@ static void pack_batch(struct sq_fs *fs, struct item **items, size_t n)
 		if (r && r != -ENOSPC && r != -EDQUOT)
 			sq_log(SQ_LOG_WARN, "cannot write a pack: %s",
 			       strerror(-r));
+		bool indexed = false;
+
 		for (size_t k = 0; k < n; k++) {
 			if (cs[k].placed && !swap_one(fs, &cs[k]))
 				sq_pack_free(p, &cs[k].ref);
+			if (cs[k].upgrade)
+				upgrade_one(fs, &cs[k]);
+			indexed |= cs[k].indexed;
 			free(cs[k].image);
 		}
+		/* One sync for the batch's records: a repair needs them
+		 * only after a copy, and a copy comes after an unmount. */
+		if (indexed && fdatasync(p->idxfd))
+			sq_log(SQ_LOG_WARN, "pack index: %s", strerror(errno));
 	}
 	for (size_t k = 0; k < n; k++) {
 		struct item *it = items[k];

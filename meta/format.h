@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define SQ_FMT_VERSION		3	/* written by this build */
+#define SQ_FMT_VERSION		4	/* written by this build */
 #define SQ_FMT_VERSION_MIN	1	/* oldest version this build reads */
 
 /* File header: 128 bytes at offset 0. */

@@ -44,6 +44,50 @@ struct sq_pack_ref {
 	uint64_t sum;		/* XXH3-64 of the image bytes */
 };
 
+/*
+ * A packed file's backing file (format 4): SQ_PACK_STUB_LEN bytes that read
+ * as zero (a hole: no block).  Version 3 left it empty; a copy of BACKING
+ * that drops xattrs (rsync -a, tar, cp -r) then turns a packed file into an
+ * empty one without a trace.  A stub without the xattr is a packed file
+ * whose reference was lost: damaged, never empty (section 13.3).
+ */
+#define SQ_PACK_STUB_LEN	1
+
+/*
+ * The pack index (section 13.7): BACKING/.squeezefs/packs/index, one
+ * record appended for every image packed, so that `fsck --repair` finds
+ * the image of a stub whose reference a copy lost.  A record:
+ *
+ *	magic[4] "SQPI", u32 rec_len (all of it, sum included),
+ *	ref[40] (as the xattr), i64 mtime_sec, u32 mtime_nsec,
+ *	u32 path_len, path[path_len] (relative to BACKING, no NUL),
+ *	u64 XXH3-64 of every byte before it
+ */
+#define SQ_PACK_INDEX		"index"
+#define SQ_PACK_IDX_MAGIC	"SQPI"
+#define SQ_PACK_IDX_FIXED	64	/* bytes before the path */
+#define SQ_PACK_IDX_PATH_MAX	4096
+#define SQ_PACK_IDX_MAX		(SQ_PACK_IDX_FIXED + SQ_PACK_IDX_PATH_MAX + 8)
+
+struct sq_pack_idx {
+	struct sq_pack_ref ref;
+	int64_t mtime_sec;	/* the file's mtime when packed */
+	uint32_t mtime_nsec;
+	uint32_t path_len;
+	const char *path;	/* borrowed from the decoded buffer */
+};
+
+/* Encodes @rec into @out (SQ_PACK_IDX_MAX bytes); returns its length, or
+ * -ENAMETOOLONG for a path longer than SQ_PACK_IDX_PATH_MAX. */
+int sq_pack_idx_encode(const struct sq_pack_idx *rec, uint8_t *out);
+/*
+ * Decodes the record at the start of @buf (@n bytes).  Returns its length,
+ * or -EBADMSG when no valid record starts there (the caller moves on a
+ * byte and looks for the next magic: a torn append is skipped, not the
+ * records after it).  rec->path points into @buf.
+ */
+int sq_pack_idx_decode(const void *buf, size_t n, struct sq_pack_idx *rec);
+
 void sq_pack_ref_encode(const struct sq_pack_ref *ref,
 			uint8_t out[SQ_PACK_REF_LEN]);
 /* Returns 0, or -EBADMSG when @buf (@n bytes) is no valid reference. */

@@ -192,11 +192,16 @@ CODEC_IDS = {"none": 0, "lz4": 1, "zstd": 2, "zlib": 3, "brotli": 4,
              "zero": 255}
 
 
+# A packed file's backing file is a stub of this many bytes (a hole) from
+# format 4 on, empty before (docs/FORMAT.md section 13).
+STUB_LEN = 1
+
+
 def ctr_image(path):
     """The container bytes of the backing file `path`: the file's own, or
     for a packed file (docs/FORMAT.md section 13) its image in the pack."""
     import sys
-    if os.stat(path).st_size == 0:
+    if os.stat(path).st_size <= STUB_LEN:
         try:
             ref = os.getxattr(path, "trusted.squeezefs.packed")
         except OSError:
@@ -211,7 +216,7 @@ def ctr_image(path):
 def is_packed(path):
     """Whether the backing file `path` is a packed container."""
     try:
-        return os.stat(path).st_size == 0 and len(
+        return os.stat(path).st_size <= STUB_LEN and len(
             os.getxattr(path, "trusted.squeezefs.packed")) > 0
     except OSError:
         return False

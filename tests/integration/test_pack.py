@@ -33,8 +33,8 @@ import zlib
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import (faultinj_env, flip_byte, run_fsck, wait_for,  # noqa: E402
-                       write_fault_ctl)
+from sqfs_util import (STUB_LEN, faultinj_env, flip_byte,  # noqa: E402
+                       run_fsck, wait_for, write_fault_ctl)
 
 XATTR = "trusted.squeezefs.packed"
 REF = struct.Struct("<4sIIIQQQ")  # magic, version, pack, len, off, size, sum
@@ -90,14 +90,15 @@ def ref_of(bpath):
 def packed(bpath):
     """Whether the backing object is a packed file (empty + reference)."""
     try:
-        return os.stat(bpath).st_size == 0 and ref_of(bpath) is not None
+        return os.stat(bpath).st_size <= STUB_LEN and \
+            ref_of(bpath) is not None
     except FileNotFoundError:
         return False
 
 
 def unpacked(bpath):
     """A container of its own: non-empty and no reference at all."""
-    return os.stat(bpath).st_size > 0 and ref_of(bpath) is None
+    return os.stat(bpath).st_size > STUB_LEN and ref_of(bpath) is None
 
 
 def wait_packed(m, names, timeout=PACK_WAIT):
@@ -1317,7 +1318,7 @@ def test_kill_while_packing(make_mount, tmp_path):
 
             def some_packed():
                 try:
-                    return sum(e.stat().st_size == 0 and
+                    return sum(e.stat().st_size <= STUB_LEN and
                                ref_of(e.path) is not None
                                for e in os.scandir(m.bpath(d))) >= 30
                 except OSError:
@@ -1440,7 +1441,7 @@ def test_stat_while_packing_sees_the_size(make_mount):
 
     def switched(k):
         try:
-            return os.stat(m.bpath(names[k])).st_size == 0
+            return os.stat(m.bpath(names[k])).st_size <= STUB_LEN
         except FileNotFoundError:
             return False
 

@@ -9,10 +9,12 @@ and users can get their data out without squeezefs.
                                       slot states and the current record
 
 FILE is a regular file in a backing directory.  A packed one (section 13:
-empty, with the xattr trusted.squeezefs.packed) is read from its pack in
+a 1-byte stub, or empty, with the xattr trusted.squeezefs.packed) is read
+from its pack in
 BACKING/.squeezefs/packs/; BACKING is --backing DIR, else the nearest
 parent directory holding .squeezefs/packs/, else .squeezefs/.  Only root
-sees trusted.* xattrs: run as anyone else, a packed file reads as empty.
+sees trusted.* xattrs: run as anyone else, a packed file reads as damaged
+(a stub) or empty (packed by version 3).
 
 Exit status: 0 fine, 1 damage found, 2 usage or I/O error.  Importable:
 Container(path).read_all(), .check(), .info(); Container.from_image(bytes)
@@ -36,7 +38,7 @@ import zstandard
 # FORMAT.md section 3
 MAGIC = b"\x89SQZ\r\n\x1a\n"
 FMT_VERSION_MIN = 1
-FMT_VERSION = 3
+FMT_VERSION = 4
 HDR_SIZE = 128
 SHIFT_MIN, SHIFT_MAX = 12, 20
 OFF_HEADER_SUM = 48
@@ -57,6 +59,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 # FORMAT.md section 13
 PACK_XATTR = "trusted.squeezefs.packed"
+PACK_STUB_LEN = 1  # a packed file's backing file from format 4 on
 PACK_REF_LEN = 40
 PACK_REF_MAGIC = b"SQPK"
 PACK_REF_VERSION = 1
@@ -395,15 +398,20 @@ class Container:
 
     def _unpack(self, backing):
         """Switches to the pack image when the file is packed (13.3)."""
-        if self.src.length != 0 or \
+        if self.src.length > PACK_STUB_LEN or \
                 not stat.S_ISREG(os.fstat(self.src.fd).st_mode):
             return  # rule 1: a container, any packed xattr on it stale
         try:
             raw = os.getxattr(self.src.fd, PACK_XATTR)
         except OSError as e:
-            if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP,
+                               errno.EOPNOTSUPP):
+                raise
+            if self.src.length == 0:
                 return  # rule 2: an empty file
-            raise
+            # rule 3: a stub whose reference is gone
+            raise Damaged("packed file without its pack reference "
+                          "(copied without xattrs?)")
         ref = parse_pack_ref(raw)  # rule 3 from here on
         if backing is None:
             backing = find_backing(self.path)

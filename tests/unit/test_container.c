@@ -805,7 +805,7 @@ static void test_bad_files(void **state)
 	} cases[] = {
 		{ 0, 'x', true, "magic" },
 		{ 5, '\r', true, "magic" },	/* LF -> CR mangling */
-		{ 8, 4, true, "version 4" },
+		{ 8, SQ_FMT_VERSION + 1, true, "format version" },
 		{ 8, 0, true, "version 0" },
 		{ 10, 64, true, "header size" },
 		{ 12, 11, true, "block shift 11" },
