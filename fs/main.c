@@ -36,13 +36,14 @@ struct sq_opts {
 	int writeback_cache;
 	int nopack;
 	int shared;		/* allow_other or allow_root given */
+	int ro;			/* a read-only mount: BACKING is not written */
 	char *backing;
 	char *mountpoint;
 	int nonopts;
 };
 
 #define SQ_OPT(t, p) { t, offsetof(struct sq_opts, p), 1 }
-enum { KEY_SHARED = 1 };
+enum { KEY_SHARED = 1, KEY_RO };
 static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("block_size=%s", block_size),
 	SQ_OPT("codec=%s", codec),
@@ -53,6 +54,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 	{ "nopack", offsetof(struct sq_opts, nopack), 1 },
 	FUSE_OPT_KEY("allow_other", KEY_SHARED),
 	FUSE_OPT_KEY("allow_root", KEY_SHARED),
+	FUSE_OPT_KEY("ro", KEY_RO),
 	FUSE_OPT_END
 };
 
@@ -96,6 +98,8 @@ static int opt_proc(void *data, const char *arg, int key,
 	(void)outargs;
 	if (key == KEY_SHARED)
 		o->shared = 1;	/* and libfuse gets it too */
+	if (key == KEY_RO)
+		o->ro = 1;	/* likewise */
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	switch (o->nonopts++) {
@@ -686,7 +690,9 @@ int main(int argc, char **argv)
 	r = sq_prune_start(&fs, se);
 	if (r)
 		sq_log(SQ_LOG_WARN, "no inode pruning: %s", strerror(-r));
-	r = sq_pack_start(&fs, !o.nopack);
+	/* Read-only: nothing is packed, and no stub of version 3 is
+	 * upgraded (BACKING may be a snapshot). */
+	r = sq_pack_start(&fs, !o.nopack && !o.ro);
 	if (r && fs.lock_fd >= 0)
 		sq_log(SQ_LOG_WARN, "small files not packed: %s",
 		       strerror(-r));

@@ -252,10 +252,6 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 		r = pack_scan(p);
 		p->append = r == 0;
 		r = 0;
-		/* Without the index packing goes on: only a repair of a
-		 * copy that lost the xattrs would miss its records. */
-		p->idxfd = openat(p->dirfd, SQ_PACK_INDEX, O_WRONLY | O_APPEND |
-				  O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	}
 	*out = p;
 	return 0;
@@ -1041,6 +1037,13 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 		r = -errno;
 		goto off;
 	}
+	/* Without the index packing goes on: only a repair of a copy that
+	 * lost the xattrs would miss its records. */
+	p->idxfd = openat(p->dirfd, SQ_PACK_INDEX, O_WRONLY | O_APPEND |
+			  O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (p->idxfd < 0)
+		sq_log(SQ_LOG_WARN, "pack index: %s: packed files copied "
+		       "without xattrs could not be repaired", strerror(errno));
 	p->fs = fs;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
