@@ -323,6 +323,25 @@ void sq_pack_free(struct sq_pack *p, const struct sq_pack_ref *ref);
 /* The same from a request: the packer thread punches it soon. */
 void sq_pack_free_later(struct sq_pack *p, const struct sq_pack_ref *ref);
 
+/*
+ * The pack index (docs/FORMAT.md 13.7) follows names through renames and
+ * links, so that `fsck --repair` finds a lost stub's image by its path.
+ * Whether this mount keeps it (it packs):
+ */
+bool sq_pack_indexing(const struct sq_pack *p);
+/* Held across a rename of a directory or of a (maybe) packed file and its
+ * sq_pack_index_move(): records keep the order of the names they follow. */
+void sq_pack_index_lock(struct sq_pack *p);
+void sq_pack_index_unlock(struct sq_pack *p);
+/* What was @from in the directory open as @from_dir (O_PATH), or below it,
+ * is now @to in @to_dir.  Index lock held. */
+void sq_pack_index_move(struct sq_fs *fs, int from_dir, const char *from,
+			int to_dir, const char *to);
+/* @name in @dir is a new link to the packed image @ref (mtime @mtime). */
+void sq_pack_index_link(struct sq_fs *fs, int dir, const char *name,
+			const struct sq_pack_ref *ref,
+			const struct timespec *mtime);
+
 /* ops.c: frees what outlives a dying inode @i (a doomed packed image). */
 void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i);
 /* Opens @i's backing file anew (i->fd is O_PATH) with @flags | O_CLOEXEC;

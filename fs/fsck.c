@@ -40,7 +40,17 @@ struct live {
 struct index {
 	uint8_t *buf;
 	struct sq_pack_idx *recs;	/* in file order: newest last */
+	char **cur;		/* an image record's path after the moves that
+				 * follow it; NULL for a move record */
 	size_t n;
+};
+
+/* A lost stub with more than one link, repaired under one name (@path
+ * the container that replaced it) or waiting for one to be. */
+struct lost_link {
+	dev_t dev;
+	ino_t ino;
+	char *path;
 };
 
 struct fsck {
@@ -48,6 +58,8 @@ struct fsck {
 	bool repair;
 	struct index idx;
 	uint64_t lost, repaired;
+	struct lost_link *done, *waiting;	/* --repair's hard links */
+	size_t ndone, nwaiting;
 	struct sq_pack *pack;	/* BACKING's packs, read-only */
 	uint64_t files, damaged_files, blocks, stale, raw, stored;
 	bool error;
@@ -143,9 +155,56 @@ out:
 	return r;
 }
 
-static bool rec_is(const struct sq_pack_idx *x, const char *rel)
+/* Moves every image record's path along the move records after it:
+ * each image's path as of the last record. */
+static int index_replay(struct index *x)
 {
-	return x->path_len == strlen(rel) && !memcmp(x->path, rel, x->path_len);
+	x->cur = calloc(x->n ? x->n : 1, sizeof(*x->cur));
+	if (!x->cur)
+		return -ENOMEM;
+	for (size_t k = 0; k < x->n; k++) {
+		const struct sq_pack_idx *m = &x->recs[k];
+
+		if (!m->move) {
+			x->cur[k] = strndup(m->path, m->path_len);
+			if (!x->cur[k])
+				return -ENOMEM;
+			continue;
+		}
+		for (size_t j = 0; j < k; j++) {
+			char *p = x->cur[j], *np;
+			size_t n = m->path_len;
+
+			if (!p || strncmp(p, m->path, n) ||
+			    (p[n] != '\0' && p[n] != '/') ||
+			    memchr(m->path, 0, n))
+				continue;
+			if (asprintf(&np, "%.*s%s", (int)m->to_len, m->to,
+				     p + n) < 0)
+				return -ENOMEM;
+			free(p);
+			x->cur[j] = np;
+		}
+	}
+	return 0;
+}
+
+static void index_free(struct index *x)
+{
+	for (size_t k = 0; x->cur && k < x->n; k++)
+		free(x->cur[k]);
+	free(x->cur);
+	free(x->recs);
+	free(x->buf);
+}
+
+/* Whether the record's mtime is the stub's: to the nanosecond, or to the
+ * second when the copy kept only seconds (GNU tar's default format). */
+static bool same_mtime(const struct sq_pack_idx *x, const struct timespec *mt)
+{
+	if (x->mtime_sec != mt->tv_sec)
+		return false;
+	return mt->tv_nsec == 0 || x->mtime_nsec == (uint32_t)mt->tv_nsec;
 }
 
 /*
@@ -160,26 +219,27 @@ static int index_find(struct fsck *c, const char *rel,
 {
 	const struct sq_pack_idx *hit = NULL;
 
+	/* The path first: the newest image that lay there.  Renames and
+	 * links through the mount are recorded, so an older record of the
+	 * path is a file that is gone or moved on. */
 	for (size_t k = c->idx.n; k-- > 0;) {
-		if (rec_is(&c->idx.recs[k], rel)) {
-			if (sq_pack_load(c->pack, &c->idx.recs[k].ref,
-					 image) == 0)
-				hit = &c->idx.recs[k];
-			break;
-		}
+		if (!c->idx.cur[k] || strcmp(c->idx.cur[k], rel))
+			continue;
+		if (sq_pack_load(c->pack, &c->idx.recs[k].ref, image) == 0)
+			hit = &c->idx.recs[k];
+		break;
 	}
+	/* Else the one image whose file had the stub's mtime. */
 	for (size_t k = 0; !hit && k < c->idx.n; k++) {
 		const struct sq_pack_idx *x = &c->idx.recs[k];
 
-		if (x->mtime_sec != mt->tv_sec ||
-		    x->mtime_nsec != (uint32_t)mt->tv_nsec ||
+		if (x->move || !same_mtime(x, mt) ||
 		    sq_pack_load(c->pack, &x->ref, image))
 			continue;
 		for (size_t j = k + 1; j < c->idx.n; j++) {
 			const struct sq_pack_idx *y = &c->idx.recs[j];
 
-			if (y->mtime_sec == x->mtime_sec &&
-			    y->mtime_nsec == x->mtime_nsec &&
+			if (!y->move && same_mtime(y, mt) &&
 			    y->ref.sum != x->ref.sum)
 				return -ENOENT;	/* two candidates */
 		}
@@ -192,6 +252,14 @@ static int index_find(struct fsck *c, const char *rel,
 	return 0;
 }
 
+/* A repair leaves the directory's times as they were (a copy kept them). */
+static void dir_times(int dirfd, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+
+	futimens(dirfd, ts);
+}
+
 /*
  * Makes the lost stub @name of @dirfd (attributes @st) a container again,
  * holding @image: written beside it and renamed over it, so that a crash
@@ -202,11 +270,14 @@ static int restore(int dirfd, const char *name, const struct stat *st,
 {
 	struct timespec ts[2] = { st->st_atim, st->st_mtim };
 	char tmp[NAME_MAX + 1];
+	struct stat dst;
 	int fd, r = 0;
 
 	if (snprintf(tmp, sizeof(tmp), ".%.200s.sqrepair", name) >=
 	    (int)sizeof(tmp))
 		return -ENAMETOOLONG;
+	if (fstat(dirfd, &dst))
+		return -errno;
 	unlinkat(dirfd, tmp, 0);	/* a crashed repair's */
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0600);
@@ -229,7 +300,61 @@ static int restore(int dirfd, const char *name, const struct stat *st,
 		unlinkat(dirfd, tmp, 0);
 	else if (fsync(dirfd))
 		r = -errno;
+	dir_times(dirfd, &dst);
 	return r;
+}
+
+/*
+ * @name of @dirfd, a lost stub with another name already repaired as
+ * @path: linked to that container, so that the names stay one file.
+ */
+static int relink(int dirfd, const char *name, const char *path)
+{
+	char tmp[NAME_MAX + 1];
+	struct stat dst;
+	int r = 0;
+
+	if (snprintf(tmp, sizeof(tmp), ".%.200s.sqrepair", name) >=
+	    (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	if (fstat(dirfd, &dst))
+		return -errno;
+	unlinkat(dirfd, tmp, 0);
+	if (linkat(AT_FDCWD, path, dirfd, tmp, 0) ||
+	    renameat(dirfd, tmp, dirfd, name))
+		r = -errno;
+	if (r)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd))
+		r = -errno;
+	dir_times(dirfd, &dst);
+	return r;
+}
+
+static int add_link(struct lost_link **v, size_t *n, const struct stat *st,
+		    const char *path)
+{
+	struct lost_link *nv = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	nv[*n].dev = st->st_dev;
+	nv[*n].ino = st->st_ino;
+	nv[*n].path = strdup(path);
+	if (!nv[*n].path)
+		return -ENOMEM;
+	(*n)++;
+	return 0;
+}
+
+static const char *find_link(const struct lost_link *v, size_t n,
+			     const struct stat *st)
+{
+	for (size_t k = 0; k < n; k++)
+		if (v[k].dev == st->st_dev && v[k].ino == st->st_ino)
+			return v[k].path;
+	return NULL;
 }
 
 /*
@@ -252,7 +377,26 @@ static int lost_stub(struct fsck *c, int dirfd, const char *name, int *fd,
 		       "restore it\n", c->path);
 		return -EBADMSG;
 	}
+	if (st->st_nlink > 1 && find_link(c->done, c->ndone, st)) {
+		/* Another name of this file was repaired: it is that file. */
+		r = relink(dirfd, name, find_link(c->done, c->ndone, st));
+		if (r) {
+			printf("%s: packed file lost its pack reference; linking "
+			       "it to its repaired other name failed: %s\n",
+			       c->path, strerror(-r));
+			return -EBADMSG;
+		}
+		printf("%s: packed file lost its pack reference: repaired as "
+		       "a link to %s\n", c->path,
+		       find_link(c->done, c->ndone, st));
+		goto reopen;
+	}
 	r = index_find(c, c->rel, &st->st_mtim, image, &ref);
+	if (r && st->st_nlink > 1 && !add_link(&c->waiting, &c->nwaiting, st,
+						c->path)) {
+		/* Another name of it, later in the walk, may be known. */
+		return -EBADMSG;
+	}
 	if (r) {
 		printf("%s: packed file lost its pack reference, and the pack "
 		       "index knows no intact image for it: not repaired\n",
@@ -266,6 +410,11 @@ static int lost_stub(struct fsck *c, int dirfd, const char *name, int *fd,
 		       ref.pack, strerror(-r));
 		return -EBADMSG;
 	}
+	printf("%s: packed file lost its pack reference: repaired from pack "
+	       "%08x (%u bytes)\n", c->path, ref.pack, ref.len);
+	if (st->st_nlink > 1)
+		add_link(&c->done, &c->ndone, st, c->path);
+reopen:
 	nfd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (nfd < 0)
 		return -errno;
@@ -273,9 +422,42 @@ static int lost_stub(struct fsck *c, int dirfd, const char *name, int *fd,
 	*fd = nfd;
 	c->lost--;
 	c->repaired++;
-	printf("%s: packed file lost its pack reference: repaired from pack "
-	       "%08x (%u bytes)\n", c->path, ref.pack, ref.len);
 	return 0;
+}
+
+/*
+ * After the walk: names of hard-linked lost stubs that the index did not
+ * know, linked to the container another of their names was repaired as.
+ */
+static void relink_waiting(struct fsck *c)
+{
+	for (size_t k = 0; k < c->nwaiting; k++) {
+		struct lost_link *w = &c->waiting[k];
+		struct stat st = { .st_dev = w->dev, .st_ino = w->ino };
+		const char *to = find_link(c->done, c->ndone, &st);
+		char *slash = strrchr(w->path, '/');
+		int dfd, r = -ENOENT;
+
+		if (to && slash) {
+			*slash = '\0';
+			dfd = open(w->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			*slash = '/';
+			r = dfd < 0 ? -errno : relink(dfd, slash + 1, to);
+			if (dfd >= 0)
+				close(dfd);
+		}
+		if (r) {
+			printf("%s: packed file lost its pack reference, and the "
+			       "pack index knows no intact image for it: not "
+			       "repaired\n", w->path);
+			continue;
+		}
+		printf("%s: packed file lost its pack reference: repaired as "
+		       "a link to %s\n", w->path, to);
+		c->lost--;
+		c->repaired++;
+		c->damaged_files--;
+	}
 }
 
 /*
@@ -646,14 +828,24 @@ int sq_fsck_main(int argc, char **argv)
 	}
 	if (repair) {
 		r = index_load(fd, &c.idx);
-		if (r)
+		if (!r)
+			r = index_replay(&c.idx);
+		if (r) {
 			fprintf(stderr, "squeezefs fsck: %s: pack index: %s\n",
 				backing, strerror(-r));
+			c.error = true;
+		}
 	}
 	walk(&c, fd, backing, true);
+	relink_waiting(&c);
 	sq_pack_close(c.pack);
-	free(c.idx.recs);
-	free(c.idx.buf);
+	index_free(&c.idx);
+	for (size_t k = 0; k < c.ndone; k++)
+		free(c.done[k].path);
+	for (size_t k = 0; k < c.nwaiting; k++)
+		free(c.waiting[k].path);
+	free(c.done);
+	free(c.waiting);
 	if (c.lost) {
 		/* Their images look orphaned: they must not be freed. */
 		c.unknown_ref = true;

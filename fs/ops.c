@@ -800,6 +800,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- creating names ---- */
 
+static bool packed_ref(struct sq_inode *i, struct sq_pack_ref *ref);
+
 /*
  * The mode to create an object with, the caller's umask applied as a
  * local filesystem applies it: only where the directory has no default
@@ -960,6 +962,14 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	}
 	/* The kernel now holds a dentry for this name too. */
 	sq_prune_note(fs, i, p, newname);
+	/* A packed file's new name: its image's too, for fsck --repair. */
+	if (S_ISREG(st.st_mode) && sq_pack_indexing(fs->pack)) {
+		struct sq_pack_ref ref;
+
+		if (packed_ref(i, &ref))
+			sq_pack_index_link(fs, p->fd, newname, &ref,
+					   &st.st_mtim);
+	}
 	reply_entry(req, fs, i, &st);
 }
 
@@ -1047,6 +1057,17 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 		close(v->fd);
 }
 
+/* Whether a rename of @name in @dir goes to the pack index: a directory
+ * (packed files may lie below it) or a file that may be packed. */
+static bool indexed_name(struct sq_inode *dir, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       (S_ISDIR(st.st_mode) ||
+		(S_ISREG(st.st_mode) && st.st_size <= SQ_PACK_STUB_LEN));
+}
+
 /* The table's inode of @name in @dir, with a lookup reference, or NULL. */
 static struct sq_inode *cached_at(struct sq_fs *fs, struct sq_inode *dir,
 				  const char *name)
@@ -1096,6 +1117,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
 	struct sq_inode *src = NULL, *dst = NULL;
 	struct victim v;
+	bool track;
 	int r;
 
 	if (reserved(fs, p, name) || reserved(fs, np, newname)) {
@@ -1116,10 +1138,26 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	src = cached_at(fs, p, name);
 	if (flags & RENAME_EXCHANGE)
 		dst = cached_at(fs, np, newname);
+	track = sq_pack_indexing(fs->pack) &&
+		(indexed_name(p, name) ||
+		 ((flags & RENAME_EXCHANGE) && indexed_name(np, newname)));
+	if (track)
+		sq_pack_index_lock(fs->pack);
 	if (flags)
 		r = renameat2(p->fd, name, np->fd, newname, flags) ? errno : 0;
 	else
 		r = renameat(p->fd, name, np->fd, newname) ? errno : 0;
+	if (track && r == 0 && (flags & RENAME_EXCHANGE)) {
+		/* Three moves, through a name no file has ("\1" is no
+		 * name squeezefs or the kernel makes). */
+		sq_pack_index_move(fs, p->fd, name, fs->root.fd, "\1");
+		sq_pack_index_move(fs, np->fd, newname, p->fd, name);
+		sq_pack_index_move(fs, fs->root.fd, "\1", np->fd, newname);
+	} else if (track && r == 0) {
+		sq_pack_index_move(fs, p->fd, name, np->fd, newname);
+	}
+	if (track)
+		sq_pack_index_unlock(fs->pack);
 	if (r == 0) {
 		/* A rename onto another link of the same file does nothing. */
 		if (v.i && v.i != src)

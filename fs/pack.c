@@ -77,8 +77,10 @@ struct sq_pack {
 	uint32_t nfds;
 	uint32_t cur;		/* pack images are appended to; 0: none */
 	uint64_t end;		/* its length */
-	int idxfd;		/* the pack index (O_APPEND), or -1; written
-				 * by the packer thread only */
+	int idxfd;		/* the pack index (O_APPEND), or -1 */
+	pthread_mutex_t idxlock; /* a leaf but for the rename it brackets
+				  * (sq_pack_index_lock()): orders records
+				  * as the paths they name changed */
 
 	/* The packer thread (packing on only). */
 	struct sq_fs *fs;
@@ -221,6 +223,7 @@ int sq_pack_open(int backing_fd, bool write, struct sq_pack **out)
 	p->dirfd = -1;
 	p->idxfd = -1;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_mutex_init(&p->idxlock, NULL);
 	pthread_mutex_init(&p->qlock, NULL);
 	pthread_cond_init(&p->qcond, NULL);
 	p->tail = &p->head;
@@ -275,6 +278,7 @@ void sq_pack_close(struct sq_pack *p)
 	if (p->idxfd >= 0)
 		close(p->idxfd);
 	pthread_mutex_destroy(&p->lock);
+	pthread_mutex_destroy(&p->idxlock);
 	pthread_mutex_destroy(&p->qlock);
 	pthread_cond_destroy(&p->qcond);
 	free(p);
@@ -552,39 +556,120 @@ struct cand {
 };
 
 /*
+ * Where @fd (an O_PATH or open fd) lies, relative to BACKING, into @out,
+ * followed by "/@name" when @name is not NULL.  Returns its length, or 0
+ * when it is not below BACKING as this mount sees it (unlinked, or out of
+ * this namespace's view).
+ */
+static size_t rel_path(struct sq_fs *fs, int fd, const char *name,
+		       char out[PATH_MAX])
+{
+	char link[64], path[PATH_MAX];
+	size_t blen = strlen(fs->backing), n;
+	ssize_t got;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	got = readlink(link, path, sizeof(path) - 1);
+	if (got <= 0)
+		return 0;
+	path[got] = '\0';
+	n = (size_t)got;
+	if (strncmp(path, fs->backing, blen) ||
+	    (path[blen] != '/' && path[blen] != '\0') ||
+	    (n > 10 && !strcmp(path + n - 10, " (deleted)")))
+		return 0;
+	n = (size_t)snprintf(out, PATH_MAX, "%s%s%s",
+			     path[blen] ? path + blen + 1 : "",
+			     name && path[blen] ? "/" : "", name ? name : "");
+	return n > 0 && n < PATH_MAX ? n : 0;
+}
+
+/* Appends @x to the pack index.  idxlock held. */
+static bool index_put(struct sq_pack *p, const struct sq_pack_idx *x)
+{
+	uint8_t rec[SQ_PACK_IDX_MAX];
+	int len;
+
+	if (p->idxfd < 0)
+		return false;
+	len = sq_pack_idx_encode(x, rec);
+	return len > 0 && write(p->idxfd, rec, (size_t)len) == len;
+}
+
+/* An image record for @ref: the file @name of @fd (or @fd itself). */
+static bool index_image(struct sq_fs *fs, int fd, const char *name,
+			const struct sq_pack_ref *ref,
+			const struct timespec *mtime)
+{
+	struct sq_pack *p = fs->pack;
+	char path[PATH_MAX];
+	struct sq_pack_idx x;
+	bool done = false;
+
+	memset(&x, 0, sizeof(x));
+	x.ref = *ref;
+	x.mtime_sec = mtime->tv_sec;
+	x.mtime_nsec = (uint32_t)mtime->tv_nsec;
+	x.path = path;
+	/* The path is read and written under the lock a rename holds, so
+	 * that a move record never precedes the record it should move. */
+	pthread_mutex_lock(&p->idxlock);
+	x.path_len = (uint32_t)rel_path(fs, fd, name, path);
+	if (x.path_len)
+		done = index_put(p, &x);
+	pthread_mutex_unlock(&p->idxlock);
+	return done;
+}
+
+/*
  * Appends @ref's record to the pack index: where the file open as @fd
  * lies in BACKING now, and its mtime.  Best effort (see idxfd); synced
- * once per batch.  Packer thread only.
+ * once per batch.
  */
 static bool index_add(struct sq_fs *fs, int fd, const struct sq_pack_ref *ref,
 		      const struct timespec *mtime)
 {
-	uint8_t rec[SQ_PACK_IDX_MAX];
-	char link[64], path[PATH_MAX];
-	struct sq_pack_idx x;
-	size_t blen = strlen(fs->backing);
-	ssize_t n;
-	int len;
+	return index_image(fs, fd, NULL, ref, mtime);
+}
 
-	if (fs->pack->idxfd < 0)
-		return false;
-	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
-	n = readlink(link, path, sizeof(path) - 1);
-	if (n <= 0 || (size_t)n <= blen + 1)
-		return false;
-	path[n] = '\0';
-	/* Unlinked meanwhile ("... (deleted)"), or not below BACKING as
-	 * this mount's namespace sees it: nothing to record. */
-	if (strncmp(path, fs->backing, blen) || path[blen] != '/' ||
-	    (n > 10 && !strcmp(path + n - 10, " (deleted)")))
-		return false;
-	x.ref = *ref;
-	x.mtime_sec = mtime->tv_sec;
-	x.mtime_nsec = (uint32_t)mtime->tv_nsec;
-	x.path = path + blen + 1;
-	x.path_len = (uint32_t)((size_t)n - blen - 1);
-	len = sq_pack_idx_encode(&x, rec);
-	return len > 0 && write(fs->pack->idxfd, rec, (size_t)len) == len;
+bool sq_pack_indexing(const struct sq_pack *p)
+{
+	return p && p->idxfd >= 0;
+}
+
+void sq_pack_index_lock(struct sq_pack *p)
+{
+	pthread_mutex_lock(&p->idxlock);
+}
+
+void sq_pack_index_unlock(struct sq_pack *p)
+{
+	pthread_mutex_unlock(&p->idxlock);
+}
+
+void sq_pack_index_move(struct sq_fs *fs, int from_dir, const char *from,
+			int to_dir, const char *to)
+{
+	char a[PATH_MAX], b[PATH_MAX];
+	struct sq_pack_idx x;
+
+	memset(&x, 0, sizeof(x));
+	x.move = true;
+	x.path = a;
+	x.to = b;
+	x.path_len = (uint32_t)rel_path(fs, from_dir, from, a);
+	x.to_len = (uint32_t)rel_path(fs, to_dir, to, b);
+	if (x.path_len && x.to_len && !index_put(fs->pack, &x))
+		sq_log(SQ_LOG_WARN, "pack index: cannot record a rename: %s",
+		       strerror(errno));
+}
+
+void sq_pack_index_link(struct sq_fs *fs, int dir, const char *name,
+			const struct sq_pack_ref *ref,
+			const struct timespec *mtime)
+{
+	if (sq_pack_indexing(fs->pack))
+		index_image(fs, dir, name, ref, mtime);
 }
 
 static bool same_file(const struct stat *a, const struct stat *b)

@@ -102,20 +102,39 @@ uint64_t sq_pack_place(uint64_t end, uint32_t len)
 	return end;
 }
 
+/* A path below BACKING: not empty, no NUL, not absolute. */
+static bool rel_path(const char *p, uint32_t len)
+{
+	return len && len <= SQ_PACK_IDX_PATH_MAX && !memchr(p, 0, len) &&
+	       p[0] != '/';
+}
+
 int sq_pack_idx_encode(const struct sq_pack_idx *rec, uint8_t *out)
 {
 	uint32_t len;
 
-	if (rec->path_len > SQ_PACK_IDX_PATH_MAX)
+	if (rec->path_len > SQ_PACK_IDX_PATH_MAX ||
+	    (rec->move && rec->to_len > SQ_PACK_IDX_PATH_MAX))
 		return -ENAMETOOLONG;
-	len = SQ_PACK_IDX_FIXED + rec->path_len + 8;
-	memcpy(out, SQ_PACK_IDX_MAGIC, 4);
-	put32(out + 4, len);
-	sq_pack_ref_encode(&rec->ref, out + 8);
-	put64(out + 48, (uint64_t)rec->mtime_sec);
-	put32(out + 56, rec->mtime_nsec);
-	put32(out + 60, rec->path_len);
-	memcpy(out + SQ_PACK_IDX_FIXED, rec->path, rec->path_len);
+	if (rec->move) {
+		len = SQ_PACK_MOVE_FIXED + rec->path_len + rec->to_len + 8;
+		memcpy(out, SQ_PACK_MOVE_MAGIC, 4);
+		put32(out + 4, len);
+		put32(out + 8, rec->path_len);
+		put32(out + 12, rec->to_len);
+		memcpy(out + SQ_PACK_MOVE_FIXED, rec->path, rec->path_len);
+		memcpy(out + SQ_PACK_MOVE_FIXED + rec->path_len, rec->to,
+		       rec->to_len);
+	} else {
+		len = SQ_PACK_IDX_FIXED + rec->path_len + 8;
+		memcpy(out, SQ_PACK_IDX_MAGIC, 4);
+		put32(out + 4, len);
+		sq_pack_ref_encode(&rec->ref, out + 8);
+		put64(out + 48, (uint64_t)rec->mtime_sec);
+		put32(out + 56, rec->mtime_nsec);
+		put32(out + 60, rec->path_len);
+		memcpy(out + SQ_PACK_IDX_FIXED, rec->path, rec->path_len);
+	}
 	put64(out + len - 8, XXH3_64bits(out, len - 8));
 	return (int)len;
 }
@@ -125,22 +144,37 @@ int sq_pack_idx_decode(const void *buf, size_t n, struct sq_pack_idx *rec)
 	const uint8_t *p = buf;
 	uint32_t len;
 
-	if (n < SQ_PACK_IDX_FIXED + 8 || memcmp(p, SQ_PACK_IDX_MAGIC, 4))
+	if (n < SQ_PACK_MOVE_FIXED + 8)
 		return -EBADMSG;
 	len = get32(p + 4);
-	if (len < SQ_PACK_IDX_FIXED + 8 || len > SQ_PACK_IDX_MAX || len > n ||
-	    get32(p + 60) != len - SQ_PACK_IDX_FIXED - 8 ||
-	    get64(p + len - 8) != XXH3_64bits(p, len - 8) ||
-	    sq_pack_ref_decode(p + 8, SQ_PACK_REF_LEN, &rec->ref) ||
-	    get32(p + 56) >= 1000000000u)
+	if (len > n || len > SQ_PACK_IDX_MAX || len < SQ_PACK_MOVE_FIXED + 8)
 		return -EBADMSG;
-	rec->mtime_sec = (int64_t)get64(p + 48);
-	rec->mtime_nsec = get32(p + 56);
-	rec->path_len = len - SQ_PACK_IDX_FIXED - 8;
-	rec->path = (const char *)p + SQ_PACK_IDX_FIXED;
-	/* A path names a file below BACKING: no NUL, not absolute. */
-	if (!rec->path_len || memchr(rec->path, 0, rec->path_len) ||
-	    rec->path[0] == '/')
+	memset(rec, 0, sizeof(*rec));
+	if (!memcmp(p, SQ_PACK_MOVE_MAGIC, 4)) {
+		rec->move = true;
+		rec->path_len = get32(p + 8);
+		rec->to_len = get32(p + 12);
+		if ((uint64_t)rec->path_len + rec->to_len !=
+		    len - SQ_PACK_MOVE_FIXED - 8)
+			return -EBADMSG;
+		rec->path = (const char *)p + SQ_PACK_MOVE_FIXED;
+		rec->to = rec->path + rec->path_len;
+	} else if (!memcmp(p, SQ_PACK_IDX_MAGIC, 4)) {
+		if (len < SQ_PACK_IDX_FIXED + 8 ||
+		    get32(p + 60) != len - SQ_PACK_IDX_FIXED - 8 ||
+		    sq_pack_ref_decode(p + 8, SQ_PACK_REF_LEN, &rec->ref) ||
+		    get32(p + 56) >= 1000000000u)
+			return -EBADMSG;
+		rec->mtime_sec = (int64_t)get64(p + 48);
+		rec->mtime_nsec = get32(p + 56);
+		rec->path_len = len - SQ_PACK_IDX_FIXED - 8;
+		rec->path = (const char *)p + SQ_PACK_IDX_FIXED;
+	} else {
+		return -EBADMSG;
+	}
+	if (get64(p + len - 8) != XXH3_64bits(p, len - 8) ||
+	    !rel_path(rec->path, rec->path_len) ||
+	    (rec->move && !rel_path(rec->to, rec->to_len)))
 		return -EBADMSG;
 	return (int)len;
 }

@@ -9,6 +9,7 @@
 #ifndef SQ_PACK_H
 #define SQ_PACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,30 +56,44 @@ struct sq_pack_ref {
 
 /*
  * The pack index (section 13.7): BACKING/.squeezefs/packs/index, one
- * record appended for every image packed, so that `fsck --repair` finds
- * the image of a stub whose reference a copy lost.  A record:
+ * record appended for every image packed (and every new link to a packed
+ * file), and one for every rename of a directory or a packed file, so
+ * that `fsck --repair` finds the image of a stub whose reference a copy
+ * lost.  An image record:
  *
  *	magic[4] "SQPI", u32 rec_len (all of it, sum included),
  *	ref[40] (as the xattr), i64 mtime_sec, u32 mtime_nsec,
  *	u32 path_len, path[path_len] (relative to BACKING, no NUL),
  *	u64 XXH3-64 of every byte before it
+ *
+ * A move record (what was at path, or below it, is now at to):
+ *
+ *	magic[4] "SQPM", u32 rec_len, u32 path_len, u32 to_len,
+ *	path[path_len], to[to_len], u64 XXH3-64 of every byte before it
  */
 #define SQ_PACK_INDEX		"index"
 #define SQ_PACK_IDX_MAGIC	"SQPI"
-#define SQ_PACK_IDX_FIXED	64	/* bytes before the path */
+#define SQ_PACK_MOVE_MAGIC	"SQPM"
+#define SQ_PACK_IDX_FIXED	64	/* bytes before an image record's path */
+#define SQ_PACK_MOVE_FIXED	16	/* before a move record's paths */
 #define SQ_PACK_IDX_PATH_MAX	4096
-#define SQ_PACK_IDX_MAX		(SQ_PACK_IDX_FIXED + SQ_PACK_IDX_PATH_MAX + 8)
+#define SQ_PACK_IDX_MAX		(SQ_PACK_MOVE_FIXED + \
+				 2 * SQ_PACK_IDX_PATH_MAX + 8)
 
 struct sq_pack_idx {
+	bool move;		/* a move record: only path and to */
 	struct sq_pack_ref ref;
 	int64_t mtime_sec;	/* the file's mtime when packed */
 	uint32_t mtime_nsec;
 	uint32_t path_len;
 	const char *path;	/* borrowed from the decoded buffer */
+	uint32_t to_len;
+	const char *to;		/* likewise */
 };
 
-/* Encodes @rec into @out (SQ_PACK_IDX_MAX bytes); returns its length, or
- * -ENAMETOOLONG for a path longer than SQ_PACK_IDX_PATH_MAX. */
+/* Encodes @rec (an image or, with rec->move, a move record) into @out
+ * (SQ_PACK_IDX_MAX bytes); returns its length, or -ENAMETOOLONG for a
+ * path longer than SQ_PACK_IDX_PATH_MAX. */
 int sq_pack_idx_encode(const struct sq_pack_idx *rec, uint8_t *out);
 /*
  * Decodes the record at the start of @buf (@n bytes).  Returns its length,

@@ -418,6 +418,38 @@ static void test_idx_rejects(void **state)
 	assert_int_equal(sq_pack_idx_encode(&x, buf), -ENAMETOOLONG);
 }
 
+static void test_idx_move(void **state)
+{
+	static uint8_t buf[SQ_PACK_IDX_MAX], bad[SQ_PACK_IDX_MAX];
+	struct sq_pack_idx x = { .move = true }, y;
+	int n;
+
+	(void)state;
+	x.path = "src/lib";
+	x.path_len = 7;
+	x.to = "src/library";
+	x.to_len = 11;
+	n = sq_pack_idx_encode(&x, buf);
+	assert_int_equal(n, SQ_PACK_MOVE_FIXED + 7 + 11 + 8);
+	assert_memory_equal(buf, SQ_PACK_MOVE_MAGIC, 4);
+	assert_int_equal(sq_pack_idx_decode(buf, (size_t)n, &y), n);
+	assert_true(y.move);
+	assert_int_equal(y.path_len, 7);
+	assert_memory_equal(y.path, "src/lib", 7);
+	assert_int_equal(y.to_len, 11);
+	assert_memory_equal(y.to, "src/library", 11);
+	for (int k = 0; k < n; k++) {
+		memcpy(bad, buf, (size_t)n);
+		bad[k] ^= 0x21;
+		assert_int_equal(sq_pack_idx_decode(bad, (size_t)n, &y),
+				 -EBADMSG);
+	}
+	x.to = "/abs";
+	x.to_len = 4;
+	n = sq_pack_idx_encode(&x, buf);
+	assert_int_equal(sq_pack_idx_decode(buf, (size_t)n, &y), -EBADMSG);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +464,7 @@ int main(void)
 		cmocka_unit_test(test_worked_example),
 		cmocka_unit_test(test_idx_roundtrip),
 		cmocka_unit_test(test_idx_rejects),
+		cmocka_unit_test(test_idx_move),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
