@@ -127,7 +127,7 @@ static int index_load(int root, struct index *x)
 		r = -errno;
 		goto out;
 	}
-	while (pos + SQ_PACK_IDX_FIXED + 8 <= (size_t)got) {
+	while (pos + SQ_PACK_MOVE_FIXED + 8 <= (size_t)got) {
 		struct sq_pack_idx rec;
 		int n = sq_pack_idx_decode(x->buf + pos, (size_t)got - pos,
 					   &rec);
