@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -447,8 +448,11 @@ static int fs_setup(struct sq_fs *fs, const char *backing)
 	return r;
 }
 
-static void fs_teardown(struct sq_fs *fs)
+/* Returns false when some file's data could not be stored. */
+static bool fs_teardown(struct sq_fs *fs)
 {
+	bool ok = true;
+
 	/* Inodes the kernel never forgot (it skips FORGET on unmount). */
 	for (size_t b = 0; fs->itable && b < fs->itable_size; b++) {
 		while (fs->itable[b]) {
@@ -461,6 +465,8 @@ static void fs_teardown(struct sq_fs *fs)
 			if (i->file) {
 				int r = sq_file_close(fs, i);
 
+				if (r)
+					ok = false;
 				if (r)
 					sq_file_report(i, -1, "storing data at "
 						       "unmount failed", r);
@@ -486,6 +492,18 @@ static void fs_teardown(struct sq_fs *fs)
 	if (fs->lock_fd >= 0)
 		close(fs->lock_fd);
 	free(fs->backing);
+	return ok;
+}
+
+/*
+ * The exit status for what the session loop returned: an unmount, or
+ * SIGTERM, SIGINT or SIGHUP (libfuse's handlers end the loop with the
+ * signal's number; everything is then stored as at an unmount), is a
+ * clean end; anything else an error.
+ */
+static int loop_result(int r)
+{
+	return r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -711,7 +729,7 @@ int main(int argc, char **argv)
 			       strerror(-r));
 	}
 	if (copts.singlethread) {
-		ret = fuse_session_loop(se) ? 1 : 0;
+		ret = loop_result(fuse_session_loop(se));
 	} else {
 		lcfg = fuse_loop_cfg_create();
 		if (!lcfg) {
@@ -730,7 +748,7 @@ int main(int argc, char **argv)
 						       copts.max_idle_threads);
 		if (copts.max_threads > 0 && copts.max_threads <= 1000)
 			fuse_loop_cfg_set_max_threads(lcfg, copts.max_threads);
-		ret = fuse_session_loop_mt(se, lcfg) ? 1 : 0;
+		ret = loop_result(fuse_session_loop_mt(se, lcfg));
 	}
 unmount:
 	/* No more requests: a new mount of BACKING may start now, and waits
@@ -745,7 +763,9 @@ out:
 	if (se)
 		fuse_session_destroy(se);
 	fuse_loop_cfg_destroy(lcfg);
-	fs_teardown(&fs);
+	/* Stored everything, or say so: a service manager sees it. */
+	if (!fs_teardown(&fs) && ret == 0)
+		ret = 1;
 	free(o.backing);
 	free(o.mountpoint);
 	free(o.block_size);
