@@ -707,10 +707,13 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 		/* The content goes anyway (O_TRUNC): the file becomes the
 		 * empty container it already is, once the stub and then the
 		 * xattr are gone (empty with the xattr is still packed). */
+		int e;
+
 		if (ftruncate(*fd, 0))
 			return -errno;
-		if (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA)
-			return -errno;
+		e = sq_pack_drop_ref(*fd);
+		if (e)
+			return e;
 		if (!r)
 			sq_pack_free(fs->pack, &ref);
 		/* Freed here: not again when an unlinked inode dies. */
@@ -745,7 +748,7 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	 * container is ignored), so a failure below costs only the image's
 	 * space in the pack. */
 	if (futimens(*fd, ts) ||
-	    (fremovexattr(*fd, SQ_PACK_XATTR) && errno != ENODATA))
+	    sq_pack_drop_ref(*fd))
 		sq_file_report(ino, -1, "unpacking", -errno);
 	sq_pack_free(fs->pack, &ref);
 	ino->doomed = false;

@@ -302,6 +302,9 @@ void sq_pack_note(struct sq_fs *fs, struct sq_inode *i);
  * -EBADMSG for a damaged reference, -errno.
  */
 int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref);
+/* Removes the reference from the backing file open as @fd, under either
+ * name (docs/FORMAT.md 13.1): 0 or -errno. */
+int sq_pack_drop_ref(int fd);
 /* Reads and checks an image into @image (ref->len bytes): 0, -EBADMSG
  * (the image is damaged or missing), -errno. */
 int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,

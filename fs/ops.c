@@ -1766,12 +1766,14 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
  * mount.  Names under PRIV_PREFIX are ours: hidden, and refused.
  */
 #define PRIV_PREFIX "trusted.squeezefs."
+#define PRIV_PREFIX_USER "user.squeezefs."	/* an unprivileged mount's */
 static const char caps_name[] = "security.capability";
 static const char caps_priv[] = PRIV_PREFIX "capability";
 
 static bool priv_name(const char *name)
 {
-	return !strncmp(name, PRIV_PREFIX, sizeof(PRIV_PREFIX) - 1);
+	return !strncmp(name, PRIV_PREFIX, sizeof(PRIV_PREFIX) - 1) ||
+	       !strncmp(name, PRIV_PREFIX_USER, sizeof(PRIV_PREFIX_USER) - 1);
 }
 
 static bool has_xattr(const char *path, const char *name)

@@ -78,6 +78,7 @@ struct sq_pack {
 	uint32_t cur;		/* pack images are appended to; 0: none */
 	uint64_t end;		/* its length */
 	int idxfd;		/* the pack index (O_APPEND), or -1 */
+	const char *xname;	/* the reference's xattr name when packing */
 	pthread_mutex_t idxlock; /* a leaf but for the rename it brackets
 				  * (sq_pack_index_lock()): orders records
 				  * as the paths they name changed */
@@ -286,19 +287,37 @@ void sq_pack_close(struct sq_pack *p)
 
 /* ---- reading ---- */
 
+static const char *const ref_names[] = { SQ_PACK_XATTR, SQ_PACK_XATTR_USER };
+
 int sq_pack_get_ref(int fd, const char *path, struct sq_pack_ref *ref)
 {
 	uint8_t buf[SQ_PACK_REF_LEN + 1];
-	ssize_t n;
+	ssize_t n = -1;
 
-	n = path ? getxattr(path, SQ_PACK_XATTR, buf, sizeof(buf))
-		 : fgetxattr(fd, SQ_PACK_XATTR, buf, sizeof(buf));
+	for (size_t k = 0; k < 2 && n < 0; k++) {
+		n = path ? getxattr(path, ref_names[k], buf, sizeof(buf))
+			 : fgetxattr(fd, ref_names[k], buf, sizeof(buf));
+		/* An unprivileged reader sees no trusted.* name at all. */
+		if (n < 0 && errno != ENODATA && errno != ENOTSUP &&
+		    errno != EPERM)
+			break;
+	}
 	if (n < 0) {
-		if (errno == ENODATA || errno == ENOTSUP || errno == ERANGE)
+		if (errno == ENODATA || errno == ENOTSUP || errno == EPERM ||
+		    errno == ERANGE)
 			return errno == ERANGE ? -EBADMSG : -ENODATA;
 		return -errno;
 	}
 	return sq_pack_ref_decode(buf, (size_t)n, ref);
+}
+
+int sq_pack_drop_ref(int fd)
+{
+	for (size_t k = 0; k < 2; k++)
+		if (fremovexattr(fd, ref_names[k]) && errno != ENODATA &&
+		    errno != ENOTSUP && errno != EPERM)
+			return -errno;
+	return 0;
 }
 
 int sq_pack_load(struct sq_pack *p, const struct sq_pack_ref *ref,
@@ -909,12 +928,12 @@ static bool swap_one(struct sq_fs *fs, struct cand *c)
 		goto close;
 	}
 	sq_pack_ref_encode(&c->ref, val);
-	if (fsetxattr(fd, SQ_PACK_XATTR, val, sizeof(val), 0))
+	if (fsetxattr(fd, fs->pack->xname, val, sizeof(val), 0))
 		goto close;
 	if (ftruncate(fd, 0)) {
 		/* Still the container: the xattr would be ignored, but it
 		 * would confuse a reader of BACKING. */
-		fremovexattr(fd, SQ_PACK_XATTR);
+		fremovexattr(fd, fs->pack->xname);
 		goto close;
 	}
 	done = true;
@@ -1111,12 +1130,18 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 		return -EROFS;
 	if (!p->append)
 		return -EIO;
-	/* Packing needs trusted xattrs (root) and hole punching. */
-	if (fsetxattr(fs->lock_fd, SQ_PACK_XATTR, "", 0, 0) ||
-	    fremovexattr(fs->lock_fd, SQ_PACK_XATTR)) {
-		r = -errno;
-		goto off;
+	/* Packing needs an xattr on the files (trusted.*: root; else
+	 * user.*, which BACKING's owner may set) and hole punching. */
+	p->xname = NULL;
+	for (size_t k = 0; k < 2 && !p->xname; k++) {
+		if (fsetxattr(fs->lock_fd, ref_names[k], "", 0, 0) == 0 &&
+		    fremovexattr(fs->lock_fd, ref_names[k]) == 0)
+			p->xname = ref_names[k];
+		else
+			r = -errno;
 	}
+	if (!p->xname)
+		goto off;
 	if (fallocate(fs->lock_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      1 << 20, SQ_PACK_PAGE)) {
 		r = -errno;

@@ -13,8 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The xattr of an empty backing file whose container is packed. */
+/* The xattr of a backing file whose container is packed. */
 #define SQ_PACK_XATTR		"trusted.squeezefs.packed"
+/* The same where the writer may not set trusted.* (an unprivileged
+ * user's mount): a name BACKING's owner may set.  Readers take
+ * SQ_PACK_XATTR first, then this one. */
+#define SQ_PACK_XATTR_USER	"user.squeezefs.packed"
 #define SQ_PACK_REF_LEN		40
 #define SQ_PACK_REF_MAGIC	"SQPK"
 #define SQ_PACK_REF_VERSION	1

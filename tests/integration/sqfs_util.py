@@ -214,12 +214,20 @@ def ctr_image(path):
 
 
 def is_packed(path):
-    """Whether the backing file `path` is a packed container."""
+    """Whether the backing file `path` is a packed container (its reference
+    under trusted.*, or user.* on an unprivileged user's mount)."""
     try:
-        return os.stat(path).st_size <= STUB_LEN and len(
-            os.getxattr(path, "trusted.squeezefs.packed")) > 0
+        if os.stat(path).st_size > STUB_LEN:
+            return False
     except OSError:
         return False
+    for name in ("trusted.squeezefs.packed", "user.squeezefs.packed"):
+        try:
+            if len(os.getxattr(path, name)) > 0:
+                return True
+        except OSError:
+            pass
+    return False
 
 
 def ctr_header(path):

@@ -59,6 +59,7 @@ INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
 
 # FORMAT.md section 13
 PACK_XATTR = "trusted.squeezefs.packed"
+PACK_XATTR_USER = "user.squeezefs.packed"  # an unprivileged mount's
 PACK_STUB_LEN = 1  # a packed file's backing file from format 4 on
 PACK_REF_LEN = 40
 PACK_REF_MAGIC = b"SQPK"
@@ -401,12 +402,16 @@ class Container:
         if self.src.length > PACK_STUB_LEN or \
                 not stat.S_ISREG(os.fstat(self.src.fd).st_mode):
             return  # rule 1: a container, any packed xattr on it stale
-        try:
-            raw = os.getxattr(self.src.fd, PACK_XATTR)
-        except OSError as e:
-            if e.errno not in (errno.ENODATA, errno.ENOTSUP,
-                               errno.EOPNOTSUPP):
-                raise
+        raw = None
+        for name in (PACK_XATTR, PACK_XATTR_USER):
+            try:
+                raw = os.getxattr(self.src.fd, name)
+                break
+            except OSError as e:
+                if e.errno not in (errno.ENODATA, errno.ENOTSUP,
+                                   errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+        if raw is None:
             if self.src.length == 0:
                 return  # rule 2: an empty file
             # rule 3: a stub whose reference is gone
