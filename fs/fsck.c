@@ -261,6 +261,37 @@ static void dir_times(int dirfd, const struct stat *st)
 }
 
 /*
+ * A name beside @name of @dirfd for what is to replace it (a crashed
+ * repair's leftover of that name is removed), and the directory's
+ * attributes in @dst, to set its times back afterwards.
+ */
+static int repair_start(int dirfd, const char *name, char tmp[NAME_MAX + 1],
+			struct stat *dst)
+{
+	if (snprintf(tmp, NAME_MAX + 1, ".%.200s.sqrepair", name) > NAME_MAX)
+		return -ENAMETOOLONG;
+	if (fstat(dirfd, dst))
+		return -errno;
+	unlinkat(dirfd, tmp, 0);
+	return 0;
+}
+
+/* Renames @tmp over @name (@r: how making @tmp went; on failure it is
+ * removed instead), syncs the directory and sets its times back. */
+static int repair_finish(int dirfd, const char *tmp, const char *name,
+			 const struct stat *dst, int r)
+{
+	if (!r && renameat(dirfd, tmp, dirfd, name))
+		r = -errno;
+	if (r)
+		unlinkat(dirfd, tmp, 0);
+	else if (fsync(dirfd))
+		r = -errno;
+	dir_times(dirfd, dst);
+	return r;
+}
+
+/*
  * Makes the lost stub @name of @dirfd (attributes @st) a container again,
  * holding @image: written beside it and renamed over it, so that a crash
  * leaves either the stub or the whole container.
@@ -271,14 +302,11 @@ static int restore(int dirfd, const char *name, const struct stat *st,
 	struct timespec ts[2] = { st->st_atim, st->st_mtim };
 	char tmp[NAME_MAX + 1];
 	struct stat dst;
-	int fd, r = 0;
+	int fd, r;
 
-	if (snprintf(tmp, sizeof(tmp), ".%.200s.sqrepair", name) >=
-	    (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	if (fstat(dirfd, &dst))
-		return -errno;
-	unlinkat(dirfd, tmp, 0);	/* a crashed repair's */
+	r = repair_start(dirfd, name, tmp, &dst);
+	if (r)
+		return r;
 	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
 		    O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -294,14 +322,7 @@ static int restore(int dirfd, const char *name, const struct stat *st,
 		   fsync(fd)))
 		r = -errno;
 	close(fd);
-	if (!r && renameat(dirfd, tmp, dirfd, name))
-		r = -errno;
-	if (r)
-		unlinkat(dirfd, tmp, 0);
-	else if (fsync(dirfd))
-		r = -errno;
-	dir_times(dirfd, &dst);
-	return r;
+	return repair_finish(dirfd, tmp, name, &dst, r);
 }
 
 /*
@@ -312,23 +333,13 @@ static int relink(int dirfd, const char *name, const char *path)
 {
 	char tmp[NAME_MAX + 1];
 	struct stat dst;
-	int r = 0;
+	int r;
 
-	if (snprintf(tmp, sizeof(tmp), ".%.200s.sqrepair", name) >=
-	    (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	if (fstat(dirfd, &dst))
-		return -errno;
-	unlinkat(dirfd, tmp, 0);
-	if (linkat(AT_FDCWD, path, dirfd, tmp, 0) ||
-	    renameat(dirfd, tmp, dirfd, name))
-		r = -errno;
+	r = repair_start(dirfd, name, tmp, &dst);
 	if (r)
-		unlinkat(dirfd, tmp, 0);
-	else if (fsync(dirfd))
-		r = -errno;
-	dir_times(dirfd, &dst);
-	return r;
+		return r;
+	r = linkat(AT_FDCWD, path, dirfd, tmp, 0) ? -errno : 0;
+	return repair_finish(dirfd, tmp, name, &dst, r);
 }
 
 static int add_link(struct lost_link **v, size_t *n, const struct stat *st,
