@@ -2,6 +2,7 @@
 directory mounted at a fresh mount point, always unmounted afterwards."""
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -51,3 +52,33 @@ def sqfs(make_mount):
 def sqfs_bs(request, make_mount):
     """A fresh mount for each of the block sizes that matter most."""
     return make_mount(opts=["block_size=" + request.param])
+
+
+# The size of the small_tmpfs fixture's filesystem.
+SMALL_TMPFS_MB = 64
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 64 MiB tmpfs to put BACKING on, to fill the disk; unmounted
+    afterwards, also when a squeezefs mount at tmp_path/fs-mnt on it is
+    still alive (the test's own cleanup normally stops that first)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    d = tmp_path / "tmpfs"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        "size=%dm,mode=0755" % SMALL_TMPFS_MB, "tmpfs",
+                        str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
+    try:
+        yield d
+    finally:
+        fuse_mnt = str(tmp_path / "fs-mnt")
+        if os.path.ismount(fuse_mnt):
+            subprocess.run(["fusermount3", "-u", "-z", fuse_mnt],
+                           check=False)
+        if subprocess.run(["umount", str(d)],
+                          capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(d)], check=False)

@@ -45,7 +45,7 @@ GROUP = 4321            # the group of the setgid files and directories
 OTHER_UID = 1001        # a named user in the ACLs that never acts
 DEFAULT_ACL = "u::rwx,g::rwx,o::r-x,u:%d:r-x" % OTHER_UID
 
-TMPFS_MB = 64
+TMPFS_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 CHUNK = 1 << 20
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -467,30 +467,6 @@ def test_setgid_cleared_by_non_member(acl_area, make_mount):
 
 
 # ---- item 5: fallocate checks the free space -----------------------------
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 64 MiB tmpfs for BACKING; unmounted afterwards, also when the
-    squeezefs mount at tmp_path/fs-mnt is still alive."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o",
-                        "size=%dm,mode=0755" % TMPFS_MB, "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
-    try:
-        yield d
-    finally:
-        fuse_mnt = str(tmp_path / "fs-mnt")
-        if os.path.ismount(fuse_mnt):
-            subprocess.run(["fusermount3", "-u", "-z", fuse_mnt],
-                           check=False)
-        if subprocess.run(["umount", str(d)]).returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], check=False)
-
 
 def free_bytes(m):
     st = os.statvfs(m.backing)

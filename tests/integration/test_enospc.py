@@ -7,38 +7,12 @@ filled up reads back intact, also after a remount; fsck is clean."""
 import errno
 import os
 import random
-import subprocess
-
-import pytest
 
 from sqfs_util import run_fsck
 
-SIZE_MB = 64
+SIZE_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 FILE_SIZE = 6 << 20
 CHUNK = 1 << 20
-
-
-@pytest.fixture
-def small_tmpfs(tmp_path):
-    """A 64 MiB tmpfs; unmounted afterwards, also when a squeezefs mount on
-    it is still alive (the test's own cleanup normally stops that first)."""
-    d = tmp_path / "tmpfs"
-    d.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o",
-                        "size=%dm,mode=0755" % SIZE_MB, "tmpfs", str(d)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("cannot mount a tmpfs: " + r.stderr.strip())
-    try:
-        yield d
-    finally:
-        fuse_mnt = str(tmp_path / "fs-mnt")
-        if os.path.ismount(fuse_mnt):
-            subprocess.run(["fusermount3", "-u", "-z", fuse_mnt],
-                           check=False)
-        r = subprocess.run(["umount", str(d)], capture_output=True)
-        if r.returncode != 0:
-            subprocess.run(["umount", "-l", str(d)], check=False)
 
 
 def fsck_clean(m, where):
