@@ -375,8 +375,9 @@ void sq_wq_stop(struct sq_fs *fs);
 /* file.c: compresses and stores one queued block. */
 void sq_file_run_job(struct sq_fs *fs, struct sq_job *job);
 
-/* ---- fsck.c ---- */
+/* ---- fsck.c, export.c: the commands that need no mount ---- */
 int sq_fsck_main(int argc, char **argv);
+int sq_export_main(int argc, char **argv);
 /*
  * main.c: flocks BACKING/.squeezefs/lock (made if missing) as a mount
  * does, waiting while a daemon that is no longer mounted still holds it

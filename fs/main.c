@@ -62,7 +62,8 @@ static const struct fuse_opt sq_opt_spec[] = {
 static void usage(const char *prog)
 {
 	printf("usage: %s [options] BACKING MOUNTPOINT\n"
-	       "       %s fsck [--reclaim] BACKING\n\n"
+	       "       %s fsck [--repair] [--reclaim] BACKING\n"
+	       "       %s export [--progress|--no-progress] BACKING DEST\n\n"
 	       "Mounts BACKING at MOUNTPOINT; every file is stored compressed "
 	       "in BACKING.\n\n"
 	       "squeezefs options:\n"
@@ -86,7 +87,7 @@ static void usage(const char *prog)
 	       "their own\n"
 	       "                           (default: packed together, see "
 	       "docs/FORMAT.md)\n\n",
-	       prog, prog);
+	       prog, prog, prog);
 }
 
 /* BACKING and MOUNTPOINT: kept from libfuse, which would check the mount
@@ -523,6 +524,8 @@ int main(int argc, char **argv)
 
 	if (argc >= 2 && strcmp(argv[1], "fsck") == 0)
 		return sq_fsck_main(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "export") == 0)
+		return sq_export_main(argc - 1, argv + 1);
 
 	memset(&o, 0, sizeof(o));
 	memset(&copts, 0, sizeof(copts));
