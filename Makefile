@@ -97,10 +97,10 @@ integration: $(BIN) $(TOOL_BIN) $(FAULTINJ)
 # sends writes when it writes pages back, in other sizes and orders.  Not
 # the files whose code paths it does not change: the golden and damaged
 # directories (read only), the command line and its options, the
-# analyzer's choices, mount(8) and fstab (their mounts take no extra
-# options), and fsck on copies of BACKING.
+# analyzer's choices, mount(8), fstab and unprivileged mounts (their
+# mounts take no extra options), and fsck on copies of BACKING.
 WB_SKIP := test_golden.py test_cli.py test_analyzer_eval.py \
-	test_mounting.py test_backup_copies.py
+	test_mounting.py test_backup_copies.py test_unprivileged.py
 integration-wb: $(BIN) $(TOOL_BIN) $(FAULTINJ)
 	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration \
 	  PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"
