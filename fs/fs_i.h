@@ -134,6 +134,10 @@ struct sq_fs {
 				 * the mode against BACKING itself */
 	struct fuse_session *se; /* for notifications; set before mount */
 	bool single;		/* -s: one thread answers every request */
+	bool ro;		/* -o ro: BACKING is not written */
+	int inval_max;		/* O_DIRECT writes that may drop pages
+				 * before their reply at once (op_write) */
+	atomic_int inval_busy;	/* how many do now */
 	bool dont_mask;		/* set by op_init(): modes come unmasked,
 				 * with the caller's umask beside them */
 
@@ -272,6 +276,11 @@ void sq_prune_rename(struct sq_fs *fs, struct sq_inode *i,
 		     struct sq_inode *nparent, const char *nname);
 /* Frees @i's names (the inode is dying; no lock needed). */
 void sq_prune_forget(struct sq_inode *i);
+/* Has the pruner's thread ask the kernel to drop the cached pages of
+ * [@off, @off + @len) of @ino soon (a request must not wait for that
+ * itself beyond a few at once: see op_write()). */
+void sq_prune_inval_later(struct sq_fs *fs, fuse_ino_t ino, off_t off,
+			  off_t len);
 
 /* ---- pack.c: small files' containers packed together ---- */
 struct sq_pack;

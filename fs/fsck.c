@@ -155,8 +155,18 @@ out:
 	return r;
 }
 
-/* Moves every image record's path along the move records after it:
- * each image's path as of the last record. */
+/* Whether @p is @prefix (@n bytes) or lies below it. */
+static bool under(const char *p, const char *prefix, size_t n)
+{
+	return !strncmp(p, prefix, n) && (p[n] == '\0' || p[n] == '/');
+}
+
+/*
+ * Moves every image record's path along the move records after it: each
+ * image's path as of the last record.  A rename replaces what its target
+ * held: the records of the target (and below it) are dropped first, or an
+ * image renamed over would still claim its old path.
+ */
 static int index_replay(struct index *x)
 {
 	x->cur = calloc(x->n ? x->n : 1, sizeof(*x->cur));
@@ -164,6 +174,7 @@ static int index_replay(struct index *x)
 		return -ENOMEM;
 	for (size_t k = 0; k < x->n; k++) {
 		const struct sq_pack_idx *m = &x->recs[k];
+		char *from, *to;
 
 		if (!m->move) {
 			x->cur[k] = strndup(m->path, m->path_len);
@@ -171,20 +182,35 @@ static int index_replay(struct index *x)
 				return -ENOMEM;
 			continue;
 		}
+		from = strndup(m->path, m->path_len);
+		to = strndup(m->to, m->to_len);
+		if (!from || !to) {
+			free(from);
+			free(to);
+			return -ENOMEM;
+		}
+		for (size_t j = 0; j < k; j++) {
+			if (x->cur[j] && under(x->cur[j], to, m->to_len) &&
+			    !under(x->cur[j], from, m->path_len)) {
+				free(x->cur[j]);
+				x->cur[j] = NULL;
+			}
+		}
 		for (size_t j = 0; j < k; j++) {
 			char *p = x->cur[j], *np;
-			size_t n = m->path_len;
 
-			if (!p || strncmp(p, m->path, n) ||
-			    (p[n] != '\0' && p[n] != '/') ||
-			    memchr(m->path, 0, n))
+			if (!p || !under(p, from, m->path_len))
 				continue;
-			if (asprintf(&np, "%.*s%s", (int)m->to_len, m->to,
-				     p + n) < 0)
+			if (asprintf(&np, "%s%s", to, p + m->path_len) < 0) {
+				free(from);
+				free(to);
 				return -ENOMEM;
+			}
 			free(p);
 			x->cur[j] = np;
 		}
+		free(from);
+		free(to);
 	}
 	return 0;
 }
@@ -388,7 +414,9 @@ static int lost_stub(struct fsck *c, int dirfd, const char *name, int *fd,
 		       "restore it\n", c->path);
 		return -EBADMSG;
 	}
-	if (st->st_nlink > 1 && find_link(c->done, c->ndone, st)) {
+	/* Its other name may have been repaired already (its count of links
+	 * has dropped by one then). */
+	if (find_link(c->done, c->ndone, st)) {
 		/* Another name of this file was repaired: it is that file. */
 		r = relink(dirfd, name, find_link(c->done, c->ndone, st));
 		if (r) {

@@ -695,6 +695,7 @@ int main(int argc, char **argv)
 		goto out;
 	fs.se = se;
 	fs.single = copts.singlethread;
+	fs.ro = o.ro;
 	if (fuse_set_signal_handlers(se))
 		goto out;
 	if (fuse_session_mount(se, mnt)) {
@@ -751,6 +752,10 @@ int main(int argc, char **argv)
 						       copts.max_idle_threads);
 		if (copts.max_threads > 0 && copts.max_threads <= 1000)
 			fuse_loop_cfg_set_max_threads(lcfg, copts.max_threads);
+		/* libfuse's default is 10 threads. */
+		fs.inval_max = (copts.max_threads > 0 &&
+				copts.max_threads <= 1000 ?
+					(int)copts.max_threads : 10) / 2 - 1;
 		ret = loop_result(fuse_session_loop_mt(se, lcfg));
 	}
 unmount:

@@ -1057,15 +1057,30 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 		close(v->fd);
 }
 
-/* Whether a rename of @name in @dir goes to the pack index: a directory
- * (packed files may lie below it) or a file that may be packed. */
-static bool indexed_name(struct sq_inode *dir, const char *name)
+/* What a rename of @name in @dir means to the pack index: 'd' a
+ * directory (packed files may lie below it), 'f' a regular file (it may be
+ * packed by the time the rename is done), 0 nothing. */
+static int index_kind(struct sq_inode *dir, const char *name)
 {
 	struct stat st;
 
-	return fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-	       (S_ISDIR(st.st_mode) ||
-		(S_ISREG(st.st_mode) && st.st_size <= SQ_PACK_STUB_LEN));
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW))
+		return 0;
+	return S_ISDIR(st.st_mode) ? 'd' : S_ISREG(st.st_mode) ? 'f' : 0;
+}
+
+/* Whether @name in @dir is a packed file now. */
+static bool packed_at(struct sq_inode *dir, const char *name)
+{
+	struct sq_pack_ref ref;
+	struct stat st;
+	char path[64 + NAME_MAX + 2];
+
+	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) ||
+	    !S_ISREG(st.st_mode) || st.st_size > SQ_PACK_STUB_LEN)
+		return false;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d/%s", dir->fd, name);
+	return sq_pack_get_ref(-1, path, &ref) == 0;
 }
 
 /* The table's inode of @name in @dir, with a lookup reference, or NULL. */
@@ -1118,7 +1133,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_inode *src = NULL, *dst = NULL;
 	struct victim v;
 	bool track;
-	int r;
+	int kind, r;
 
 	if (reserved(fs, p, name) || reserved(fs, np, newname)) {
 		fuse_reply_err(req, EPERM);
@@ -1138,9 +1153,12 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	src = cached_at(fs, p, name);
 	if (flags & RENAME_EXCHANGE)
 		dst = cached_at(fs, np, newname);
-	track = sq_pack_indexing(fs->pack) &&
-		(indexed_name(p, name) ||
-		 ((flags & RENAME_EXCHANGE) && indexed_name(np, newname)));
+	/* Under the index lock, so that the packer, which records where it
+	 * packs a file under it too, sees the name before or after. */
+	kind = sq_pack_indexing(fs->pack) ? index_kind(p, name) : 0;
+	if ((flags & RENAME_EXCHANGE) && !kind && sq_pack_indexing(fs->pack))
+		kind = index_kind(np, newname);
+	track = kind != 0;
 	if (track)
 		sq_pack_index_lock(fs->pack);
 	if (flags)
@@ -1153,7 +1171,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		sq_pack_index_move(fs, p->fd, name, fs->root.fd, "\1");
 		sq_pack_index_move(fs, np->fd, newname, p->fd, name);
 		sq_pack_index_move(fs, fs->root.fd, "\1", np->fd, newname);
-	} else if (track && r == 0) {
+	} else if (track && r == 0 &&
+		   (kind == 'd' || packed_at(np, newname))) {
 		sq_pack_index_move(fs, p->fd, name, np->fd, newname);
 	}
 	if (track)
@@ -1442,11 +1461,20 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	 * back into the cache, and every later read would return them.  So
 	 * drop them here, after the data is ours and before the reply: a
 	 * read still in flight holds its pages locked and the kernel waits
-	 * for it (another thread answers it), a later one reads the new
-	 * bytes.  Not with -s, whose only thread could not answer that read.
+	 * for it, a later one reads the new bytes.  Another thread must be
+	 * free to answer that read, or all would wait for each other: only
+	 * a few writes (inval_max, under half the threads; none with -s)
+	 * do so at once, the others leave it to the pruner's thread, which
+	 * drops the pages a moment after the reply.
 	 */
-	if (n > 0 && (fi->flags & O_DIRECT) && !fs->single && fs->se)
-		fuse_lowlevel_notify_inval_inode(fs->se, ino, off, (off_t)n);
+	if (n > 0 && (fi->flags & O_DIRECT) && fs->se) {
+		if (atomic_fetch_add(&fs->inval_busy, 1) < fs->inval_max)
+			fuse_lowlevel_notify_inval_inode(fs->se, ino, off,
+							 (off_t)n);
+		else
+			sq_prune_inval_later(fs, ino, off, (off_t)n);
+		atomic_fetch_sub(&fs->inval_busy, 1);
+	}
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else

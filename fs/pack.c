@@ -1124,6 +1124,18 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 	if (r)
 		return r;
 	fs->pack = p;
+	/* Kept by every mount that writes BACKING, packing or not: a rename
+	 * through a mount that does not pack moves packed files too.
+	 * Without it packing goes on: only a repair of a copy that lost the
+	 * xattrs would miss its records. */
+	if (p->write && !fs->ro) {
+		p->idxfd = openat(p->dirfd, SQ_PACK_INDEX, O_WRONLY | O_APPEND |
+				  O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (p->idxfd < 0)
+			sq_log(SQ_LOG_WARN, "pack index: %s: packed files copied "
+			       "without xattrs could not be repaired",
+			       strerror(errno));
+	}
 	if (!enable)
 		return 0;
 	if (!p->write)
@@ -1147,13 +1159,6 @@ int sq_pack_start(struct sq_fs *fs, bool enable)
 		r = -errno;
 		goto off;
 	}
-	/* Without the index packing goes on: only a repair of a copy that
-	 * lost the xattrs would miss its records. */
-	p->idxfd = openat(p->dirfd, SQ_PACK_INDEX, O_WRONLY | O_APPEND |
-			  O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (p->idxfd < 0)
-		sq_log(SQ_LOG_WARN, "pack index: %s: packed files copied "
-		       "without xattrs could not be repaired", strerror(errno));
 	p->fs = fs;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

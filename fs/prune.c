@@ -38,6 +38,14 @@ struct sq_prune {
 	/* Guarded by lock. */
 	bool stop;
 	bool kick;
+	struct inval *inv;	/* page ranges to drop, in order */
+	size_t ninv, capinv;
+};
+
+/* A range of a file's page cache for the kernel to drop. */
+struct inval {
+	fuse_ino_t ino;
+	off_t off, len;
 };
 
 /* One name to drop: the names of one inode are consecutive. */
@@ -261,6 +269,51 @@ unlock:
 		       sent, nv, budget);
 }
 
+void sq_prune_inval_later(struct sq_fs *fs, fuse_ino_t ino, off_t off,
+			  off_t len)
+{
+	struct sq_prune *p = fs->prune;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	if (p->ninv == p->capinv) {
+		size_t cap = p->capinv ? 2 * p->capinv : 16;
+		struct inval *n = realloc(p->inv, cap * sizeof(*n));
+
+		if (!n) {
+			/* The whole file, once the list has room again. */
+			pthread_mutex_unlock(&p->lock);
+			return;
+		}
+		p->inv = n;
+		p->capinv = cap;
+	}
+	p->inv[p->ninv++] = (struct inval){ ino, off, len };
+	p->kick = true;
+	pthread_cond_signal(&p->wake);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* Sends what sq_prune_inval_later() queued.  lock held; dropped while
+ * sending (the kernel waits for pages a request may hold locked). */
+static void send_invals(struct sq_prune *p)
+{
+	while (p->ninv && !p->stop) {
+		struct inval *v = p->inv;
+		size_t n = p->ninv;
+
+		p->inv = NULL;
+		p->ninv = p->capinv = 0;
+		pthread_mutex_unlock(&p->lock);
+		for (size_t k = 0; k < n; k++)
+			fuse_lowlevel_notify_inval_inode(p->se, v[k].ino,
+							 v[k].off, v[k].len);
+		free(v);
+		pthread_mutex_lock(&p->lock);
+	}
+}
+
 static void *prune_main(void *arg)
 {
 	struct sq_prune *p = arg;
@@ -276,6 +329,7 @@ static void *prune_main(void *arg)
 			pthread_cond_timedwait(&p->wake, &p->lock, &ts);
 		}
 		p->kick = false;
+		send_invals(p);
 		if (p->stop)
 			break;
 		pthread_mutex_unlock(&p->lock);
@@ -339,5 +393,6 @@ void sq_prune_stop(struct sq_fs *fs)
 	}
 	pthread_cond_destroy(&p->wake);
 	pthread_mutex_destroy(&p->lock);
+	free(p->inv);
 	free(p);
 }
