@@ -440,7 +440,11 @@ int sq_export_main(int argc, char **argv)
 	/* A mount changes files while they are read: refused, as fsck
 	 * --reclaim is (it waits for a daemon just unmounted). */
 	lock = sq_take_lock(fd, real, "squeezefs export");
-	if (lock < 0) {
+	/* A read-only BACKING (a snapshot, a backup) has no writer to fear
+	 * and cannot take the lock file. */
+	if (lock == -EROFS)
+		lock = -1;
+	else if (lock < 0) {
 		fprintf(stderr, "squeezefs export: %s: %s\n", backing,
 			lock == -EWOULDBLOCK ? "mounted: unmount it first" :
 			strerror(-lock));
@@ -454,7 +458,8 @@ int sq_export_main(int argc, char **argv)
 		 * then); anything else is left alone. */
 		fprintf(stderr, "squeezefs export: %s: %s (want a new or "
 			"empty directory)\n", dest, strerror(errno));
-		close(lock);
+		if (lock >= 0)
+			close(lock);
 		close(fd);
 		return EXPORT_ERROR;
 	}
@@ -467,7 +472,8 @@ int sq_export_main(int argc, char **argv)
 		fprintf(stderr, "squeezefs export: %s\n", strerror(-r));
 		free(x.buf);
 		sq_codec_ctx_free(x.cctx);
-		close(lock);
+		if (lock >= 0)
+			close(lock);
 		close(fd);
 		return EXPORT_ERROR;
 	}
@@ -488,7 +494,8 @@ int sq_export_main(int argc, char **argv)
 		free(x.seen[i].dest);
 	free(x.seen);
 	free(x.buf);
-	close(lock);
+	if (lock >= 0)
+		close(lock);
 	close(fd);
 	if (x.error)
 		return EXPORT_ERROR;

@@ -1418,11 +1418,12 @@ static uint64_t next_dirty(struct sq_file *f, uint64_t after);
  * data yet, stored raw (no compression can be counted on ahead), with a
  * page for its record.  Negative errno on I/O.
  */
-static int64_t room_needed(struct sq_file *f, uint64_t off, uint64_t len)
+static int room_needed(struct sq_file *f, uint64_t off, uint64_t len,
+		       uint64_t *need)
 {
 	uint64_t first = off >> f->bshift;
 	uint64_t end = ((off + len - 1) >> f->bshift) + 1;
-	uint64_t holes = end - first, idx = first, bytes;
+	uint64_t holes = end - first, idx = first, bytes, pages;
 	uint64_t fblocks = (fsize(f) + f->bsize - 1) >> f->bshift;
 
 	while (idx < end) {
@@ -1436,7 +1437,7 @@ static int64_t room_needed(struct sq_file *f, uint64_t off, uint64_t len)
 		}
 		next = sq_ctr_next_data(f->ctr, idx);
 		if (next < 0)
-			return next;
+			return (int)next;
 		/* It answers the block count, which may lie below @idx,
 		 * when no data follows. */
 		if ((uint64_t)next >= fblocks)
@@ -1449,17 +1450,24 @@ static int64_t room_needed(struct sq_file *f, uint64_t off, uint64_t len)
 		holes--;
 		idx = (uint64_t)next + 1;
 	}
-	bytes = holes << f->bshift;
-	if (bytes > ((len + 4095) & ~4095ull) + 2 * (uint64_t)f->bsize)
+	/* In whole blocks, but no more than the range and its two edge
+	 * blocks; saturating, for ranges of exabytes. */
+	bytes = holes > (UINT64_MAX >> f->bshift) ? UINT64_MAX
+						   : holes << f->bshift;
+	if (len < UINT64_MAX - 4096 - 2 * (uint64_t)f->bsize &&
+	    bytes > ((len + 4095) & ~4095ull) + 2 * (uint64_t)f->bsize)
 		bytes = ((len + 4095) & ~4095ull) + 2 * (uint64_t)f->bsize;
-	return (int64_t)(bytes + holes * 4096);
+	if (__builtin_mul_overflow(holes, 4096, &pages) ||
+	    __builtin_add_overflow(bytes, pages, need))
+		*need = UINT64_MAX;
+	return 0;
 }
 
 int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		     uint64_t len, bool keep_size)
 {
 	struct statvfs sv;
-	int64_t need;
+	uint64_t need = 0;
 	int r = 0;
 
 	pthread_mutex_lock(&ino->lock);
@@ -1479,17 +1487,15 @@ int sq_file_allocate(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 	 * instead of its writes failing later.  (Others may still fill the
 	 * disk meanwhile: this checks, it does not reserve.)
 	 */
-	need = room_needed(ino->file, off, len);
-	if (need < 0) {
-		r = (int)need;
+	r = room_needed(ino->file, off, len, &need);
+	if (r)
 		goto out;
-	}
 	if (need > 0) {
 		if (fstatvfs(ino->fd, &sv)) {
 			r = -errno;
 			goto out;
 		}
-		if ((uint64_t)need > (uint64_t)sv.f_bavail * sv.f_frsize) {
+		if (need > (uint64_t)sv.f_bavail * sv.f_frsize) {
 			r = -ENOSPC;
 			goto out;
 		}
@@ -1572,6 +1578,27 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		}
 		r = (idx << f->bshift) > (uint64_t)off ? (off_t)(idx << f->bshift)
 						       : off;
+	} else if (ino->shown_bshift > f->bshift) {
+		/* Shown a coarser st_blksize than its blocks (a packed file
+		 * whose blocks were not known then): a hole is a whole unit
+		 * of that size with no data, so that the two agree. */
+		unsigned k = ino->shown_bshift - f->bshift;
+		uint64_t u = idx >> k, h;
+
+		for (;; u++) {
+			uint64_t b = u << k, e = (u + 1) << k;
+			bool hole = true;
+
+			if (b >= nblocks)
+				break;
+			for (uint64_t j = b; j < e && j < nblocks && hole; j++)
+				hole = !has_data(f, j);
+			if (hole)
+				break;
+		}
+		h = u << ino->shown_bshift;
+		r = h >= size ? (off_t)size
+		    : h > (uint64_t)off ? (off_t)h : off;
 	} else {
 		while (idx < nblocks && has_data(f, idx))
 			idx++;
@@ -1579,21 +1606,12 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 		    : (idx << f->bshift) > (uint64_t)off ? (off_t)(idx << f->bshift)
 							 : off;
 	}
-	/* Shown a coarser st_blksize than its blocks (a packed file whose
-	 * blocks were not known then): answer at that grain, data never
-	 * shrinking, so that the two agree. */
-	if (ino->shown_bshift > f->bshift) {
-		uint64_t unit = 1ull << ino->shown_bshift;
+	/* Data at a coarser grain only starts earlier: zeros read as
+	 * data, never data as a hole. */
+	if (whence == SEEK_DATA && ino->shown_bshift > f->bshift) {
+		uint64_t d = (uint64_t)r & ~((1ull << ino->shown_bshift) - 1);
 
-		if (whence == SEEK_DATA) {
-			uint64_t d = (uint64_t)r & ~(unit - 1);
-
-			r = d > (uint64_t)off ? (off_t)d : off;
-		} else {
-			uint64_t h = ((uint64_t)r + unit - 1) & ~(unit - 1);
-
-			r = h < size ? (off_t)h : (off_t)size;
-		}
+		r = d > (uint64_t)off ? (off_t)d : off;
 	}
 out:
 	pthread_mutex_unlock(&ino->lock);

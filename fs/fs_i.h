@@ -8,13 +8,16 @@
  *	sq_inode.lock  ->  sq_cache.lock
  *	sq_inode.lock  ->  sq_wq.lock
  *	sq_inode.lock  ->  sq_pack.lock	(fs/pack.c: the pack files)
+ *	sq_inode.lock  ->  sq_pack.idxlock	(fs/pack.c: the pack index)
  *
  * itable_lock, the cache lock, the work queue lock and the packer's queue
  * lock are leaves: nothing
  * blocking happens under them.  Workers compress with no lock held and
  * take sq_inode.lock only to store the result.  sq_inode.lock is held across backing I/O of that one file (pread,
  * pwrite, fsync of its container): it serializes the requests of one file,
- * never those of two files.
+ * never those of two files.  sq_pack.idxlock is held across a rename (and
+ * nothing else blocking): index records must keep the order of the names
+ * they follow (op_rename()).
  */
 #ifndef SQ_FS_I_H
 #define SQ_FS_I_H

@@ -623,8 +623,10 @@ static bool caller_in_group(fuse_req_t req, gid_t gid)
 
 		if (!all)
 			return true;	/* when unsure, keep the bit */
-		n = fuse_req_getgroups(req, n, all);
-		for (int k = 0; k < n && !in; k++)
+		int max = n;
+
+		n = fuse_req_getgroups(req, max, all);
+		for (int k = 0; k < n && k < max && !in; k++)
 			in = all[k] == gid;
 		free(all);
 		return in;

@@ -739,6 +739,12 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 		c->upgrade = true;
 		goto close;
 	}
+	/* Without CAP_FSETID (a user's mount, under user.* names) the
+	 * truncations clear setuid and setgid: such files stay as they
+	 * are. */
+	if (fs->pack->xname != ref_names[0] &&
+	    (c->st.st_mode & (S_ISUID | S_ISGID)))
+		goto close;
 	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
 	    c->st.st_nlink == 0 || c->st.st_size <= SQ_PACK_STUB_LEN ||
 	    c->st.st_blocks > SQ_PACK_SMALL_BLOCKS ||
@@ -977,7 +983,9 @@ static void upgrade_one(struct sq_fs *fs, struct cand *c)
 	if (fd < 0)
 		goto out;
 	if (fstat(fd, &st) || st.st_nlink == 0 || !same_file(&st, &c->st) ||
-	    sq_pack_get_ref(fd, NULL, &ref) || ref.sum != c->ref.sum)
+	    sq_pack_get_ref(fd, NULL, &ref) || ref.sum != c->ref.sum ||
+	    (fs->pack->xname != ref_names[0] &&
+	     (st.st_mode & (S_ISUID | S_ISGID))))
 		goto close;
 	if (ftruncate(fd, SQ_PACK_STUB_LEN))
 		goto close;
