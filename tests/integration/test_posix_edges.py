@@ -754,3 +754,72 @@ def test_blksize_is_the_files_own_after_remount(make_mount):
     finally:
         os.close(fd)
     assert os.stat(m.path("made-128k")).st_blksize == 128 * KiB
+
+
+# A child that keeps O_DIRECT writes of one range going while two threads
+# read it buffered, dropping the page cache between reads (the kernel then
+# holds pages locked for reads the daemon must answer).
+DIRECT_HAMMER = r"""
+import mmap, os, sys, threading, time
+p, secs = sys.argv[1], float(sys.argv[2])
+n = 256 << 10
+stop = threading.Event()
+def reader():
+    fd = os.open(p, os.O_RDONLY)
+    while not stop.is_set():
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.pread(fd, 2 * n, 0)
+    os.close(fd)
+ts = [threading.Thread(target=reader) for _ in range(2)]
+for t in ts:
+    t.start()
+dfd = os.open(p, os.O_RDWR | os.O_DIRECT)
+buf = mmap.mmap(-1, n)
+end = time.monotonic() + secs
+k = 0
+while time.monotonic() < end:
+    buf[:] = bytes([k & 0xff]) * n
+    os.pwrite(dfd, buf, n // 2)
+    k += 1
+stop.set()
+for t in ts:
+    t.join()
+print(k)
+"""
+
+
+def abort_fuse_connection():
+    """Ends a hung FUSE connection (fusectl), so that cleanup can go on."""
+    ctl = "/sys/fs/fuse/connections"
+    if not os.listdir(ctl):
+        subprocess.run(["mount", "-t", "fusectl", "none", ctl], check=False)
+    for c in os.listdir(ctl):
+        try:
+            with open(os.path.join(ctl, c, "abort"), "w") as f:
+                f.write("1")
+        except OSError:
+            pass
+
+
+def test_direct_writes_with_one_thread_never_hang(make_mount):
+    """With a single request thread (max_threads=1), an O_DIRECT write that
+    waited for the kernel to drop its pages before replying would wait for
+    a buffered read only that thread could answer: the daemon leaves the
+    dropping to another thread then.  Writes and reads go on to the end."""
+    m = make_mount(opts=["max_threads=1"])
+    p = m.path("direct-one-thread")
+    with open(p, "wb") as f:
+        f.write(b"\x11" * (1 << 20))
+    proc = subprocess.Popen([sys.executable, "-c", DIRECT_HAMMER, p, "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        # the child waits in the kernel for the hung mount: free it first
+        abort_fuse_connection()
+        proc.kill()
+        proc.communicate(timeout=30)
+        m.kill()
+        pytest.fail("O_DIRECT writes with buffered readers hung the mount")
+    assert proc.returncode == 0 and int(out) > 0, err[-2000:]
