@@ -323,3 +323,30 @@ def tree_paths(root, skip_reserved=True):
         for n in dirnames + filenames:
             out.append(os.path.normpath(os.path.join(rel, n)))
     return sorted(out)
+
+
+WRITE_CHUNK = 1 << 20
+
+
+def write_and_sync(path, content):
+    """Returns None when all of it was written, fsync'd and closed, else
+    (where, errno) of the first failure."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    where = "write"
+    try:
+        for off in range(0, len(content), WRITE_CHUNK):
+            n = os.write(fd, content[off:off + WRITE_CHUNK])
+            assert n == len(content[off:off + WRITE_CHUNK]), "short write %d" % n
+        where = "fsync"
+        os.fsync(fd)
+    except OSError as e:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+        return where, e.errno
+    try:
+        os.close(fd)
+    except OSError as e:
+        return "close", e.errno
+    return None

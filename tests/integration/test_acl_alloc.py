@@ -38,7 +38,7 @@ import tempfile
 
 import pytest
 
-from sqfs_util import run_fsck
+from sqfs_util import run_fsck, write_and_sync
 
 NOBODY = 65534
 GROUP = 4321            # the group of the setgid files and directories
@@ -46,7 +46,6 @@ OTHER_UID = 1001        # a named user in the ACLs that never acts
 DEFAULT_ACL = "u::rwx,g::rwx,o::r-x,u:%d:r-x" % OTHER_UID
 
 TMPFS_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
-CHUNK = 1 << 20
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
@@ -506,33 +505,10 @@ def expect_enospc(m, path, off, length, size_before):
     assert os.stat(path).st_size == size_before
 
 
-def write_synced(path, content):
-    """None when all of `content` was written, fsync'd and closed, else
-    (where, errno) of the first failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    where = "write"
-    try:
-        for off in range(0, len(content), CHUNK):
-            os.write(fd, content[off:off + CHUNK])
-        where = "fsync"
-        os.fsync(fd)
-    except OSError as e:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        return where, e.errno
-    try:
-        os.close(fd)
-    except OSError as e:
-        return "close", e.errno
-    return None
-
-
 def test_fallocate_checks_free_space(small_tmpfs, make_mount, tmp_path):
     m = make_mount(backing=small_tmpfs / "backing", mnt=tmp_path / "fs-mnt")
     head = os.urandom(100000)
-    assert write_synced(m.path("pre"), head) is None
+    assert write_and_sync(m.path("pre"), head) is None
     free = free_bytes(m)
     assert free > (TMPFS_MB - 8) << 20, "only %d bytes free" % free
 
@@ -556,7 +532,7 @@ def test_fallocate_checks_free_space(small_tmpfs, make_mount, tmp_path):
     filled, failure = [], None
     for i in range(2 * TMPFS_MB // 4 + 4):
         name = "fill%02d" % i
-        failure = write_synced(m.path(name), os.urandom(4 << 20))
+        failure = write_and_sync(m.path(name), os.urandom(4 << 20))
         if failure is not None:
             break
         filled.append(name)
@@ -577,7 +553,7 @@ def test_fallocate_checks_free_space(small_tmpfs, make_mount, tmp_path):
     for name in filled + ["fill%02d" % len(filled), "late"]:
         os.unlink(m.path(name))
     again = os.urandom(8 << 20)
-    assert write_synced(m.path("again"), again) is None
+    assert write_and_sync(m.path("again"), again) is None
     with open(m.path("again"), "rb") as f:
         assert f.read() == again
     err, size = try_fallocate(m.path("alloc"), 0, free_bytes(m) // 4)

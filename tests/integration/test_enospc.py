@@ -8,41 +8,16 @@ import errno
 import os
 import random
 
-from sqfs_util import run_fsck
+from sqfs_util import run_fsck, write_and_sync
 
 SIZE_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 FILE_SIZE = 6 << 20
-CHUNK = 1 << 20
 
 
 def fsck_clean(m, where):
     r = run_fsck(m.backing)
     assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
         where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
-
-
-def write_and_sync(path, content):
-    """Returns None when all of it was written, fsync'd and closed, else
-    (where, errno) of the first failure."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    where = "write"
-    try:
-        for off in range(0, len(content), CHUNK):
-            n = os.write(fd, content[off:off + CHUNK])
-            assert n == len(content[off:off + CHUNK]), "short write %d" % n
-        where = "fsync"
-        os.fsync(fd)
-    except OSError as e:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        return where, e.errno
-    try:
-        os.close(fd)
-    except OSError as e:
-        return "close", e.errno
-    return None
 
 
 def read_file(path):
