@@ -93,6 +93,16 @@ def use_it(mnt, backing, blksize):
         open(os.path.join(backing, "f"), "rb").read() != data
 
 
+def use_and_umount(mnt, backing, blksize):
+    """The mount mount(8) made is squeezefs's; use it, then umount it."""
+    try:
+        assert mount_type(mnt) == "fuse.squeezefs"
+        use_it(mnt, backing, blksize)
+    finally:
+        if os.path.ismount(mnt):
+            umount_and_wait(mnt, backing)
+
+
 def test_mount_t_fuse_squeezefs(installed, tmp_path):
     backing, mnt = str(tmp_path / "backing"), str(tmp_path / "mnt")
     os.mkdir(backing)
@@ -101,12 +111,7 @@ def test_mount_t_fuse_squeezefs(installed, tmp_path):
                         "-o", "block_size=64K,codec=zstd,noatime"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
-    try:
-        assert mount_type(mnt) == "fuse.squeezefs"
-        use_it(mnt, backing, 64 << 10)
-    finally:
-        if os.path.ismount(mnt):
-            umount_and_wait(mnt, backing)
+    use_and_umount(mnt, backing, 64 << 10)
     assert run_fsck(backing).returncode == 0
     # A bad option fails the mount, with squeezefs's message.
     r = subprocess.run(["mount", "-t", "fuse.squeezefs", backing, mnt,
@@ -131,12 +136,7 @@ def test_fstab_entry(installed, tmp_path):
         r = subprocess.run(["mount", mnt], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0, r.stderr
-        try:
-            assert mount_type(mnt) == "fuse.squeezefs"
-            use_it(mnt, backing, 32 << 10)
-        finally:
-            if os.path.ismount(mnt):
-                umount_and_wait(mnt, backing)
+        use_and_umount(mnt, backing, 32 << 10)
     finally:
         with open("/etc/fstab", "wb") as f:
             f.write(saved)
