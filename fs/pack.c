@@ -729,11 +729,10 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 	fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
 	if (fd < 0)
 		goto out;
-	/* Truncating the container would make the kernel drop a version 1
-	 * container's own security.capability: such a file stays as it is. */
-	if (fstat(fd, &c->st) == 0 && S_ISREG(c->st.st_mode) &&
-	    c->st.st_nlink && c->st.st_size == 0 &&
-	    sq_pack_get_ref(fd, NULL, &c->ref) == 0) {
+	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
+	    c->st.st_nlink == 0)
+		goto close;
+	if (c->st.st_size == 0 && sq_pack_get_ref(fd, NULL, &c->ref) == 0) {
 		/* Packed by version 3: empty, nothing shows it was packed
 		 * once the xattr is gone.  It gets a stub and a record. */
 		c->upgrade = true;
@@ -745,8 +744,9 @@ static void read_one(struct sq_fs *fs, struct cand *c)
 	if (fs->pack->xname != ref_names[0] &&
 	    (c->st.st_mode & (S_ISUID | S_ISGID)))
 		goto close;
-	if (fstat(fd, &c->st) || !S_ISREG(c->st.st_mode) ||
-	    c->st.st_nlink == 0 || c->st.st_size <= SQ_PACK_STUB_LEN ||
+	/* Truncating the container would make the kernel drop a version 1
+	 * container's own security.capability: such a file stays as it is. */
+	if (c->st.st_size <= SQ_PACK_STUB_LEN ||
 	    c->st.st_blocks > SQ_PACK_SMALL_BLOCKS ||
 	    fgetxattr(fd, "security.capability", NULL, 0) >= 0)
 		goto close;
