@@ -1,6 +1,7 @@
 # squeezefs - build, test and benchmark.
 #
-#   make            build ./build/squeezefs (and the core library)
+#   make            build ./build/squeezefs, ./build/squeezefs-admin (and
+#                   the libraries they share)
 #   make test       unit tests (cmocka) + integration tests (pytest, real mounts)
 #   make asan       the same tests against an ASan+UBSan build (build-asan/)
 #   make test-long  longer randomized / crash runs
@@ -12,8 +13,10 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 PYTEST_ARGS ?=
 
-PKGS := fuse3 zlib liblz4 libzstd libbrotlienc libbrotlidec libxxhash \
+# Everything but libfuse: the core, the engine and squeezefs-admin.
+CORE_PKGS := zlib liblz4 libzstd libbrotlienc libbrotlidec libxxhash \
 	msgpack sqlite3
+PKGS := fuse3 $(CORE_PKGS)
 
 WARN := -Wall -Wextra -Werror -Wstrict-prototypes -Wmissing-prototypes \
 	-Wwrite-strings -Wvla -Wshadow -Wformat=2
@@ -22,26 +25,36 @@ SAN  ?=
 CPPFLAGS += -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -I.
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(SAN) -pthread -MMD -MP \
 	$(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
-LDLIBS_ALL = $(shell pkg-config --libs $(PKGS)) -pthread $(SAN) $(LDLIBS)
+LDLIBS_CORE = $(shell pkg-config --libs $(CORE_PKGS)) -pthread $(SAN) $(LDLIBS)
+LDLIBS_ALL = $(shell pkg-config --libs fuse3) $(LDLIBS_CORE)
 
+# The layers, bottom up (README "Layout"): codec/ <- meta/, analyzer/
+# (libsqcore.a) <- engine/ (libsqengine.a, no FUSE) <- fs/ (the FUSE
+# front end: squeezefs) and admin/ (squeezefs-admin, no FUSE).
 CORE_SRC := $(wildcard codec/*.c) $(wildcard meta/*.c) $(wildcard analyzer/*.c)
+ENGINE_SRC := $(wildcard engine/*.c)
 FS_SRC   := $(wildcard fs/*.c)
+ADMIN_SRC := $(wildcard admin/*.c)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 # faultinj.c is an LD_PRELOAD shim (a shared object), not a tool program.
 TOOL_SRC := $(filter-out tests/tools/faultinj.c,$(wildcard tests/tools/*.c))
 
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/%.o)
 FS_OBJ   := $(FS_SRC:%.c=$(BUILD)/%.o)
+ADMIN_OBJ := $(ADMIN_SRC:%.c=$(BUILD)/%.o)
 UNIT_BIN := $(UNIT_SRC:%.c=$(BUILD)/%)
 TOOL_BIN := $(TOOL_SRC:%.c=$(BUILD)/%)
 CORE_LIB := $(BUILD)/libsqcore.a
+ENGINE_LIB := $(BUILD)/libsqengine.a
 BIN      := $(BUILD)/squeezefs
+ADMIN    := $(BUILD)/squeezefs-admin
 FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
 .PHONY: all test unit integration integration-wb asan test-long soak install clean bench \
-	format check-deps fuzz fuzz-regress fuzz-run tsan
+	format check-deps fuzz fuzz-regress fuzz-run tsan check-layers
 
-all: $(BIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
+all: $(BIN) $(ADMIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
 
 check-deps:
 	@pkg-config --exists $(PKGS) || { echo "missing build dependencies:" \
@@ -57,14 +70,23 @@ $(CORE_LIB): $(CORE_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BIN): $(FS_OBJ) $(CORE_LIB)
+$(ENGINE_LIB): $(ENGINE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(FS_OBJ) $(ENGINE_LIB) $(CORE_LIB)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
-	$(CC) -o $@ $^ $(LDLIBS_ALL) -lcmocka
+# No libfuse on this link line: fsck and export run where FUSE does not.
+$(ADMIN): $(ADMIN_OBJ) $(ENGINE_LIB) $(CORE_LIB)
+	$(CC) -o $@ $^ $(LDLIBS_CORE)
+
+$(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(ENGINE_LIB) $(CORE_LIB)
+	$(CC) -o $@ $^ $(LDLIBS_CORE) -lcmocka
 
 $(BUILD)/tests/tools/%: $(BUILD)/tests/tools/%.o $(CORE_LIB)
-	$(CC) -o $@ $^ $(LDLIBS_ALL)
+	$(CC) -o $@ $^ $(LDLIBS_CORE)
 
 # Never sanitized (it only forwards calls) and built without
 # _FILE_OFFSET_BITS, so it can define both pwrite and pwrite64 and so on.
@@ -82,14 +104,19 @@ FUZZ_IN_TEST ?= 1
 # regression inputs; `make fuzz-run` alone fuzzes FUZZ_SECONDS).
 TEST_FUZZ_SECONDS ?= 20
 test: all
-	$(MAKE) --no-print-directory unit fuzz-regress \
+	$(MAKE) --no-print-directory check-layers unit fuzz-regress \
 	  $(if $(filter 1,$(FUZZ_IN_TEST)),fuzz-run \
 	    FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)) integration integration-wb
+
+# The include graph runs one way, there is no call cycle between files,
+# and squeezefs-admin does not link libfuse (scripts/check-layers.py).
+check-layers: $(BIN) $(ADMIN)
+	$(PYTHON) scripts/check-layers.py --build $(BUILD)
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
-integration: $(BIN) $(TOOL_BIN) $(FAULTINJ)
+integration: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests/integration
 
@@ -101,7 +128,7 @@ integration: $(BIN) $(TOOL_BIN) $(FAULTINJ)
 # mounts take no extra options), and fsck on copies of BACKING.
 WB_SKIP := test_golden.py test_cli.py test_analyzer_eval.py \
 	test_mounting.py test_backup_copies.py test_unprivileged.py
-integration-wb: $(BIN) $(TOOL_BIN) $(FAULTINJ)
+integration-wb: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration \
 	  PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"
 
@@ -170,6 +197,7 @@ TSAN_ENV   := TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
 tsan:
 	$(MAKE) --no-print-directory BUILD=$(TSAN_BUILD) OPT="-O1 -g" \
 	  SAN="-fsanitize=thread" $(TSAN_BUILD)/squeezefs \
+	  $(TSAN_BUILD)/squeezefs-admin \
 	  $(TSAN_BUILD)/tests/tools/libfaultinj.so
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_concurrency.py tests/integration/test_limits.py
@@ -180,9 +208,10 @@ tsan:
 soak: $(BIN)
 	SQUEEZEFS_BIN=$(abspath $(BIN)) PYTHON=$(PYTHON) scripts/soak.sh
 
-install: $(BIN)
+install: $(BIN) $(ADMIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
+	install -m 0755 $(ADMIN) $(DESTDIR)$(PREFIX)/bin/squeezefs-admin
 
 # The benchmark of issue 4 (scripts/bench/): squeezefs side by side with a
 # plain directory, bindfs and btrfs zstd:3; results in bench/results/.
@@ -193,12 +222,14 @@ bench: $(BIN)
 	  $(if $(filter-out 0,$(QUICK)),--quick) $(BENCH_ARGS)
 
 format:
-	clang-format -i $(CORE_SRC) $(FS_SRC) $(UNIT_SRC) $(TOOL_SRC) \
+	clang-format -i $(CORE_SRC) $(ENGINE_SRC) $(FS_SRC) $(ADMIN_SRC) \
+	  $(UNIT_SRC) $(TOOL_SRC) \
 	  $(wildcard */*.h)
 
 clean:
 	rm -rf build build-asan build-fuzz $(TSAN_BUILD)
 
--include $(CORE_OBJ:.o=.d) $(FS_OBJ:.o=.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) \
+-include $(CORE_OBJ:.o=.d) $(ENGINE_OBJ:.o=.d) $(FS_OBJ:.o=.d) \
+	$(ADMIN_OBJ:.o=.d) $(UNIT_SRC:%.c=$(BUILD)/%.d) \
 	$(wildcard $(BUILD)/tests/fuzz/*.d) \
 	$(TOOL_SRC:%.c=$(BUILD)/%.d)

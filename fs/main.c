@@ -1,11 +1,21 @@
 /*
  * fs/main.c - the squeezefs command: parses options, checks BACKING and
- * MOUNTPOINT, takes the mount lock and runs the FUSE session; also
- * dispatches `squeezefs fsck`.
+ * MOUNTPOINT, takes the mount lock and runs the FUSE session.  The
+ * commands that need no mount (`squeezefs fsck`, `squeezefs export`) are
+ * another program, squeezefs-admin, which does not link libfuse: they are
+ * handed over to it.
  */
 #include "fs/fs_i.h"
 
 #include "analyzer/analyzer.h"
+#include "engine/cache.h"
+#include "engine/file.h"
+#include "engine/inode.h"
+#include "engine/lock.h"
+#include "engine/log.h"
+#include "engine/pack_store.h"
+#include "engine/packer.h"
+#include "engine/workq.h"
 #include "meta/format.h"
 
 #include <errno.h>
@@ -25,8 +35,6 @@
 #include <unistd.h>
 
 #define SQ_VERSION "0.1.0"
-
-extern const struct fuse_lowlevel_ops sq_fs_ops;
 
 struct sq_opts {
 	char *block_size;
@@ -167,24 +175,6 @@ static void raise_nofile(void)
 	}
 }
 
-/* Unescapes mountinfo's octal escapes (\040 for a space) in place. */
-static void unescape_mountinfo(char *s)
-{
-	char *w = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' &&
-		    s[2] >= '0' && s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*w++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 |
-				      (s[3] - '0'));
-			s += 3;
-		} else {
-			*w++ = *s;
-		}
-	}
-	*w = '\0';
-}
-
 /*
  * With the writeback cache, dirty pages of the mount wait in the kernel
  * until it writes them back to us.  The kernel caps a FUSE mount's dirty
@@ -220,7 +210,7 @@ static void tune_writeback(const char *mnt)
 
 		if (sscanf(line, "%*s %*s %31s %*s %4095s", majmin, mp) != 2)
 			continue;
-		unescape_mountinfo(mp);
+		sq_lock_unescape(mp);
 		if (strcmp(mp, mnt) == 0)
 			snprintf(dev, sizeof(dev), "%s", majmin);
 	}
@@ -299,191 +289,39 @@ static bool inside(const char *inner, const char *outer)
 	       (inner[n] == '\0' || inner[n] == '/');
 }
 
-/*
- * BACKING/.squeezefs/lock guards BACKING against two daemons (or a daemon
- * and fsck), which would corrupt both views.  Two locks on it:
- *
- *   - flock(): held for the owner's whole life, by a daemon until it has
- *     stored its last block and exited, by fsck while it runs;
- *   - an OFD write lock on byte 0: held by a daemon only while its mount
- *     serves requests.
- *
- * umount returns as soon as the kernel has detached the mount; the daemon
- * then stores what it still holds, which may take a while.  A new daemon
- * (or fsck) that finds the flock taken but byte 0 free waits for that
- * instead of failing: `umount; mount` works as on any filesystem.  Byte 0
- * taken means a live mount: refused at once.
- */
-#define SQ_LOCK_WAIT_SECS 300	/* a full cache stored at a slow disk's pace */
-#define SQ_LOCK_GRACE_SECS 3	/* from umount to letting go of byte 0 */
-
-static bool lock_serving(int fd)
-{
-	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET,
-			    .l_start = 0, .l_len = 1 };
-
-	/* A failed query counts as a live mount: refusing is safe. */
-	if (fcntl(fd, F_OFD_GETLK, &fl))
-		return true;
-	return fl.l_type != F_UNLCK;
-}
-
-/*
- * Whether this mount namespace has a squeezefs mount of @backing (its
- * fsname, see main()).  The daemon lets go of the serving lock a moment
- * after umount returns: a mount that is gone is only finishing.
- */
-static bool backing_mounted(const char *backing)
-{
-	char *line = NULL;
-	size_t cap = 0;
-	bool found = false;
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-
-	if (!f)
-		return true;	/* cannot tell: assume it is */
-	while (!found && getline(&line, &cap, f) > 0) {
-		char *sep = strstr(line, " - "), *type, *src, *save;
-
-		if (!sep)
-			continue;
-		type = strtok_r(sep + 3, " \n", &save);
-		src = type ? strtok_r(NULL, " \n", &save) : NULL;
-		if (!src || strcmp(type, "fuse.squeezefs") ||
-		    strncmp(src, "squeezefs:", 10))
-			continue;
-		unescape_mountinfo(src);
-		found = strcmp(src + 10, backing) == 0;
-	}
-	free(line);
-	fclose(f);
-	return found;
-}
-
-int sq_lock_serve(int fd, bool on)
-{
-	struct flock fl = { .l_type = on ? F_WRLCK : F_UNLCK,
-			    .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
-
-	return fcntl(fd, F_OFD_SETLK, &fl) ? -errno : 0;
-}
-
-int sq_take_lock(int root_fd, const char *backing, const char *who)
-{
-	struct timespec start, now;
-	bool said = false;
-	int dfd, fd;
-
-	if (mkdirat(root_fd, SQ_RESERVED_NAME, 0700) && errno != EEXIST)
-		return -errno;
-	dfd = openat(root_fd, SQ_RESERVED_NAME,
-		     O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dfd < 0)
-		return -errno;
-	fd = openat(dfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
-		    0600);
-	close(dfd);
-	if (fd < 0)
-		return -errno;
-	clock_gettime(CLOCK_MONOTONIC, &start);
-	while (flock(fd, LOCK_EX | LOCK_NB)) {
-		int e = -errno;
-		double waited;
-
-		if (e != -EWOULDBLOCK) {
-			close(fd);
-			return e;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		waited = (double)(now.tv_sec - start.tv_sec) +
-			 (double)(now.tv_nsec - start.tv_nsec) / 1e9;
-		/* Serving, and mounted here (or, past a few seconds, in
-		 * another namespace): a live mount. */
-		if (lock_serving(fd) &&
-		    (backing_mounted(backing) || waited > SQ_LOCK_GRACE_SECS)) {
-			close(fd);
-			return -EWOULDBLOCK;
-		}
-		if (waited > SQ_LOCK_WAIT_SECS) {
-			close(fd);
-			return -ETIMEDOUT;
-		}
-		if (waited > 1.0 && !said && who) {
-			fprintf(stderr, "%s: waiting for the squeezefs that "
-				"last mounted this BACKING (or an fsck) to "
-				"finish storing and let go of it\n", who);
-			said = true;
-		}
-		usleep(10000);
-	}
-	if (said)
-		fprintf(stderr, "%s: BACKING free, going on\n", who);
-	return fd;
-}
-
 static int fs_setup(struct sq_fs *fs, const char *backing)
 {
-	struct stat st;
 	int r;
 
 	fs->backing = strdup(backing);
 	fs->root_fd = open(backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (!fs->backing || fs->root_fd < 0)
 		return -errno;
-	if (fstat(fs->root_fd, &st))
-		return -errno;
-	fs->root.fd = fs->root_fd;
-	fs->root.src_dev = st.st_dev;
-	fs->root.src_ino = st.st_ino;
-	fs->root.type = S_IFDIR;
-	fs->root.nlookup = 1;
-	pthread_mutex_init(&fs->root.lock, NULL);
-	pthread_mutex_init(&fs->itable_lock, NULL);
-	fs->itable_size = 1024;
-	fs->itable = calloc(fs->itable_size, sizeof(*fs->itable));
-	if (!fs->itable)
-		return -ENOMEM;
-	fs->next_serial = 1;
-	fs->root.serial = 1;
-	r = sq_cache_new(fs->cache_size, &fs->dirty_bytes, &fs->cache);
+	r = sq_itable_init(fs);
+	if (!r)
+		r = sq_cache_new(fs->cache_size, &fs->dirty_bytes, &fs->cache);
 	return r;
 }
 
-/* Returns false when some file's data could not be stored. */
+/*
+ * Once no request can come any more: stores and frees every inode, stops
+ * the workers and background jobs.  Returns false when some file's data
+ * could not be stored.
+ */
 static bool fs_teardown(struct sq_fs *fs)
 {
 	bool ok = true;
 
-	/* Inodes the kernel never forgot (it skips FORGET on unmount). */
-	for (size_t b = 0; fs->itable && b < fs->itable_size; b++) {
-		while (fs->itable[b]) {
-			struct sq_inode *i = fs->itable[b];
-
-			fs->itable[b] = i->hnext;
-			/* The workers still run and take the inode lock:
-			 * closing waits for them under it. */
-			pthread_mutex_lock(&i->lock);
-			if (i->file) {
-				int r = sq_file_close(fs, i);
-
-				if (r)
-					ok = false;
-				if (r)
-					sq_file_report(i, -1, "storing data at "
-						       "unmount failed", r);
-			}
-			pthread_mutex_unlock(&i->lock);
-			sq_inode_dead(fs, i);
-			close(i->fd);
-			pthread_mutex_destroy(&i->lock);
-			sq_prune_forget(i);
-			free(i);
-		}
-	}
+	/* Packs what is waiting (the packer's pins go with it). */
+	sq_wq_free(fs->bg, -1);
+	fs->bg = NULL;
+	if (fs->itable)
+		ok = sq_itable_release(fs);
 	/* After the files above: closing them may still queue blocks. */
-	sq_wq_stop(fs);
+	sq_wq_free(fs->wq, -1);
+	fs->wq = NULL;
+	sq_packer_free(fs->packer);
 	sq_pack_close(fs->pack);
-	free(fs->itable);
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
 	sq_an_free(fs->an_hot);
@@ -494,6 +332,79 @@ static bool fs_teardown(struct sq_fs *fs)
 		close(fs->lock_fd);
 	free(fs->backing);
 	return ok;
+}
+
+/*
+ * Opens the pack store and, with @enable, starts packing small files on
+ * the background queue.  Returns 0 or why packing is off.
+ */
+static int pack_setup(struct sq_fs *fs, bool enable)
+{
+	bool writable = fs->lock_fd >= 0;
+	int r;
+
+	r = sq_pack_open(fs->root_fd, fs->backing, writable, &fs->pack);
+	if (r)
+		return r;
+	if (!writable || fs->ro)
+		return enable ? -EROFS : 0;
+	/* Kept by every mount that writes BACKING, packing or not: a rename
+	 * through a mount that does not pack moves packed files too.
+	 * Without it packing goes on: only a repair of a copy that lost the
+	 * xattrs would miss its records. */
+	r = sq_pack_index_open(fs->pack);
+	if (r == -EROFS)
+		return enable ? r : 0;	/* no packs here */
+	if (r)
+		sq_log(SQ_LOG_WARN, "pack index: %s: packed files copied "
+		       "without xattrs could not be repaired", strerror(-r));
+	/* Unpacking and deleting packed files free their images here. */
+	r = sq_wq_new("sq-background", 1, &fs->bg);
+	if (r)
+		return r;
+	return enable ? sq_packer_start(fs, fs->bg, &fs->packer) : 0;
+}
+
+/* libfuse's own messages: to our log, so they reach syslog once
+ * daemonized, with the same prefix as ours. */
+static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt,
+			     va_list ap)
+	__attribute__((format(printf, 2, 0)));
+static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt,
+			     va_list ap)
+{
+	int l = level <= FUSE_LOG_ERR ? SQ_LOG_ERR :
+		level == FUSE_LOG_WARNING ? SQ_LOG_WARN :
+		level == FUSE_LOG_DEBUG ? SQ_LOG_DEBUG : SQ_LOG_INFO;
+
+	sq_vlog(l, fmt, ap);
+}
+
+/*
+ * Runs `squeezefs-admin @argv` (argv[1] the command): the program next to
+ * this one, else the one on PATH.  Returns only on failure.
+ */
+static int run_admin(char **argv)
+{
+	char self[PATH_MAX], path[PATH_MAX + 32];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		char *slash;
+
+		self[n] = '\0';
+		slash = strrchr(self, '/');
+		if (slash) {
+			*slash = '\0';
+			snprintf(path, sizeof(path), "%s/squeezefs-admin",
+				 self);
+			execv(path, argv);
+		}
+	}
+	execvp("squeezefs-admin", argv);
+	fprintf(stderr, "squeezefs: cannot run squeezefs-admin for '%s': "
+		"%s\n", argv[1], strerror(errno));
+	return 1;
 }
 
 /*
@@ -512,7 +423,8 @@ int main(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
 	struct fuse_cmdline_opts copts;
 	struct sq_opts o;
-	struct sq_fs fs;
+	struct sq_mount m;
+	struct sq_fs *fs = &m.fs;
 	struct fuse_session *se = NULL;
 	struct fuse_loop_config *lcfg = NULL;
 	char backing[PATH_MAX], mnt[PATH_MAX], fsname[PATH_MAX + 32];
@@ -522,18 +434,18 @@ int main(int argc, char **argv)
 	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
 	int ret = 1, r;
 
-	if (argc >= 2 && strcmp(argv[1], "fsck") == 0)
-		return sq_fsck_main(argc - 1, argv + 1);
-	if (argc >= 2 && strcmp(argv[1], "export") == 0)
-		return sq_export_main(argc - 1, argv + 1);
+	if (argc >= 2 && (strcmp(argv[1], "fsck") == 0 ||
+			  strcmp(argv[1], "export") == 0))
+		return run_admin(argv);
 
+	fuse_set_log_func(fuse_log_to_ours);
 	memset(&o, 0, sizeof(o));
 	memset(&copts, 0, sizeof(copts));
-	memset(&fs, 0, sizeof(fs));
-	fs.root_fd = fs.lock_fd = -1;
-	fs.block_shift = SQ_DEFAULT_BLOCK_SHIFT;
-	fs.cache_size = SQ_DEFAULT_CACHE_SIZE;
-	fs.timeout = 1.0;
+	memset(&m, 0, sizeof(m));
+	fs->root_fd = fs->lock_fd = -1;
+	fs->block_shift = SQ_DEFAULT_BLOCK_SHIFT;
+	fs->cache_size = SQ_DEFAULT_CACHE_SIZE;
+	m.timeout = 1.0;
 
 	if (fuse_opt_parse(&args, &o, sq_opt_spec, opt_proc) == -1)
 		goto out;
@@ -564,7 +476,7 @@ int main(int argc, char **argv)
 				   "from 4K to 1M", o.block_size);
 			goto out;
 		}
-		fs.block_shift = (unsigned)__builtin_ctzll(v);
+		fs->block_shift = (unsigned)__builtin_ctzll(v);
 	}
 	if (o.cache_size) {
 		if (parse_size(o.cache_size, &v) || v > (64ull << 30)) {
@@ -572,7 +484,7 @@ int main(int argc, char **argv)
 				   "64M", o.cache_size);
 			goto out;
 		}
-		fs.cache_size = (size_t)v;
+		fs->cache_size = (size_t)v;
 	}
 	if (o.policy && sq_an_policy_parse(o.policy, &policy)) {
 		ret = fail("bad policy '%s': want fast, balanced or max",
@@ -584,12 +496,12 @@ int main(int argc, char **argv)
 			   "or a percentage such as 12.5%%", o.min_saving);
 		goto out;
 	}
-	r = sq_an_new(o.codec ? o.codec : "auto", policy, min_saving, &fs.an);
+	r = sq_an_new(o.codec ? o.codec : "auto", policy, min_saving, &fs->an);
 	if (!r)
 		r = sq_an_new(o.codec ? o.codec : "auto", SQ_AN_POLICY_FAST,
-			      min_saving, &fs.an_hot);
+			      min_saving, &fs->an_hot);
 	if (!r && (!o.codec || !strcmp(o.codec, "auto")))
-		r = sq_an_new("none", policy, min_saving, &fs.an_tiny);
+		r = sq_an_new("none", policy, min_saving, &fs->an_tiny);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
 			   "or brotli, with an optional :level in range",
@@ -626,35 +538,34 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s lies inside MOUNTPOINT %s", backing, mnt);
 		goto out;
 	}
-	r = fs_setup(&fs, backing);
+	r = fs_setup(fs, backing);
 	if (r) {
 		ret = fail("BACKING %s: %s", backing, strerror(-r));
 		goto out;
 	}
-	fs.lock_fd = sq_take_lock(fs.root_fd, backing, "squeezefs");
-	if (fs.lock_fd == -EWOULDBLOCK) {
+	fs->lock_fd = sq_lock_take(fs->root_fd, backing, "squeezefs");
+	if (fs->lock_fd == -EWOULDBLOCK) {
 		ret = fail("BACKING %s is already mounted by another "
 			   "squeezefs", backing);
 		goto out;
 	}
-	if (fs.lock_fd == -ETIMEDOUT) {
+	if (fs->lock_fd == -ETIMEDOUT) {
 		ret = fail("BACKING %s is still held by a squeezefs that was "
 			   "unmounted (or an fsck) after %d s: is it stuck?",
 			   backing, SQ_LOCK_WAIT_SECS);
 		goto out;
 	}
-	if (fs.lock_fd >= 0 && (r = sq_lock_serve(fs.lock_fd, true))) {
+	if (fs->lock_fd >= 0 && (r = sq_lock_serve(fs->lock_fd, true))) {
 		ret = fail("cannot lock BACKING %s: %s", backing,
 			   strerror(-r));
 		goto out;
 	}
-	if (fs.lock_fd < 0 && fs.lock_fd != -EROFS) {
+	if (fs->lock_fd < 0 && fs->lock_fd != -EROFS) {
 		ret = fail("cannot lock BACKING %s: %s", backing,
-			   strerror(-fs.lock_fd));
+			   strerror(-fs->lock_fd));
 		goto out;
 	}
-	fs.debug = copts.debug;
-	fs.writeback = o.writeback_cache;
+	m.writeback = o.writeback_cache;
 
 	/*
 	 * Shared with other users, the kernel checks their permissions from
@@ -669,9 +580,9 @@ int main(int argc, char **argv)
 	 * GETATTR of the directory after every create or unlink in it (the
 	 * kernel drops its attributes), a quarter of those requests.
 	 */
-	fs.own_checks = !o.shared && !privileged();
+	m.own_checks = !o.shared && !privileged();
 	snprintf(fsname, sizeof(fsname), "-ofsname=squeezefs:%s", backing);
-	if ((!fs.own_checks &&
+	if ((!m.own_checks &&
 	     fuse_opt_add_arg(&args, "-odefault_permissions")) ||
 	    fuse_opt_add_arg(&args, "-osubtype=squeezefs") ||
 	    fuse_opt_add_arg(&args, fsname)) {
@@ -690,12 +601,11 @@ int main(int argc, char **argv)
 	 * of thousands of files needs far more than the usual soft limit. */
 	raise_nofile();
 
-	se = fuse_session_new(&args, &sq_fs_ops, sizeof(sq_fs_ops), &fs);
+	se = fuse_session_new(&args, &sq_fs_ops, sizeof(sq_fs_ops), &m);
 	if (!se)
 		goto out;
-	fs.se = se;
-	fs.single = copts.singlethread;
-	fs.ro = o.ro;
+	m.se = se;
+	fs->ro = o.ro;
 	if (fuse_set_signal_handlers(se))
 		goto out;
 	if (fuse_session_mount(se, mnt)) {
@@ -703,31 +613,33 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	sq_log_init(!copts.foreground, copts.debug);
-	if (fs.writeback)
+	if (m.writeback)
 		tune_writeback(mnt);
 	fuse_daemonize(copts.foreground);
 	/* Threads do not survive the daemon's fork: start them after it.
 	 * Without workers (-s, or none could start) blocks are stored by
 	 * the thread that completes them. */
-	r = sq_prune_start(&fs, se);
+	r = sq_prune_start(&m);
 	if (r)
 		sq_log(SQ_LOG_WARN, "no inode pruning: %s", strerror(-r));
 	/* Read-only: nothing is packed, and no stub of version 3 is
 	 * upgraded (BACKING may be a snapshot). */
-	r = sq_pack_start(&fs, !o.nopack && !o.ro);
-	if (r && fs.lock_fd >= 0)
+	r = pack_setup(fs, !o.nopack && !o.ro);
+	if (r && fs->lock_fd >= 0)
 		sq_log(SQ_LOG_WARN, "small files not packed: %s",
 		       strerror(-r));
-	if (sq_pack_packing(fs.pack)) {
+	if (fs->packer) {
 		/* Every byte counts once files share pages: small files are
 		 * compressed like any other. */
-		sq_an_free(fs.an_tiny);
-		fs.an_tiny = NULL;
+		sq_an_free(fs->an_tiny);
+		fs->an_tiny = NULL;
 	}
 	if (!copts.singlethread) {
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
-		r = sq_wq_start(&fs, ncpu > 0 && ncpu < 64 ? (unsigned)ncpu : 2);
+		r = sq_wq_new("sq-compress",
+			      ncpu > 0 && ncpu < 64 ? (unsigned)ncpu : 2,
+			      &fs->wq);
 		if (r)
 			sq_log(SQ_LOG_WARN, "no compression workers: %s",
 			       strerror(-r));
@@ -753,7 +665,7 @@ int main(int argc, char **argv)
 		if (copts.max_threads > 0 && copts.max_threads <= 1000)
 			fuse_loop_cfg_set_max_threads(lcfg, copts.max_threads);
 		/* libfuse's default is 10 threads. */
-		fs.inval_max = (copts.max_threads > 0 &&
+		m.inval_max = (copts.max_threads > 0 &&
 				copts.max_threads <= 1000 ?
 					(int)copts.max_threads : 10) / 2 - 1;
 		ret = loop_result(fuse_session_loop_mt(se, lcfg));
@@ -761,18 +673,17 @@ int main(int argc, char **argv)
 unmount:
 	/* No more requests: a new mount of BACKING may start now, and waits
 	 * on the flock until everything below is stored. */
-	if (fs.lock_fd >= 0)
-		sq_lock_serve(fs.lock_fd, false);
-	sq_prune_stop(&fs);
+	if (fs->lock_fd >= 0)
+		sq_lock_serve(fs->lock_fd, false);
+	sq_prune_stop(&m);
 	fuse_session_unmount(se);
-	sq_pack_stop(&fs);
 	fuse_remove_signal_handlers(se);
 out:
 	if (se)
 		fuse_session_destroy(se);
 	fuse_loop_cfg_destroy(lcfg);
 	/* Stored everything, or say so: a service manager sees it. */
-	if (!fs_teardown(&fs) && ret == 0)
+	if (!fs_teardown(fs) && ret == 0)
 		ret = 1;
 	free(o.backing);
 	free(o.mountpoint);

@@ -2,11 +2,18 @@
  * fs/ops.c - the FUSE low-level operations.  Every backing access is
  * relative to an O_PATH fd held per inode (never a rebuilt path), so hard
  * links, files unlinked while open and trees deeper than PATH_MAX work.
- * Regular files go through file.c; everything else mirrors BACKING 1:1.
- * Each handler replies exactly once.
+ * Regular files go through the engine (engine/file.h); everything else
+ * mirrors BACKING 1:1.  Each handler replies exactly once.
  */
 #include "fs/fs_i.h"
 
+#include "engine/attr.h"
+#include "engine/cache.h"
+#include "engine/file.h"
+#include "engine/inode.h"
+#include "engine/log.h"
+#include "engine/pack_store.h"
+#include "engine/packer.h"
 #include "meta/container.h"
 #include "meta/pack.h"
 
@@ -31,9 +38,14 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
-static struct sq_fs *fs_of(fuse_req_t req)
+static struct sq_mount *mnt_of(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+static struct sq_fs *fs_of(fuse_req_t req)
+{
+	return &mnt_of(req)->fs;
 }
 
 static struct sq_inode *ino_of(fuse_req_t req, fuse_ino_t ino)
@@ -79,18 +91,6 @@ static void proc_path(char *buf, size_t n, int fd)
 	snprintf(buf, n, "/proc/self/fd/%d", fd);
 }
 
-int sq_inode_open(const struct sq_inode *i, int flags)
-{
-	char path[64];
-	int fd;
-
-	proc_path(path, sizeof(path), i->fd);
-	fd = open(path, flags | O_CLOEXEC);
-	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
-		fd = open(path, (flags & ~O_NOATIME) | O_CLOEXEC);
-	return fd;
-}
-
 /* Set once by op_init(), before any request. */
 static bool as_root;
 static uid_t daemon_uid;
@@ -103,198 +103,7 @@ static bool reserved(struct sq_fs *fs, struct sq_inode *parent,
 	return parent == &fs->root && strcmp(name, SQ_RESERVED_NAME) == 0;
 }
 
-/* ---- inode table ---- */
-
-static size_t ihash(const struct sq_fs *fs, dev_t dev, ino_t ino)
-{
-	uint64_t h = (uint64_t)ino * 0x9E3779B97F4A7C15ull ^ (uint64_t)dev;
-
-	return (size_t)(h ^ (h >> 31)) & (fs->itable_size - 1);
-}
-
-static int itable_grow(struct sq_fs *fs)
-{
-	size_t nsize = fs->itable_size * 2, i;
-	struct sq_inode **nt = calloc(nsize, sizeof(*nt));
-	struct sq_inode **old = fs->itable;
-	size_t osize = fs->itable_size;
-
-	if (!nt)
-		return -ENOMEM;
-	fs->itable = nt;
-	fs->itable_size = nsize;
-	for (i = 0; i < osize; i++) {
-		while (old[i]) {
-			struct sq_inode *n = old[i];
-			size_t h = ihash(fs, n->src_dev, n->src_ino);
-
-			old[i] = n->hnext;
-			n->hnext = nt[h];
-			nt[h] = n;
-		}
-	}
-	free(old);
-	return 0;
-}
-
-static struct sq_inode **ifind(struct sq_fs *fs, dev_t dev, ino_t ino)
-{
-	struct sq_inode **pp = &fs->itable[ihash(fs, dev, ino)];
-
-	while (*pp && ((*pp)->src_ino != ino || (*pp)->src_dev != dev))
-		pp = &(*pp)->hnext;
-	return pp;
-}
-
-/* Drops @n references of kind lookup (@lookups) or open (@opens) and frees
- * the inode when none remain.  The root lives as long as the mount. */
-static void iput_refs(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
-		      unsigned opens, unsigned pins)
-{
-	bool dead;
-
-	if (i == &fs->root)
-		return;
-	pthread_mutex_lock(&fs->itable_lock);
-	i->nlookup -= lookups;
-	i->nopen -= opens;
-	i->npin -= pins;
-	dead = i->nlookup == 0 && i->nopen == 0 && i->npin == 0;
-	if (dead) {
-		*ifind(fs, i->src_dev, i->src_ino) = i->hnext;
-		fs->icount--;
-	}
-	pthread_mutex_unlock(&fs->itable_lock);
-	if (dead) {
-		/* No request can reach it any more: the kernel forgot it and
-		 * nothing is open. */
-		if (i->file) {
-			pthread_mutex_lock(&i->lock);
-			sq_file_close(fs, i);
-			pthread_mutex_unlock(&i->lock);
-		}
-		/* Only a regular file has blocks, and finding them walks
-		 * the whole cache. */
-		if (i->type == S_IFREG)
-			sq_cache_drop(fs->cache, i->serial, 0);
-		sq_inode_dead(fs, i);
-		close(i->fd);
-		pthread_mutex_destroy(&i->lock);
-		sq_prune_forget(i);
-		free(i);
-	}
-}
-
-void sq_inode_dead(struct sq_fs *fs, struct sq_inode *i)
-{
-	struct stat st;
-
-	/* Still unlinked (nothing can link an unlinked file again), and
-	 * still packed: an open for writing since would have unpacked it and
-	 * freed the image itself (the checksum keeps a second punch off). */
-	if (i->doomed && fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0 &&
-	    st.st_nlink == 0)
-		sq_pack_free_later(fs->pack, &i->doomed_ref);
-}
-
-static void iput(struct sq_fs *fs, struct sq_inode *i, uint64_t lookups,
-		 unsigned opens)
-{
-	iput_refs(fs, i, lookups, opens, 0);
-}
-
-void sq_inode_unpin(struct sq_fs *fs, struct sq_inode *i)
-{
-	iput_refs(fs, i, 0, 0, 1);
-}
-
-/*
- * Finds or creates the inode of the backing object opened as @fd (O_PATH;
- * consumed) and described by @st, and takes one lookup reference.
- */
-static int iget(struct sq_fs *fs, int fd, const struct stat *st,
-		struct sq_inode **out)
-{
-	struct sq_inode **pp, *i;
-
-	if (st->st_ino == fs->root.src_ino && st->st_dev == fs->root.src_dev) {
-		close(fd);
-		*out = &fs->root;
-		return 0;
-	}
-	pthread_mutex_lock(&fs->itable_lock);
-	pp = ifind(fs, st->st_dev, st->st_ino);
-	if (*pp) {
-		i = *pp;
-		i->nlookup++;
-		pthread_mutex_unlock(&fs->itable_lock);
-		close(fd);
-		*out = i;
-		return 0;
-	}
-	i = calloc(1, sizeof(*i));
-	if (!i) {
-		pthread_mutex_unlock(&fs->itable_lock);
-		close(fd);
-		return -ENOMEM;
-	}
-	i->fd = fd;
-	i->src_dev = st->st_dev;
-	i->src_ino = st->st_ino;
-	i->type = st->st_mode & S_IFMT;
-	i->serial = ++fs->next_serial;
-	i->nlookup = 1;
-	pthread_mutex_init(&i->lock, NULL);
-	i->hnext = *pp;
-	*pp = i;
-	fs->icount++;
-	if (fs->icount > fs->itable_size * 2 && itable_grow(fs))
-		sq_log(SQ_LOG_WARN, "inode table: cannot grow");
-	pthread_mutex_unlock(&fs->itable_lock);
-	*out = i;
-	return 0;
-}
-
 /* ---- attributes ---- */
-
-/* Valid while the container keeps the size and times in @st: any change
- * to it, through this mount or not, invalidates the entry. */
-void sq_inode_cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
-			 blkcnt_t blocks)
-{
-	i->size_cached = true;
-	i->cached_size = size;
-	i->cached_bsize = st->st_size;
-	i->cached_blocks = blocks;
-	i->cached_mtim = st->st_mtim;
-	i->cached_ctim = st->st_ctim;
-	st->st_size = (off_t)size;
-	if (blocks >= 0)
-		st->st_blocks = blocks;
-}
-
-/* Whether i->cached_* still describe the container that @st describes.
- * i->lock held. */
-static bool size_cached(const struct sq_inode *i, const struct stat *st)
-{
-	return i->size_cached && i->cached_bsize == st->st_size &&
-	       i->cached_mtim.tv_sec == st->st_mtim.tv_sec &&
-	       i->cached_mtim.tv_nsec == st->st_mtim.tv_nsec &&
-	       i->cached_ctim.tv_sec == st->st_ctim.tv_sec &&
-	       i->cached_ctim.tv_nsec == st->st_ctim.tv_nsec;
-}
-
-int sq_inode_cached_ref(struct sq_inode *i, struct stat *st,
-			struct sq_pack_ref *ref)
-{
-	if (fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW))
-		return -errno;
-	if (!S_ISREG(st->st_mode) || st->st_size > SQ_PACK_STUB_LEN ||
-	    !size_cached(i, st) || i->cached_blocks < 0)
-		return -ENODATA;
-	*ref = i->cached_ref;
-	return 0;
-}
 
 /*
  * The attributes the mount shows: the backing object's, with a regular
@@ -317,7 +126,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 	 * lock: unless the cache answers, how to read the size must be
 	 * decided on attributes taken under it too, or a container packed
 	 * meanwhile would be read as an empty one. */
-	if (!i->file && !size_cached(i, st) &&
+	if (!i->file && !sq_attr_cached(i, st) &&
 	    fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
 		r = -errno;
 		pthread_mutex_unlock(&i->lock);
@@ -325,7 +134,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 	}
 	if (i->file) {
 		sq_file_stat(i, st);
-	} else if (size_cached(i, st)) {
+	} else if (sq_attr_cached(i, st)) {
 		st->st_size = (off_t)i->cached_size;
 		if (i->cached_blocks >= 0)
 			st->st_blocks = i->cached_blocks;
@@ -341,12 +150,12 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		if (r == 0) {
 			/* Version 3's: the packer gives it a stub. */
 			if (st->st_size == 0)
-				sq_pack_note(fs, i);
-			sq_inode_cache_size(i, st, ref.size,
+				sq_packer_note(fs->packer, i);
+			sq_attr_cache_size(i, st, ref.size,
 					    (blkcnt_t)((ref.len + 511) / 512));
 			i->cached_ref = ref;
 		} else if (r == -ENODATA && st->st_size == 0) {
-			sq_inode_cache_size(i, st, 0, -1);
+			sq_attr_cache_size(i, st, 0, -1);
 		}
 		/* A stub without its reference (BACKING copied without
 		 * xattrs) is damaged: opening it says so. */
@@ -364,7 +173,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
 			if (sq_ctr_peek(fd, &size, &shift) == 0) {
-				sq_inode_cache_size(i, st, size, -1);
+				sq_attr_cache_size(i, st, size, -1);
 				if (!i->shown_bshift)
 					i->shown_bshift = shift;
 			}
@@ -393,10 +202,10 @@ static void reply_entry(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	e.ino = ino_id(fs, i);
 	e.attr = *st;
 	show_attr(fs, &e.attr);
-	e.attr_timeout = fs->timeout;
-	e.entry_timeout = fs->timeout;
+	e.attr_timeout = sq_mount_of(fs)->timeout;
+	e.entry_timeout = sq_mount_of(fs)->timeout;
 	if (fuse_reply_entry(req, &e) == -ENOENT)
-		iput(fs, i, 1, 0);	/* the kernel dropped the request */
+		sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);	/* the kernel dropped the request */
 }
 
 /* Each inode the kernel keeps holds one fd: say once what to do when that
@@ -408,36 +217,6 @@ static void emfile_warn(void)
 	if (!atomic_exchange(&said, true))
 		sq_log(SQ_LOG_ERR, "out of file descriptors (one per cached "
 		       "inode): raise the hard limit (ulimit -Hn, LimitNOFILE)");
-}
-
-/*
- * Takes one lookup reference on the inode of (@st->st_dev, @st->st_ino)
- * when the table has it.  Its fd pins the backing object, so a match is
- * the same object, not a reused inode number.
- */
-static struct sq_inode *iget_cached(struct sq_fs *fs, const struct stat *st)
-{
-	struct sq_inode *i;
-
-	if (st->st_ino == fs->root.src_ino && st->st_dev == fs->root.src_dev)
-		return &fs->root;
-	pthread_mutex_lock(&fs->itable_lock);
-	i = *ifind(fs, st->st_dev, st->st_ino);
-	if (i)
-		i->nlookup++;
-	pthread_mutex_unlock(&fs->itable_lock);
-	return i;
-}
-
-/* Whether the table has (@dev, @ino) now: a hint, it may change at once. */
-static bool icached(struct sq_fs *fs, dev_t dev, ino_t ino)
-{
-	bool r;
-
-	pthread_mutex_lock(&fs->itable_lock);
-	r = *ifind(fs, dev, ino) != NULL;
-	pthread_mutex_unlock(&fs->itable_lock);
-	return r;
 }
 
 /*
@@ -458,7 +237,8 @@ static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
 	if (probe) {
 		if (fstatat(parent->fd, name, st, AT_SYMLINK_NOFOLLOW))
 			return -errno;
-		i = iget_cached(fs, st);
+		i = sq_inode_find(fs, st->st_dev, st->st_ino,
+				   SQ_IREF_LOOKUP);
 		if (i)
 			goto found;
 	}
@@ -474,16 +254,16 @@ static int do_lookup(struct sq_fs *fs, struct sq_inode *parent,
 		close(fd);
 		return r;
 	}
-	r = iget(fs, fd, st, &i);
+	r = sq_inode_get(fs, fd, st, SQ_IREF_LOOKUP, &i);
 	if (r)
 		return r;
 found:
 	r = do_getattr(fs, i, st, true);
 	if (r) {
-		iput(fs, i, 1, 0);
+		sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		return r;
 	}
-	sq_prune_note(fs, i, parent, name);
+	sq_prune_note(sq_mount_of(fs), i, parent, name);
 	*out = i;
 	return 0;
 }
@@ -503,7 +283,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	iput(fs_of(req), ino_of(req, ino), nlookup, 0);
+	sq_inode_put(fs_of(req), ino_of(req, ino), SQ_IREF_LOOKUP, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -511,8 +291,8 @@ static void op_forget_multi(fuse_req_t req, size_t count,
 			    struct fuse_forget_data *forgets)
 {
 	for (size_t k = 0; k < count; k++)
-		iput(fs_of(req), ino_of(req, forgets[k].ino),
-		     forgets[k].nlookup, 0);
+		sq_inode_put(fs_of(req), ino_of(req, forgets[k].ino),
+			     SQ_IREF_LOOKUP, forgets[k].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -530,7 +310,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	show_attr(fs, &st);
-	fuse_reply_attr(req, &st, fs->timeout);
+	fuse_reply_attr(req, &st, sq_mount_of(fs)->timeout);
 }
 
 /* Opens the data state for an open() or a request that has no open handle
@@ -541,17 +321,12 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, int mode,
 {
 	int r;
 
-	pthread_mutex_lock(&fs->itable_lock);
-	i->nopen++;
-	pthread_mutex_unlock(&fs->itable_lock);
+	sq_inode_hold(fs, i, SQ_IREF_OPEN);
 	pthread_mutex_lock(&i->lock);
 	r = sq_file_open(fs, i, mode, rwfd);
 	pthread_mutex_unlock(&i->lock);
-	if (r) {
-		pthread_mutex_lock(&fs->itable_lock);
-		i->nopen--;
-		pthread_mutex_unlock(&fs->itable_lock);
-	}
+	if (r)
+		sq_inode_put(fs, i, SQ_IREF_OPEN, 1);
 	return r;
 }
 
@@ -568,9 +343,7 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 	 */
 	if (i->file)
 		r = sq_file_flush_locked(fs, i);
-	pthread_mutex_lock(&fs->itable_lock);
-	last = i->nopen == 1;
-	pthread_mutex_unlock(&fs->itable_lock);
+	last = sq_inode_opens(fs, i) == 1;
 	if (last) {
 		struct stat st = { .st_size = 0 };
 		bool known = i->file != NULL;
@@ -594,7 +367,7 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		    st.st_size > 0) {
 			/* A small container may go into a pack now. */
 			wrote = wrote && st.st_blocks <= SQ_PACK_SMALL_BLOCKS;
-			sq_inode_cache_size(i, &st, size, -1);
+			sq_attr_cache_size(i, &st, size, -1);
 		} else {
 			/* An empty container is empty or packed: a stat reads
 			 * which from its xattr. */
@@ -603,8 +376,8 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 	}
 	pthread_mutex_unlock(&i->lock);
 	if (wrote)
-		sq_pack_note(fs, i);
-	iput(fs, i, 0, 1);
+		sq_packer_note(fs->packer, i);
+	sq_inode_put(fs, i, SQ_IREF_OPEN, 1);
 	return r;
 }
 
@@ -653,7 +426,7 @@ static void data_changed(fuse_req_t req, struct sq_inode *i)
 	char path[64];
 	mode_t mode;
 
-	if (fs_of(req)->own_checks || fuse_req_ctx(req)->uid == 0)
+	if (mnt_of(req)->own_checks || fuse_req_ctx(req)->uid == 0)
 		return;
 	if (fstatat(i->fd, "", &st, AT_EMPTY_PATH) ||
 	    !(st.st_mode & (S_ISUID | S_ISGID)))
@@ -702,7 +475,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		 * sends to drop setuid before that caller writes or truncates
 		 * (a forced change), where a local filesystem drops both.
 		 */
-		if ((mode & S_ISGID) && !fs->own_checks &&
+		if ((mode & S_ISGID) && !sq_mount_of(fs)->own_checks &&
 		    fuse_req_ctx(req)->uid != 0 &&
 		    fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0 &&
 		    !caller_in_group(req, (valid & FUSE_SET_ATTR_GID) ?
@@ -781,7 +554,7 @@ out:
 		return;
 	}
 	show_attr(fs, &st);
-	fuse_reply_attr(req, &st, fs->timeout);
+	fuse_reply_attr(req, &st, sq_mount_of(fs)->timeout);
 }
 
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -820,7 +593,7 @@ static mode_t create_mode(fuse_req_t req, mode_t mode)
 	static __thread int own_umask;	/* 0 unknown, 1 yes, -1 cannot */
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
 
-	if (!fs_of(req)->dont_mask)
+	if (!mnt_of(req)->dont_mask)
 		return mode;	/* the kernel applied the umask */
 	if (!own_umask)
 		own_umask = unshare(CLONE_FS) == 0 ? 1 : -1;
@@ -953,24 +726,22 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 		fuse_reply_err(req, errno);
 		return;
 	}
-	pthread_mutex_lock(&fs->itable_lock);
-	i->nlookup++;
-	pthread_mutex_unlock(&fs->itable_lock);
+	sq_inode_hold(fs, i, SQ_IREF_LOOKUP);
 	r = do_getattr(fs, i, &st, false);
 	if (r) {
-		iput(fs, i, 1, 0);
+		sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}
 	/* The kernel now holds a dentry for this name too. */
-	sq_prune_note(fs, i, p, newname);
+	sq_prune_note(sq_mount_of(fs), i, p, newname);
 	/* A packed file's new name: its image's too, for fsck --repair. */
 	if (S_ISREG(st.st_mode) && sq_pack_indexing(fs->pack)) {
 		struct sq_pack_ref ref;
 
 		if (packed_ref(i, &ref))
-			sq_pack_index_link(fs, p->fd, newname, &ref,
-					   &st.st_mtim);
+			sq_pack_index_image(fs->pack, p->fd, newname, &ref,
+					    &st.st_mtim);
 	}
 	reply_entry(req, fs, i, &st);
 }
@@ -1000,13 +771,14 @@ static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
 	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) ||
 	    !S_ISREG(st.st_mode))
 		return;
-	v->i = iget_cached(fs, &st);
+	v->i = sq_inode_find(fs, st.st_dev, st.st_ino,
+				   SQ_IREF_LOOKUP);
 	if (v->i) {
 		pthread_mutex_lock(&v->i->lock);
 		if (fstatat(v->i->fd, "", &st, AT_EMPTY_PATH) ||
 		    st.st_size > SQ_PACK_STUB_LEN)
 			return;
-		if (size_cached(v->i, &st)) {
+		if (sq_attr_cached(v->i, &st)) {
 			/* Known from a stat: no xattr to read. */
 			v->packed = v->i->cached_blocks >= 0;
 			v->ref = v->i->cached_ref;
@@ -1036,7 +808,8 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 
 		/* A lookup may have brought the inode in since victim_get(). */
 		if (!v->i)
-			late = iget_cached(fs, &st);
+			late = sq_inode_find(fs, st.st_dev, st.st_ino,
+				   SQ_IREF_LOOKUP);
 		if (v->i) {
 			/* The kernel still knows the inode. */
 			v->i->doomed = true;
@@ -1046,14 +819,14 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 			late->doomed = true;
 			late->doomed_ref = v->ref;
 			pthread_mutex_unlock(&late->lock);
-			iput(fs, late, 1, 0);
+			sq_inode_put(fs, late, SQ_IREF_LOOKUP, 1);
 		} else {
-			sq_pack_free_later(fs->pack, &v->ref);
+			sq_pack_free_later(fs->pack, fs->bg, &v->ref);
 		}
 	}
 	if (v->i) {
 		pthread_mutex_unlock(&v->i->lock);
-		iput(fs, v->i, 1, 0);
+		sq_inode_put(fs, v->i, SQ_IREF_LOOKUP, 1);
 	}
 	if (v->fd >= 0)
 		close(v->fd);
@@ -1093,7 +866,8 @@ static struct sq_inode *cached_at(struct sq_fs *fs, struct sq_inode *dir,
 
 	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW))
 		return NULL;
-	return iget_cached(fs, &st);
+	return sq_inode_find(fs, st.st_dev, st.st_ino,
+				   SQ_IREF_LOOKUP);
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1110,7 +884,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	victim_get(fs, p, name, &v);
 	r = unlinkat(p->fd, name, 0) ? errno : 0;
 	if (r == 0 && v.i)
-		sq_prune_rename(fs, v.i, p, name, NULL, NULL);
+		sq_prune_rename(sq_mount_of(fs), v.i, p, name, NULL, NULL);
 	victim_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
@@ -1170,28 +944,28 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (track && r == 0 && (flags & RENAME_EXCHANGE)) {
 		/* Three moves, through a name no file has ("\1" is no
 		 * name squeezefs or the kernel makes). */
-		sq_pack_index_move(fs, p->fd, name, fs->root.fd, "\1");
-		sq_pack_index_move(fs, np->fd, newname, p->fd, name);
-		sq_pack_index_move(fs, fs->root.fd, "\1", np->fd, newname);
+		sq_pack_index_move(fs->pack, p->fd, name, fs->root.fd, "\1");
+		sq_pack_index_move(fs->pack, np->fd, newname, p->fd, name);
+		sq_pack_index_move(fs->pack, fs->root.fd, "\1", np->fd, newname);
 	} else if (track && r == 0 &&
 		   (kind == 'd' || packed_at(np, newname))) {
-		sq_pack_index_move(fs, p->fd, name, np->fd, newname);
+		sq_pack_index_move(fs->pack, p->fd, name, np->fd, newname);
 	}
 	if (track)
 		sq_pack_index_unlock(fs->pack);
 	if (r == 0) {
 		/* A rename onto another link of the same file does nothing. */
 		if (v.i && v.i != src)
-			sq_prune_rename(fs, v.i, np, newname, NULL, NULL);
+			sq_prune_rename(sq_mount_of(fs), v.i, np, newname, NULL, NULL);
 		if (src && v.i != src)
-			sq_prune_rename(fs, src, p, name, np, newname);
+			sq_prune_rename(sq_mount_of(fs), src, p, name, np, newname);
 		if (dst)
-			sq_prune_rename(fs, dst, np, newname, p, name);
+			sq_prune_rename(sq_mount_of(fs), dst, np, newname, p, name);
 	}
 	if (src)
-		iput(fs, src, 1, 0);
+		sq_inode_put(fs, src, SQ_IREF_LOOKUP, 1);
 	if (dst)
-		iput(fs, dst, 1, 0);
+		sq_inode_put(fs, dst, SQ_IREF_LOOKUP, 1);
 	victim_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
@@ -1218,7 +992,7 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	}
 	if (r) {
 		if (created)
-			iput(fs, i, 1, 0);
+			sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		fuse_reply_err(req, -r);
 		return;
 	}
@@ -1237,11 +1011,11 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 		e.ino = ino_id(fs, i);
 		e.attr = *st;
 		show_attr(fs, &e.attr);
-		e.attr_timeout = fs->timeout;
-		e.entry_timeout = fs->timeout;
+		e.attr_timeout = sq_mount_of(fs)->timeout;
+		e.entry_timeout = sq_mount_of(fs)->timeout;
 		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
 			put_file(fs, i);
-			iput(fs, i, 1, 0);
+			sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		}
 	} else if (fuse_reply_open(req, fi) == -ENOENT) {
 		put_file(fs, i);
@@ -1267,7 +1041,7 @@ static int open_allowed(struct sq_fs *fs, int fd, int flags)
 {
 	int acc = flags & O_ACCMODE, mask = 0;
 
-	if (!fs->own_checks)
+	if (!sq_mount_of(fs)->own_checks)
 		return 0;
 	if (acc == O_RDONLY || acc == O_RDWR)
 		mask |= R_OK;
@@ -1372,15 +1146,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		r = -errno;
 		goto fail;
 	}
-	r = iget(fs, pfd, &st, &i);	/* consumes pfd */
+	r = sq_inode_get(fs, pfd, &st, SQ_IREF_LOOKUP, &i);	/* consumes pfd */
 	if (r)
 		goto fail_rw;
 	if (i->type != S_IFREG) {
-		iput(fs, i, 1, 0);
+		sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		r = -EISDIR;
 		goto fail_rw;
 	}
-	sq_prune_note(fs, i, p, name);
+	sq_prune_note(sq_mount_of(fs), i, p, name);
 	/* We made it: it has no capability (see op_getxattr). */
 	if (created)
 		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
@@ -1394,7 +1168,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		if (!r)
 			data_changed(req, i);
 		if (r) {
-			iput(fs, i, 1, 0);
+			sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 			fuse_reply_err(req, -r);
 			return;
 		}
@@ -1403,7 +1177,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		/* Just made by us: an empty container, not packed, no xattr
 		 * to read. */
 		pthread_mutex_lock(&i->lock);
-		sq_inode_cache_size(i, &st, 0, -1);
+		sq_attr_cache_size(i, &st, 0, -1);
 		if (!i->shown_bshift)
 			i->shown_bshift = fs->block_shift;
 		st.st_blksize = (blksize_t)1 << i->shown_bshift;
@@ -1412,7 +1186,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		r = do_getattr(fs, i, &st, true);
 	}
 	if (r) {
-		iput(fs, i, 1, 0);
+		sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		goto fail_rw;
 	}
 	finish_open(req, fs, i, fi, true, &st, rwfd);
@@ -1469,13 +1243,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	 * do so at once, the others leave it to the pruner's thread, which
 	 * drops the pages a moment after the reply.
 	 */
-	if (n > 0 && (fi->flags & O_DIRECT) && fs->se) {
-		if (atomic_fetch_add(&fs->inval_busy, 1) < fs->inval_max)
-			fuse_lowlevel_notify_inval_inode(fs->se, ino, off,
+	if (n > 0 && (fi->flags & O_DIRECT) && sq_mount_of(fs)->se) {
+		if (atomic_fetch_add(&sq_mount_of(fs)->inval_busy, 1) < sq_mount_of(fs)->inval_max)
+			fuse_lowlevel_notify_inval_inode(sq_mount_of(fs)->se, ino, off,
 							 (off_t)n);
 		else
-			sq_prune_inval_later(fs, ino, off, (off_t)n);
-		atomic_fetch_sub(&fs->inval_busy, 1);
+			sq_prune_inval_later(sq_mount_of(fs), ino, off, (off_t)n);
+		atomic_fetch_sub(&sq_mount_of(fs)->inval_busy, 1);
 	}
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
@@ -1551,7 +1325,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 	 * seen yet and does not write it back before asking: a hole here
 	 * could be fresh data (cp would copy zeros).  ENOSYS makes the
 	 * kernel answer itself, with the whole file as data. */
-	if (fs_of(req)->writeback) {
+	if (mnt_of(req)->writeback) {
 		fuse_reply_err(req, ENOSYS);
 		return;
 	}
@@ -1691,7 +1465,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			memset(&e, 0, sizeof(e));
 			e.attr = st;
 			if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..")) {
-				bool probe = icached(fs, parent->src_dev,
+				bool probe = sq_inode_live(fs, parent->src_dev,
 						     de->d_ino);
 				int r = do_lookup(fs, parent, de->d_name, probe,
 						  &ci, &e.attr);
@@ -1715,13 +1489,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 							 nrefs);
 					nrefs = 0;
 				}
-				e.attr_timeout = fs->timeout;
-				e.entry_timeout = fs->timeout;
+				e.attr_timeout = sq_mount_of(fs)->timeout;
+				e.entry_timeout = sq_mount_of(fs)->timeout;
 			}
 			n = fuse_add_direntry_plus(req, p, rem, de->d_name, &e,
 						   de->d_off);
 			if (n > rem && ci)
-				iput(fs, ci, 1, 0);	/* not sent */
+				sq_inode_put(fs, ci, SQ_IREF_LOOKUP, 1);	/* not sent */
 		}
 		if (n > rem)
 			break;	/* keep the entry for the next call */
@@ -1989,7 +1763,7 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	struct sq_fs *fs = userdata;
+	struct sq_fs *fs = &((struct sq_mount *)userdata)->fs;
 
 	daemon_uid = geteuid();
 	daemon_gid = getegid();
@@ -2001,13 +1775,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * own): only when asked for.  Suid clearing stays the kernel's. */
 	conn->want &= ~(unsigned)(FUSE_CAP_WRITEBACK_CACHE |
 				  FUSE_CAP_HANDLE_KILLPRIV);
-	if (fs->writeback) {
+	if (sq_mount_of(fs)->writeback) {
 		if (conn->capable & FUSE_CAP_WRITEBACK_CACHE)
 			conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		else {
 			sq_log(SQ_LOG_WARN, "this kernel has no FUSE writeback "
 			       "cache: writeback_cache ignored");
-			fs->writeback = false;
+			sq_mount_of(fs)->writeback = false;
 		}
 	}
 	/*
@@ -2019,11 +1793,11 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * default_permissions) and, with DONT_MASK, hands us the mode and
 	 * the umask apart (create_mode()).
 	 */
-	if (!fs->own_checks && (conn->capable & FUSE_CAP_POSIX_ACL))
+	if (!sq_mount_of(fs)->own_checks && (conn->capable & FUSE_CAP_POSIX_ACL))
 		conn->want |= FUSE_CAP_POSIX_ACL;
 	if (conn->capable & FUSE_CAP_DONT_MASK)
 		conn->want |= FUSE_CAP_DONT_MASK;
-	fs->dont_mask = (conn->want & FUSE_CAP_DONT_MASK) != 0;
+	sq_mount_of(fs)->dont_mask = (conn->want & FUSE_CAP_DONT_MASK) != 0;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)

@@ -12,11 +12,15 @@
  * sends FORGET and their fds close.  The kernel looks them up again when
  * they are used.
  *
- * A thread of its own, because the notification must not be sent from a
- * request on the same parent or inode (libfuse's rule), and no lock is
- * held while sending it.
+ * A work queue of its own (engine/workq.h), because the notification
+ * must not be sent from a request on the same parent or inode (libfuse's
+ * rule), no lock is held while sending it, and it may wait in the kernel
+ * (it must not hold up the packer meanwhile).
  */
 #include "fs/fs_i.h"
+
+#include "engine/log.h"
+#include "engine/workq.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -29,15 +33,19 @@
 #define PRUNE_RESERVE 256
 #define PRUNE_MIN_BUDGET 64
 
+#define PRUNE_EVERY_NS 1000000000ull
+
 struct sq_prune {
-	struct sq_fs *fs;
-	struct fuse_session *se;
-	pthread_t thread;
-	pthread_mutex_t lock;
-	pthread_cond_t wake;
+	/* Immutable after sq_prune_start(). */
+	struct sq_mount *m;
+	struct sq_wq *wq;	/* one thread: its jobs never overlap */
+	struct sq_wq_job tick;	/* every PRUNE_EVERY, re-armed by itself */
+	struct sq_wq_job kick;	/* a pass now: the table is over budget */
+	struct sq_wq_job send;	/* sends the invalidations queued */
+
+	pthread_mutex_t lock;	/* a leaf */
 	/* Guarded by lock. */
-	bool stop;
-	bool kick;
+	bool kick_queued, send_queued;
 	struct inval *inv;	/* page ranges to drop, in order */
 	size_t ninv, capinv;
 };
@@ -133,9 +141,10 @@ static void name_add(struct sq_inode *i, fuse_ino_t parent, const char *name)
 	}
 }
 
-void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
+void sq_prune_note(struct sq_mount *m, struct sq_inode *i,
 		   struct sq_inode *parent, const char *name)
 {
+	struct sq_fs *fs = &m->fs;
 	bool over;
 
 	if (i == &fs->root)
@@ -145,22 +154,24 @@ void sq_prune_note(struct sq_fs *fs, struct sq_inode *i,
 	name_add(i, node_id(fs, parent), name);
 	over = fs->icount > atomic_load(&fs->inode_budget);
 	pthread_mutex_unlock(&fs->itable_lock);
-	if (over && fs->prune) {
-		struct sq_prune *p = fs->prune;
+	if (over && m->prune) {
+		struct sq_prune *p = m->prune;
+		bool push;
 
 		pthread_mutex_lock(&p->lock);
-		if (!p->kick) {
-			p->kick = true;
-			pthread_cond_signal(&p->wake);
-		}
+		push = !p->kick_queued;
+		p->kick_queued = true;
 		pthread_mutex_unlock(&p->lock);
+		if (push)
+			sq_wq_push(p->wq, &p->kick);
 	}
 }
 
-void sq_prune_rename(struct sq_fs *fs, struct sq_inode *i,
+void sq_prune_rename(struct sq_mount *m, struct sq_inode *i,
 		     struct sq_inode *parent, const char *name,
 		     struct sq_inode *nparent, const char *nname)
 {
+	struct sq_fs *fs = &m->fs;
 	struct sq_iname **pp, *n;
 
 	if (i == &fs->root)
@@ -180,17 +191,6 @@ void sq_prune_rename(struct sq_fs *fs, struct sq_inode *i,
 	pthread_mutex_unlock(&fs->itable_lock);
 }
 
-void sq_prune_forget(struct sq_inode *i)
-{
-	while (i->names) {
-		struct sq_iname *n = i->names;
-
-		i->names = n->next;
-		free(n);
-	}
-	i->nnames = 0;
-}
-
 struct candidate {
 	uint64_t used;
 	struct sq_inode *ino;
@@ -206,7 +206,7 @@ static int cmp_used(const void *a, const void *b)
 /* One pass: back down to 3/4 of the budget, oldest first. */
 static void prune_pass(struct sq_prune *p, size_t budget)
 {
-	struct sq_fs *fs = p->fs;
+	struct sq_fs *fs = &p->m->fs;
 	struct candidate *c = NULL;
 	struct victim *v = NULL;
 	size_t n = 0, nv = 0, want, sent = 0, count;
@@ -248,15 +248,12 @@ unlock:
 	pthread_mutex_unlock(&fs->itable_lock);
 	free(c);
 	for (size_t k = 0; k < nv; k++) {
-		bool stop;
+		bool stop = sq_wq_stopping(p->wq);
 
-		pthread_mutex_lock(&p->lock);
-		stop = p->stop;
-		pthread_mutex_unlock(&p->lock);
 		/* The names are hints: a stale one (renamed, unlinked, its
 		 * parent forgotten) makes the kernel answer ENOENT. */
 		if (!stop && v[k].name &&
-		    fuse_lowlevel_notify_inval_entry(p->se, v[k].parent,
+		    fuse_lowlevel_notify_inval_entry(p->m->se, v[k].parent,
 						     v[k].name,
 						     strlen(v[k].name)) == 0)
 			sent++;
@@ -269,10 +266,11 @@ unlock:
 		       sent, nv, budget);
 }
 
-void sq_prune_inval_later(struct sq_fs *fs, fuse_ino_t ino, off_t off,
+void sq_prune_inval_later(struct sq_mount *m, fuse_ino_t ino, off_t off,
 			  off_t len)
 {
-	struct sq_prune *p = fs->prune;
+	struct sq_prune *p = m->prune;
+	bool push;
 
 	if (!p)
 		return;
@@ -290,108 +288,106 @@ void sq_prune_inval_later(struct sq_fs *fs, fuse_ino_t ino, off_t off,
 		p->capinv = cap;
 	}
 	p->inv[p->ninv++] = (struct inval){ ino, off, len };
-	p->kick = true;
-	pthread_cond_signal(&p->wake);
+	push = !p->send_queued;
+	p->send_queued = true;
 	pthread_mutex_unlock(&p->lock);
+	if (push)
+		sq_wq_push(p->wq, &p->send);
 }
 
-/* Sends what sq_prune_inval_later() queued.  lock held; dropped while
- * sending (the kernel waits for pages a request may hold locked). */
-static void send_invals(struct sq_prune *p)
+/* Sends what sq_prune_inval_later() queued, with no lock held (the kernel
+ * waits for pages a request may hold locked). */
+static void send_run(struct sq_wq_job *job)
 {
-	while (p->ninv && !p->stop) {
-		struct inval *v = p->inv;
-		size_t n = p->ninv;
-
-		p->inv = NULL;
-		p->ninv = p->capinv = 0;
-		pthread_mutex_unlock(&p->lock);
-		for (size_t k = 0; k < n; k++)
-			fuse_lowlevel_notify_inval_inode(p->se, v[k].ino,
-							 v[k].off, v[k].len);
-		free(v);
-		pthread_mutex_lock(&p->lock);
-	}
-}
-
-static void *prune_main(void *arg)
-{
-	struct sq_prune *p = arg;
+	struct sq_prune *p = sq_container_of(job, struct sq_prune, send);
+	struct inval *v;
+	size_t n;
 
 	pthread_mutex_lock(&p->lock);
-	while (!p->stop) {
-		size_t budget;
-		struct timespec ts;
-
-		if (!p->kick) {
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_timedwait(&p->wake, &p->lock, &ts);
-		}
-		p->kick = false;
-		send_invals(p);
-		if (p->stop)
-			break;
-		pthread_mutex_unlock(&p->lock);
-		/* The limit can change under us (prlimit): read it again. */
-		budget = budget_now();
-		atomic_store(&p->fs->inode_budget, budget);
-		prune_pass(p, budget);
-		pthread_mutex_lock(&p->lock);
-	}
+	p->send_queued = false;
+	v = p->inv;
+	n = p->ninv;
+	p->inv = NULL;
+	p->ninv = p->capinv = 0;
 	pthread_mutex_unlock(&p->lock);
-	return NULL;
+	for (size_t k = 0; k < n && !sq_wq_stopping(p->wq); k++)
+		fuse_lowlevel_notify_inval_inode(p->m->se, v[k].ino, v[k].off,
+						 v[k].len);
+	free(v);
 }
 
-int sq_prune_start(struct sq_fs *fs, struct fuse_session *se)
+static void pass(struct sq_prune *p)
+{
+	/* The limit can change under us (prlimit): read it again. */
+	size_t budget = budget_now();
+
+	atomic_store(&p->m->fs.inode_budget, budget);
+	prune_pass(p, budget);
+}
+
+static void kick_run(struct sq_wq_job *job)
+{
+	struct sq_prune *p = sq_container_of(job, struct sq_prune, kick);
+
+	pthread_mutex_lock(&p->lock);
+	p->kick_queued = false;
+	pthread_mutex_unlock(&p->lock);
+	if (!sq_wq_stopping(p->wq))
+		pass(p);
+}
+
+static void tick_run(struct sq_wq_job *job)
+{
+	struct sq_prune *p = sq_container_of(job, struct sq_prune, tick);
+
+	if (sq_wq_stopping(p->wq))
+		return;
+	pass(p);
+	sq_wq_push_after(p->wq, &p->tick, PRUNE_EVERY_NS);
+}
+
+int sq_prune_start(struct sq_mount *m)
 {
 	struct sq_prune *p = calloc(1, sizeof(*p));
 	int r;
 
 	if (!p)
 		return -ENOMEM;
-	p->fs = fs;
-	p->se = se;
+	p->m = m;
 	pthread_mutex_init(&p->lock, NULL);
-	pthread_cond_init(&p->wake, NULL);
-	atomic_store(&fs->inode_budget, budget_now());
-	r = pthread_create(&p->thread, NULL, prune_main, p);
+	p->tick.run = tick_run;
+	p->kick.run = kick_run;
+	p->send.run = send_run;
+	atomic_store(&m->fs.inode_budget, budget_now());
+	r = sq_wq_new("sq-prune", 1, &p->wq);
 	if (r) {
-		pthread_cond_destroy(&p->wake);
 		pthread_mutex_destroy(&p->lock);
 		free(p);
-		return -r;
+		return r;
 	}
-	fs->prune = p;
+	sq_wq_push_after(p->wq, &p->tick, PRUNE_EVERY_NS);
+	m->prune = p;
 	return 0;
 }
 
-void sq_prune_stop(struct sq_fs *fs)
+void sq_prune_stop(struct sq_mount *m)
 {
-	struct sq_prune *p = fs->prune;
-	struct timespec ts;
+	struct sq_prune *p = m->prune;
 
 	if (!p)
 		return;
-	pthread_mutex_lock(&p->lock);
-	p->stop = true;
-	pthread_cond_signal(&p->wake);
-	pthread_mutex_unlock(&p->lock);
-	fs->prune = NULL;
+	m->prune = NULL;
 	/*
 	 * A notification waits in the kernel for the parent directory's
 	 * lock, which a request this daemon will no longer answer (the loop
 	 * ended on a signal) may hold.  Do not hang the exit on it: leave
 	 * the thread (and its state) to the end of the process.
 	 */
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += 5;
-	if (pthread_timedjoin_np(p->thread, NULL, &ts)) {
+	if (sq_wq_free(p->wq, 5000)) {
 		sq_log(SQ_LOG_WARN, "prune: thread stuck in the kernel, "
 		       "left behind");
 		return;
 	}
-	pthread_cond_destroy(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p->inv);
 	free(p);

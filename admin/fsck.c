@@ -1,5 +1,5 @@
 /*
- * fs/fsck.c - `squeezefs fsck [--repair] [--reclaim] BACKING`: verifies
+ * admin/fsck.c - `squeezefs fsck [--repair] [--reclaim] BACKING`: verifies
  * every container under BACKING (header, size records, every block's
  * checksum and decoding) without writing anything.  Walks with openat() so
  * any depth works.  Then it finds the bytes of the packs no packed file
@@ -11,7 +11,11 @@
  * Exit: 0 clean (everything found repaired), 1 damage left, 2 usage or
  * I/O error.
  */
-#include "fs/fs_i.h"
+#include "admin/admin.h"
+
+#include "engine/engine.h"
+#include "engine/lock.h"
+#include "engine/pack_store.h"
 
 #include "codec/codec.h"
 #include "meta/container.h"
@@ -806,7 +810,7 @@ static void scan_packs(struct fsck *c, int root, const char *backing,
 	closedir(dp);
 }
 
-int sq_fsck_main(int argc, char **argv)
+int sq_admin_fsck(int argc, char **argv)
 {
 	struct fsck c;
 	bool reclaim = false, repair = false;
@@ -842,7 +846,7 @@ int sq_fsck_main(int argc, char **argv)
 		char real[PATH_MAX];
 
 		lock = realpath(backing, real) ?
-			       sq_take_lock(fd, real, "squeezefs fsck") : -errno;
+			       sq_lock_take(fd, real, "squeezefs fsck") : -errno;
 		if (lock < 0) {
 			fprintf(stderr, "squeezefs fsck: %s: %s\n", backing,
 				lock == -EWOULDBLOCK ? "mounted: unmount it "
@@ -858,7 +862,7 @@ int sq_fsck_main(int argc, char **argv)
 		fprintf(stderr, "squeezefs fsck: %s\n", strerror(-r));
 		return FSCK_ERROR;
 	}
-	r = sq_pack_open(fd, false, &c.pack);
+	r = sq_pack_open(fd, NULL, false, &c.pack);
 	if (r) {
 		close(fd);
 		sq_codec_ctx_free(c.cctx);

@@ -1,17 +1,23 @@
 /*
- * fs/file.c - the data path of an open regular file: coalesces writes per
+ * engine/file.c - the data path of an open regular file: coalesces writes per
  * block in memory, compresses a block when it is complete or on flush,
  * reads through the shared block cache, and keeps the logical size and
  * mtime that the container stores.  One sq_file per inode, shared by
  * every open handle of it; all of it is guarded by sq_inode.lock.
  */
-#include "fs/fs_i.h"
+#include "engine/file.h"
 
 #include "analyzer/analyzer.h"
 #include "codec/codec.h"
 #include "meta/container.h"
 #include "meta/format.h"
 #include "meta/pack.h"
+#include "engine/attr.h"
+#include "engine/cache.h"
+#include "engine/dirty.h"
+#include "engine/log.h"
+#include "engine/pack_store.h"
+#include "engine/workq.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,7 +31,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DIRTY_BUCKETS 256	/* power of two */
 /* A last block this small is stored by the thread at hand, see queue(). */
 #define SQ_INLINE_STORE_MAX 4096
 
@@ -39,18 +44,6 @@
 /* Largest logical size: block indexes times slot size must fit in off_t. */
 #define SQ_MAX_FILE_SIZE (1ull << 50)
 
-/* A block modified in memory, not yet stored.  buf holds the whole block;
- * bytes past the logical size are always zero. */
-struct dblock {
-	uint64_t idx;
-	uint8_t *buf;
-	struct dblock *next;	/* hash chain */
-	bool queued;		/* with the workers: buf is read-only */
-	bool rewrite;		/* stored data was read back to modify it */
-	uint32_t len;		/* bytes to store, fixed when queued */
-	struct sq_job job;
-};
-
 struct sq_file {
 	int fd;			/* the container, O_RDWR or O_RDONLY */
 	bool writable;
@@ -60,8 +53,7 @@ struct sq_file {
 	struct timespec mtime;	/* the logical mtime */
 	bool mtime_dirty;	/* mtime newer than the container's */
 	bool touched;		/* container written since mtime was restored */
-	struct dblock *dtab[DIRTY_BUCKETS];
-	size_t ndirty;
+	struct sq_dirty dirty;	/* blocks not stored yet */
 	struct sq_an_file *af;	/* the analyzer's view (thread-safe) */
 	unsigned inflight;	/* blocks queued to the workers */
 	unsigned readers;	/* reading the container without the lock */
@@ -127,7 +119,7 @@ static void *tscratch(struct tstate *t)
 	return t->scratch;
 }
 
-struct sq_codec_ctx *sq_fs_thread_cctx(void)
+static struct sq_codec_ctx *thread_cctx(void)
 {
 	struct tstate *t = tstate_get();
 
@@ -166,24 +158,46 @@ static uint64_t fsize(const struct sq_file *f)
 	return sq_ctr_size(f->ctr);
 }
 
-static struct dblock **dfind(struct sq_file *f, uint64_t idx)
+static struct sq_dirty_block *dirty_find(struct sq_file *f, uint64_t idx)
 {
-	struct dblock **pp = &f->dtab[idx & (DIRTY_BUCKETS - 1)];
-
-	while (*pp && (*pp)->idx != idx)
-		pp = &(*pp)->next;
-	return pp;
+	return sq_dirty_find(&f->dirty, idx);
 }
 
-static void ddrop(struct sq_fs *fs, struct sq_file *f, struct dblock **pp)
+/* Frees a dirty block the table no longer holds, its data unstored. */
+static void dirty_free(struct sq_fs *fs, struct sq_file *f,
+		       struct sq_dirty_block *d)
 {
-	struct dblock *d = *pp;
-
-	*pp = d->next;
-	f->ndirty--;
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
 	sq_cache_buf_put(fs->cache, d->buf, f->bsize);
 	free(d);
+}
+
+/* Drops block @d: cut off by a truncate or punch, or the file closes. */
+static void dirty_drop(struct sq_fs *fs, struct sq_file *f,
+		       struct sq_dirty_block *d)
+{
+	sq_dirty_remove(&f->dirty, d);
+	dirty_free(fs, f, d);
+}
+
+struct dirty_cut {
+	struct sq_fs *fs;
+	struct sq_file *f;
+};
+
+static void dirty_cut_one(void *arg, struct sq_dirty_block *d)
+{
+	struct dirty_cut *c = arg;
+
+	dirty_free(c->fs, c->f, d);
+}
+
+/* Drops every dirty block of index >= @from. */
+static void dirty_cut(struct sq_fs *fs, struct sq_file *f, uint64_t from)
+{
+	struct dirty_cut c = { fs, f };
+
+	sq_dirty_cut(&f->dirty, from, dirty_cut_one, &c);
 }
 
 /* Bytes of block @idx inside the logical size (0: past the end). */
@@ -239,7 +253,7 @@ static int load(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 		sq_cache_buf_put(fs->cache, cached, f->bsize);
 		return 0;
 	}
-	cctx = sq_fs_thread_cctx();
+	cctx = thread_cctx();
 	if (!cctx)
 		return -ENOMEM;
 	r = sq_ctr_read_block(f->ctr, cctx, idx, buf);
@@ -274,7 +288,7 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
 	*valid = 0;
 	if ((idx << f->bshift) >= fsize(f))
 		return 0;
-	cctx = sq_fs_thread_cctx();
+	cctx = thread_cctx();
 	if (!cctx)
 		return -ENOMEM;
 	r = sq_ctr_locate(f->ctr, idx, &loc);
@@ -321,19 +335,19 @@ static int load_unlocked(struct sq_fs *fs, struct sq_inode *ino,
  * bytes [@keep_off, @keep_off + @keep_len) are left as they are: the
  * caller writes them at once.
  */
-static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
-		bool fill_zero, size_t keep_off, size_t keep_len,
-		struct dblock **out)
+static int dirty_get(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
+		     bool fill_zero, size_t keep_off, size_t keep_len,
+		     struct sq_dirty_block **out)
 {
 	struct sq_file *f = ino->file;
-	struct dblock **pp = dfind(f, idx), *d;
+	struct sq_dirty_block *d = dirty_find(f, idx);
 	int r;
 
-	if (*pp) {
-		*out = *pp;
+	if (d) {
+		*out = d;
 		return 0;
 	}
-	d = malloc(sizeof(*d));
+	d = calloc(1, sizeof(*d));
 	if (!d)
 		return -ENOMEM;
 	d->buf = sq_cache_buf_get(fs->cache, f->bsize);
@@ -358,7 +372,6 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 		}
 	}
 	d->idx = idx;
-	d->next = NULL;
 	d->queued = false;
 	/* A stored block changed in part: random writes (databases, VM
 	 * images) pay a read and a compression per write, so such blocks
@@ -366,8 +379,7 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
 	 * later. */
 	d->rewrite = !fill_zero && (idx << f->bshift) < fsize(f);
 	d->len = 0;
-	*pp = d;
-	f->ndirty++;
+	sq_dirty_add(&f->dirty, d);
 	atomic_fetch_add(&fs->dirty_bytes, f->bsize);
 	*out = d;
 	return 0;
@@ -378,11 +390,11 @@ static int dget(struct sq_fs *fs, struct sq_inode *ino, uint64_t idx,
  * to the clean cache.  On failure the block stays dirty, so a later flush
  * retries and nothing the user wrote is dropped silently.
  */
-static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
-		 const struct sq_an_result *res, uint32_t n)
+static int store(struct sq_fs *fs, struct sq_inode *ino,
+		 struct sq_dirty_block *d, const struct sq_an_result *res,
+		 uint32_t n)
 {
 	struct sq_file *f = ino->file;
-	struct dblock *d = *pp;
 	int r;
 
 	if (res->zero)
@@ -403,8 +415,7 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
 	if (atomic_load(&fs->backing_full))
 		atomic_store(&fs->backing_full, false);
 	f->touched = true;
-	*pp = d->next;
-	f->ndirty--;
+	sq_dirty_remove(&f->dirty, d);
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
 	if (res->zero)
 		sq_cache_buf_put(fs->cache, d->buf, f->bsize);
@@ -423,7 +434,7 @@ static int store(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp,
  * allocated byte, so it is stored raw (unless a codec was forced).
  */
 static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
-				  const struct dblock *d, uint32_t n)
+				  const struct sq_dirty_block *d, uint32_t n)
 {
 	if (fs->an_tiny && d->idx == 0 && n < f->bsize &&
 	    n <= SQ_TINY_FILE_MAX)
@@ -433,36 +444,37 @@ static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
 
 /* Compresses and stores one dirty block in the calling thread. */
 static int writeback(struct sq_fs *fs, struct sq_inode *ino,
-		     struct dblock **pp)
+		     struct sq_dirty_block *d)
 {
 	struct sq_file *f = ino->file;
 	struct tstate *t = tstate_get();
 	struct sq_an_result res;
-	uint32_t n = valid_len(f, (*pp)->idx);
+	uint32_t n = valid_len(f, d->idx);
 	int r;
 
 	if (!t || !tscratch(t))
 		return -ENOMEM;
 	if (!n) {
 		/* Cut off by a truncate after it was dirtied. */
-		ddrop(fs, f, pp);
+		dirty_drop(fs, f, d);
 		return 0;
 	}
-	r = sq_an_store(an_for(fs, f, *pp, n), f->af,
-			(*pp)->idx, t->cctx, (*pp)->buf, n,
-			t->scratch, f->bsize, &res);
-	return r ? r : store(fs, ino, pp, &res, n);
+	r = sq_an_store(an_for(fs, f, d, n), f->af, d->idx, t->cctx, d->buf,
+			n, t->scratch, f->bsize, &res);
+	return r ? r : store(fs, ino, d, &res, n);
 }
 
+static void store_job(struct sq_wq_job *job);
+
 /*
- * Hands block *@pp to the workers (or stores it here when there are
+ * Hands block @d to the workers (or stores it here when there are
  * none).  Its buffer must not change until the job completes: writers
  * wait in wait_block().
  */
-static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
+static int queue(struct sq_fs *fs, struct sq_inode *ino,
+		 struct sq_dirty_block *d)
 {
 	struct sq_file *f = ino->file;
-	struct dblock *d = *pp;
 	uint32_t n;
 
 	if (d->queued)
@@ -475,24 +487,28 @@ static int queue(struct sq_fs *fs, struct sq_inode *ino, struct dblock **pp)
 	n = valid_len(f, d->idx);
 	if (!fs->wq || atomic_load(&fs->backing_full) ||
 	    (n < f->bsize && n <= SQ_INLINE_STORE_MAX))
-		return writeback(fs, ino, pp);
+		return writeback(fs, ino, d);
 	d->len = n;
 	if (!d->len) {
-		ddrop(fs, f, pp);
+		dirty_drop(fs, f, d);
 		return 0;
 	}
 	d->queued = true;
-	d->job.ino = ino;
-	d->job.blk = d;
+	d->fs = fs;
+	d->ino = ino;
+	d->job.run = store_job;
 	f->inflight++;
-	sq_wq_push(fs, &d->job);
+	sq_wq_push(fs->wq, &d->job);
 	return 0;
 }
 
-void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
+/* A compression worker's job: compresses and stores one queued block. */
+static void store_job(struct sq_wq_job *job)
 {
-	struct sq_inode *ino = job->ino;
-	struct dblock *d = job->blk;
+	struct sq_dirty_block *d =
+		sq_container_of(job, struct sq_dirty_block, job);
+	struct sq_fs *fs = d->fs;
+	struct sq_inode *ino = d->ino;
 	struct tstate *t = tstate_get();
 	struct sq_an_result res;
 	struct sq_file *f = ino->file;
@@ -508,7 +524,7 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 				&res);
 	pthread_mutex_lock(&ino->lock);
 	if (!r)
-		r = store(fs, ino, dfind(f, d->idx), &res, d->len);
+		r = store(fs, ino, d, &res, d->len);
 	if (r) {
 		d->queued = false;
 		if (!f->wb_err)
@@ -523,9 +539,9 @@ void sq_file_run_job(struct sq_fs *fs, struct sq_job *job)
 static void wait_block(struct sq_inode *ino, uint64_t idx)
 {
 	struct sq_file *f = ino->file;
-	struct dblock *d;
+	struct sq_dirty_block *d;
 
-	while ((d = *dfind(f, idx)) && d->queued)
+	while ((d = dirty_find(f, idx)) && d->queued)
 		pthread_cond_wait(&f->idle, &ino->lock);
 }
 
@@ -536,13 +552,6 @@ static void drain(struct sq_inode *ino)
 
 	while (f->inflight)
 		pthread_cond_wait(&f->idle, &ino->lock);
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
 }
 
 /*
@@ -559,18 +568,15 @@ static int queue_all(struct sq_fs *fs, struct sq_inode *ino)
 
 	/* Queued blocks are the in-flight ones: nothing else to hand over
 	 * (past the soft limits this runs on every write). */
-	if (f->ndirty <= f->inflight)
+	if (sq_dirty_count(&f->dirty) <= f->inflight)
 		goto out;
-	idx = malloc(f->ndirty * sizeof(*idx));
+	idx = malloc(sq_dirty_count(&f->dirty) * sizeof(*idx));
 	if (!idx)
 		return -ENOMEM;
-	for (i = 0; i < DIRTY_BUCKETS; i++)
-		for (struct dblock *d = f->dtab[i]; d; d = d->next)
-			if (!d->queued)
-				idx[n++] = d->idx;
-	qsort(idx, n, sizeof(*idx), cmp_u64);
+	n = sq_dirty_pending(&f->dirty, idx);
 	for (i = 0; i < n; i++) {
-		int e = queue(fs, ino, dfind(f, idx[i]));
+		struct sq_dirty_block *d = dirty_find(f, idx[i]);
+		int e = d ? queue(fs, ino, d) : 0;
 
 		if (e && !r)
 			r = e;	/* keep going: store all that can be */
@@ -623,15 +629,15 @@ static int clear_tail(struct sq_fs *fs, struct sq_inode *ino,
 	uint64_t idx = old_size >> f->bshift;
 	uint32_t keep = (uint32_t)(old_size & (f->bsize - 1));
 	struct sq_ctr_block_info info;
-	struct dblock **pp = dfind(f, idx), *d;
+	struct sq_dirty_block *d;
 	int r;
 
 	if (!keep)
 		return 0;
 	wait_block(ino, idx);
-	pp = dfind(f, idx);
-	if (*pp) {
-		memset((*pp)->buf + keep, 0, f->bsize - keep);
+	d = dirty_find(f, idx);
+	if (d) {
+		memset(d->buf + keep, 0, f->bsize - keep);
 		return 0;
 	}
 	r = sq_ctr_block_info(f->ctr, idx, &info);
@@ -642,7 +648,7 @@ static int clear_tail(struct sq_fs *fs, struct sq_inode *ino,
 	if (!info.present || info.zero || info.raw_len <= keep)
 		return 0;
 	/* load() zeroes past the (old) size: storing it clears the tail. */
-	return dget(fs, ino, idx, false, 0, 0, &d);
+	return dirty_get(fs, ino, idx, false, 0, 0, &d);
 }
 
 static int flush_locked(struct sq_fs *fs, struct sq_inode *ino);
@@ -795,7 +801,7 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 		return 0;
 	}
 	if (!want_write && rwfd < 0 && fs->pack &&
-	    sq_inode_cached_ref(ino, &st, &ref) == 0) {
+	    sq_attr_cached_ref(ino, &st, &ref) == 0) {
 		/* A packed file the attribute cache knows (a stat or
 		 * readdir read its reference) is read without opening its
 		 * container: only its image, from the pack.  Any problem
@@ -963,9 +969,7 @@ int sq_file_close(struct sq_fs *fs, struct sq_inode *ino)
 	 * use a closed fd. */
 	while (f->readers)
 		pthread_cond_wait(&f->idle, &ino->lock);
-	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
-		while (f->dtab[i])
-			ddrop(fs, f, &f->dtab[i]);
+	dirty_cut(fs, f, 0);
 	sq_ctr_close(f->ctr);
 	if (f->fd >= 0)		/* none for a packed file read from memory */
 		close(f->fd);
@@ -1026,7 +1030,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 		uint64_t idx = pos >> f->bshift;
 		size_t boff = pos & (f->bsize - 1);
 		size_t n = f->bsize - boff;
-		struct dblock *d = *dfind(f, idx);
+		struct sq_dirty_block *d = dirty_find(f, idx);
 
 		if (n > end - pos)
 			n = end - pos;
@@ -1057,7 +1061,7 @@ ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
 				r = e;
 				goto out;
 			}
-			d = *dfind(f, idx);
+			d = dirty_find(f, idx);
 			if (d) {
 				/* Written while we read: that is newer. */
 				memcpy(dst, d->buf + boff, n);
@@ -1091,7 +1095,7 @@ out:
 static int limit_dirty(struct sq_fs *fs, struct sq_inode *ino)
 {
 	struct sq_file *f = ino->file;
-	size_t mine = (size_t)f->ndirty * f->bsize;
+	size_t mine = sq_dirty_count(&f->dirty) * f->bsize;
 	size_t all = atomic_load(&fs->dirty_bytes);
 
 	if (mine <= SQ_FILE_DIRTY_MAX && all <= SQ_TOTAL_DIRTY_MAX)
@@ -1132,7 +1136,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		uint64_t idx = pos >> f->bshift;
 		size_t boff = pos & (f->bsize - 1);
 		size_t n = f->bsize - boff;
-		struct dblock *d;
+		struct sq_dirty_block *d;
 		bool whole;
 
 		if (n > end - pos)
@@ -1143,7 +1147,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		size = fsize(f);
 		whole = (boff == 0 && (n == f->bsize || pos + n >= size)) ||
 			(idx << f->bshift) >= size;
-		e = dget(fs, ino, idx, whole, boff, n, &d);
+		e = dirty_get(fs, ino, idx, whole, boff, n, &d);
 		if (e) {
 			r = r ? r : e;
 			break;
@@ -1162,7 +1166,7 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 		/* A block written up to its end is complete for a streaming
 		 * writer: compress it now, while it is hot in the cache. */
 		if (boff + n == f->bsize) {
-			e = queue(fs, ino, dfind(f, idx));
+			e = queue(fs, ino, d);
 			if (e) {
 				r = e;
 				break;
@@ -1201,18 +1205,10 @@ static int truncate_locked(struct sq_fs *fs, struct sq_inode *ino,
 		if (r)
 			return r;
 		nblocks = (size + f->bsize - 1) >> f->bshift;
-		for (size_t i = 0; i < DIRTY_BUCKETS; i++) {
-			struct dblock **pp = &f->dtab[i];
-
-			while (*pp) {
-				if ((*pp)->idx >= nblocks)
-					ddrop(fs, f, pp);
-				else
-					pp = &(*pp)->next;
-			}
-		}
+		dirty_cut(fs, f, nblocks);
 		if (size & (f->bsize - 1)) {
-			struct dblock *d = *dfind(f, size >> f->bshift);
+			struct sq_dirty_block *d =
+				dirty_find(f, size >> f->bshift);
 
 			if (d)
 				zero_past(f, d->idx, d->buf, size, f->bsize);
@@ -1275,24 +1271,8 @@ int sq_file_start_flush(struct sq_fs *fs, struct sq_inode *ino)
 
 	pthread_mutex_lock(&ino->lock);
 	f = ino->file;
-	if (f && f->writable) {
-		for (size_t i = 0; i < DIRTY_BUCKETS && !r; i++) {
-			struct dblock **pp = &f->dtab[i];
-
-			while (*pp && !r) {
-				struct dblock *d = *pp;
-
-				r = queue(fs, ino, pp);
-				/* queue() may have unlinked d (stored inline
-				 * or cut off): only step past a kept one. */
-				if (*pp == d)
-					pp = &d->next;
-			}
-		}
-		if (!r)
-			r = f->wb_err;
-		f->wb_err = 0;
-	}
+	if (f && f->writable)
+		r = queue_all(fs, ino);
 	pthread_mutex_unlock(&ino->lock);
 	return r;
 }
@@ -1376,20 +1356,19 @@ int sq_file_punch(struct sq_fs *fs, struct sq_inode *ino, uint64_t off,
 		uint64_t idx = pos >> f->bshift;
 		size_t boff = pos & (f->bsize - 1);
 		size_t n = f->bsize - boff;
-		struct dblock *d;
+		struct sq_dirty_block *d;
 
 		if (n > end - pos)
 			n = end - pos;
 		if (idx >= first && idx < last) {
-			struct dblock **pp = dfind(f, idx);
-
-			if (*pp)
-				ddrop(fs, f, pp);
+			d = dirty_find(f, idx);
+			if (d)
+				dirty_drop(fs, f, d);
 			sq_cache_buf_put(fs->cache,
 					 sq_cache_take(fs->cache, ino->serial,
 						       idx), f->bsize);
 		} else {
-			r = dget(fs, ino, idx, false, 0, 0, &d);
+			r = dirty_get(fs, ino, idx, false, 0, 0, &d);
 			if (r)
 				goto out;
 			memset(d->buf + boff, 0, n);
@@ -1430,7 +1409,7 @@ static int room_needed(struct sq_file *f, uint64_t off, uint64_t len,
 		int64_t next;
 		uint64_t nd;
 
-		if (*dfind(f, idx)) {
+		if (dirty_find(f, idx)) {
 			holes--;
 			idx++;
 			continue;
@@ -1522,7 +1501,7 @@ static bool has_data(struct sq_file *f, uint64_t idx)
 {
 	struct sq_ctr_block_info info;
 
-	if (*dfind(f, idx))
+	if (dirty_find(f, idx))
 		return true;
 	if (sq_ctr_block_info(f->ctr, idx, &info))
 		return true;	/* damaged counts as data: reads report it */
@@ -1531,13 +1510,7 @@ static bool has_data(struct sq_file *f, uint64_t idx)
 
 static uint64_t next_dirty(struct sq_file *f, uint64_t after)
 {
-	uint64_t best = UINT64_MAX;
-
-	for (size_t i = 0; i < DIRTY_BUCKETS; i++)
-		for (struct dblock *d = f->dtab[i]; d; d = d->next)
-			if (d->idx > after && d->idx < best)
-				best = d->idx;
-	return best;
+	return sq_dirty_next(&f->dirty, after);
 }
 
 off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,

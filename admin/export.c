@@ -1,5 +1,5 @@
 /*
- * fs/export.c - `squeezefs export [--progress|--no-progress] BACKING DEST`:
+ * admin/export.c - `squeezefs export [--progress|--no-progress] BACKING DEST`:
  * moving out.  Writes the plain tree an unmounted BACKING holds to DEST:
  * every regular file decoded from its container (packed or not) with its
  * holes left holes, directories, symlinks and special files, with modes,
@@ -8,7 +8,11 @@
  * Exit: 0 done, 1 some file or block could not be read (named; its bytes
  * are zeros in DEST), 2 usage or I/O error.
  */
-#include "fs/fs_i.h"
+#include "admin/admin.h"
+
+#include "engine/engine.h"
+#include "engine/lock.h"
+#include "engine/pack_store.h"
 
 #include "codec/codec.h"
 #include "meta/container.h"
@@ -406,7 +410,7 @@ static uint64_t count(int dirfd, bool top)
 	return sum;
 }
 
-int sq_export_main(int argc, char **argv)
+int sq_admin_export(int argc, char **argv)
 {
 	struct export x;
 	const char *backing, *dest;
@@ -439,7 +443,7 @@ int sq_export_main(int argc, char **argv)
 	}
 	/* A mount changes files while they are read: refused, as fsck
 	 * --reclaim is (it waits for a daemon just unmounted). */
-	lock = sq_take_lock(fd, real, "squeezefs export");
+	lock = sq_lock_take(fd, real, "squeezefs export");
 	/* A read-only BACKING (a snapshot, a backup) has no writer to fear
 	 * and cannot take the lock file. */
 	if (lock == -EROFS)
@@ -467,7 +471,7 @@ int sq_export_main(int argc, char **argv)
 	x.buf = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
 	r = x.buf ? sq_codec_ctx_new(&x.cctx) : -ENOMEM;
 	if (!r)
-		r = sq_pack_open(fd, false, &x.pack);
+		r = sq_pack_open(fd, NULL, false, &x.pack);
 	if (r) {
 		fprintf(stderr, "squeezefs export: %s\n", strerror(-r));
 		free(x.buf);

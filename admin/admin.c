@@ -1,0 +1,22 @@
+/*
+ * admin/admin.c - squeezefs-admin: `squeezefs fsck` and `squeezefs
+ * export` (admin.h).  A program of its own so that they link the engine
+ * and the format code, never libfuse: they must run where FUSE is missing
+ * or broken, on a copy of BACKING, in a rescue shell.
+ */
+#include "admin/admin.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int main(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "fsck") == 0)
+		return sq_admin_fsck(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "export") == 0)
+		return sq_admin_export(argc - 1, argv + 1);
+	fprintf(stderr, "usage: squeezefs fsck [--repair] [--reclaim] BACKING\n"
+		"       squeezefs export [--progress|--no-progress] BACKING "
+		"DEST\n");
+	return 2;
+}
