@@ -220,7 +220,7 @@ int sq_an_magic_class(const void *head, size_t len)
 	return SQ_AN_CLASS_UNKNOWN;
 }
 
-uint32_t an_sqlite_page(const void *head, size_t len)
+uint32_t sq_an_sqlite_page(const void *head, size_t len)
 {
 	const unsigned char *p = head;
 	uint32_t ps;
@@ -241,7 +241,7 @@ uint32_t an_sqlite_page(const void *head, size_t len)
  * 2, 5, 10 or 13, a cell count and a content start inside the page.
  * Page 1 carries the 100-byte database header first.
  */
-static bool an_db_pages(const struct an_input *in, uint32_t page)
+static bool an_db_pages(const struct sq_an_input *in, uint32_t page)
 {
 	uint32_t n = 0, hit = 0;
 	size_t off;
@@ -265,7 +265,7 @@ static bool an_db_pages(const struct an_input *in, uint32_t page)
 	return n && hit * 2 >= n;
 }
 
-int an_classify(const struct an_input *in, const struct sq_an_features *ft)
+int sq_an_classify(const struct sq_an_input *in, const struct sq_an_features *ft)
 {
 	bool flat = ft->repeat < 0.03 && !ft->zero_chunks;
 	double reject = in->reject_bits;

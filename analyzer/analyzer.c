@@ -594,7 +594,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 		struct sq_an_result *res)
 {
 	struct sq_an_features ft;
-	struct an_input in;
+	struct sq_an_input in;
 	uint64_t t0 = an_now();
 	int codec = SQ_CODEC_NONE, level = 0, r = 0;
 	int ccodec = SQ_CODEC_NONE, clevel = 0, mode = AN_SLOW;
@@ -604,7 +604,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 		af_lock(af);
 		if (block_idx == 0) {
 			af->prior = sq_an_magic_class(src, len);
-			af->db_page = an_sqlite_page(src, len);
+			af->db_page = sq_an_sqlite_page(src, len);
 		}
 		in.prior = af->prior;
 		in.db_page = af->db_page;
@@ -639,7 +639,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	in.len = len;
 	in.block_idx = block_idx;
 	in.reject_bits = an->reject_bits;
-	res->cls = an_classify(&in, &ft);
+	res->cls = sq_an_classify(&in, &ft);
 	sq_an_policy_get(an, res->cls, &codec, &level);
 	if (codec == SQ_CODEC_NONE) {
 		bool due;

@@ -65,9 +65,12 @@ const char *sq_an_class_name(int cls);
 
 /* Policies: which codec each class gets. */
 enum sq_an_policy {
-	SQ_AN_POLICY_FAST = 0,		/* lz4 and zstd:1: CPU first */
-	SQ_AN_POLICY_BALANCED,		/* zstd at moderate levels */
-	SQ_AN_POLICY_MAX,		/* zstd high levels and brotli */
+	SQ_AN_POLICY_FAST = 0,		/* zstd:1 for text, lz4 for binaries
+					 * and databases: CPU first */
+	SQ_AN_POLICY_BALANCED,		/* brotli:5 for text and binaries,
+					 * zstd:6 for databases (default) */
+	SQ_AN_POLICY_MAX,		/* brotli:9 for text, zstd:15 for
+					 * binaries, zstd:12 for databases */
 	SQ_AN_POLICY_COUNT
 };
 

@@ -8,7 +8,7 @@
 #include "analyzer/analyzer.h"
 
 /* What classifying one block needs besides its features. */
-struct an_input {
+struct sq_an_input {
 	const unsigned char *src;
 	size_t len;
 	uint64_t block_idx;
@@ -17,9 +17,9 @@ struct an_input {
 	double reject_bits;	/* entropy from which a sample is hopeless */
 };
 
-int an_classify(const struct an_input *in, const struct sq_an_features *ft);
+int sq_an_classify(const struct sq_an_input *in, const struct sq_an_features *ft);
 
 /* SQLite page size from a database header at @head, or 0. */
-uint32_t an_sqlite_page(const void *head, size_t len);
+uint32_t sq_an_sqlite_page(const void *head, size_t len);
 
 #endif /* SQ_ANALYZER_I_H */

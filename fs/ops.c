@@ -749,19 +749,19 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 /*
  * Removing the name @name of @dir, by unlink or by a rename over it: a
  * packed file's image must be freed once its last link is gone.  Before,
- * victim_get() notes whether it is packed; after, victim_put() frees the
+ * replaced_get() notes whether it is packed; after, replaced_put() frees the
  * image when the object has no link left.  Under the inode lock (when the
  * table has it), so the packer cannot pack it in between.
  */
-struct victim {
+struct replaced {
 	struct sq_inode *i;	/* from the table, locked; or NULL */
 	int fd;			/* O_PATH of it when not in the table */
 	bool packed;
 	struct sq_pack_ref ref;
 };
 
-static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
-		       const char *name, struct victim *v)
+static void replaced_get(struct sq_fs *fs, struct sq_inode *dir,
+		       const char *name, struct replaced *v)
 {
 	struct stat st;
 	char path[64];
@@ -797,7 +797,7 @@ static void victim_get(struct sq_fs *fs, struct sq_inode *dir,
 		    sq_pack_get_ref(-1, path, &v->ref) == 0;
 }
 
-static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
+static void replaced_put(struct sq_fs *fs, struct replaced *v, bool removed)
 {
 	struct stat st;
 	int fd = v->i ? v->i->fd : v->fd;
@@ -806,7 +806,7 @@ static void victim_put(struct sq_fs *fs, struct victim *v, bool removed)
 	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0) {
 		struct sq_inode *late = NULL;
 
-		/* A lookup may have brought the inode in since victim_get(). */
+		/* A lookup may have brought the inode in since replaced_get(). */
 		if (!v->i)
 			late = sq_inode_find(fs, st.st_dev, st.st_ino,
 				   SQ_IREF_LOOKUP);
@@ -874,18 +874,18 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent);
-	struct victim v;
+	struct replaced v;
 	int r;
 
 	if (reserved(fs, p, name)) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	victim_get(fs, p, name, &v);
+	replaced_get(fs, p, name, &v);
 	r = unlinkat(p->fd, name, 0) ? errno : 0;
 	if (r == 0 && v.i)
 		sq_prune_rename(sq_mount_of(fs), v.i, p, name, NULL, NULL);
-	victim_put(fs, &v, r == 0);
+	replaced_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
 
@@ -907,7 +907,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
 	struct sq_inode *src = NULL, *dst = NULL;
-	struct victim v;
+	struct replaced v;
 	bool track;
 	int kind, r;
 
@@ -921,7 +921,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	/* An exchange removes nothing; otherwise an existing target goes. */
 	if (!(flags & RENAME_EXCHANGE))
-		victim_get(fs, np, newname, &v);
+		replaced_get(fs, np, newname, &v);
 	else
 		memset(&v, 0, sizeof(v)), v.fd = -1;
 	/* The objects whose names move, when the table has them: the
@@ -966,7 +966,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		sq_inode_put(fs, src, SQ_IREF_LOOKUP, 1);
 	if (dst)
 		sq_inode_put(fs, dst, SQ_IREF_LOOKUP, 1);
-	victim_put(fs, &v, r == 0);
+	replaced_put(fs, &v, r == 0);
 	fuse_reply_err(req, r);
 }
 

@@ -57,7 +57,7 @@ struct inval {
 };
 
 /* One name to drop: the names of one inode are consecutive. */
-struct victim {
+struct stale_name {
 	fuse_ino_t parent;
 	char *name;
 };
@@ -191,14 +191,14 @@ void sq_prune_rename(struct sq_mount *m, struct sq_inode *i,
 	pthread_mutex_unlock(&fs->itable_lock);
 }
 
-struct candidate {
+struct lru_entry {
 	uint64_t used;
 	struct sq_inode *ino;
 };
 
 static int cmp_used(const void *a, const void *b)
 {
-	const struct candidate *x = a, *y = b;
+	const struct lru_entry *x = a, *y = b;
 
 	return x->used < y->used ? -1 : x->used > y->used;
 }
@@ -207,8 +207,8 @@ static int cmp_used(const void *a, const void *b)
 static void prune_pass(struct sq_prune *p, size_t budget)
 {
 	struct sq_fs *fs = &p->m->fs;
-	struct candidate *c = NULL;
-	struct victim *v = NULL;
+	struct lru_entry *c = NULL;
+	struct stale_name *v = NULL;
 	size_t n = 0, nv = 0, want, sent = 0, count;
 
 	pthread_mutex_lock(&fs->itable_lock);

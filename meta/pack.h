@@ -4,7 +4,8 @@
  * it does not take a filesystem block of its own.  The file's backing
  * object is then empty and carries SQ_PACK_XATTR, a fixed 40-byte
  * reference to where its image lies.  This header only encodes, decodes
- * and checks; fs/pack.c does the I/O and the crash-safe ordering.
+ * and checks; engine/pack_store.c and engine/packer.c do the I/O and the
+ * crash-safe ordering.
  */
 #ifndef SQ_PACK_H
 #define SQ_PACK_H

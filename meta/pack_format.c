@@ -1,5 +1,5 @@
 /*
- * meta/pack.c - encoding of pack references and pack headers
+ * meta/pack_format.c - encoding of pack references and pack headers
  * (docs/FORMAT.md section 13).  Little-endian throughout.
  */
 #include "meta/pack.h"
