@@ -51,8 +51,9 @@ BIN      := $(BUILD)/squeezefs
 ADMIN    := $(BUILD)/squeezefs-admin
 FAULTINJ := $(BUILD)/tests/tools/libfaultinj.so
 
-.PHONY: all test unit integration integration-wb asan test-long soak install clean bench \
-	format check-deps fuzz fuzz-regress fuzz-run tsan check-layers
+.PHONY: all test unit integration integration-wb asan test-long test-matrix \
+	soak install clean bench format check-deps fuzz fuzz-regress fuzz-run \
+	tsan check-layers
 
 all: $(BIN) $(ADMIN) $(UNIT_BIN) $(TOOL_BIN) $(FAULTINJ)
 
@@ -132,10 +133,24 @@ integration-wb: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration \
 	  PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"
 
+# The longer randomized and crash runs, then the matrix.
 test-long: all
 	SQUEEZEFS_BIN=$(abspath $(BIN)) SQ_TOOLS=$(abspath $(BUILD)/tests/tools) \
 	  SQ_LONG=1 $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration
+	$(MAKE) --no-print-directory test-matrix
+
+# The integration suite once per mount option that changes code paths (as
+# gocryptfs's tests/matrix): every mount of a pass gets the option before
+# its own (a test's own options win); a test that cannot hold under one
+# skips itself, saying why (sqfs_util.skip_under()).  The default and the
+# writeback_cache passes are part of `make test`.
+MATRIX := nopack codec=none block_size=4K block_size=1M
+test-matrix: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
+	@set -e; for o in $(MATRIX); do echo "== matrix: -o $$o"; \
+	  SQ_MOUNT_OPTS=$$o $(MAKE) --no-print-directory integration \
+	    PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"; \
+	done
 
 # ASan + UBSan: a separate build tree, then the same unit and integration
 # tests.  halt_on_error makes any finding fail the run.

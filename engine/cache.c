@@ -1,16 +1,15 @@
 /*
- * engine/cache.c - a bounded LRU cache of clean, decompressed blocks shared by
- * all files of a mount.  Dirty blocks never live here (they belong to
- * their file, see file.c), so eviction never has to write anything back
- * and never needs another lock.  They count against the same budget,
+ * engine/cache.c - the block cache (cache.h): a hash of entries on one
+ * LRU list, shared by all files of a mount.  Dirty blocks never live here
+ * (they belong to their file, see file.c), so eviction never has to write
+ * anything back and never needs another lock.  They count against the same budget,
  * though: cache_size is the memory a mount spends on blocks, so the clean
  * blocks make room for the dirty ones.
  */
 #include "engine/cache.h"
 
-#include <pthread.h>
-
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>

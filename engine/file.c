@@ -9,15 +9,15 @@
 
 #include "analyzer/analyzer.h"
 #include "codec/codec.h"
-#include "meta/container.h"
-#include "meta/format.h"
-#include "meta/pack.h"
 #include "engine/attr.h"
 #include "engine/cache.h"
 #include "engine/dirty.h"
 #include "engine/log.h"
 #include "engine/pack_store.h"
 #include "engine/workq.h"
+#include "meta/container.h"
+#include "meta/format.h"
+#include "meta/pack.h"
 
 #include <errno.h>
 #include <fcntl.h>
