@@ -366,18 +366,29 @@ static int pack_setup(struct sq_fs *fs, bool enable)
 }
 
 /* libfuse's own messages: to our log, so they reach syslog once
- * daemonized, with the same prefix as ours. */
+ * daemonized, with the same prefix as ours.  libfuse builds some lines
+ * from several calls: the pieces gather per thread until the newline. */
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt,
 			     va_list ap)
 	__attribute__((format(printf, 2, 0)));
 static void fuse_log_to_ours(enum fuse_log_level level, const char *fmt,
 			     va_list ap)
 {
+	static _Thread_local char line[1024];
+	static _Thread_local size_t len;
 	int l = level <= FUSE_LOG_ERR ? SQ_LOG_ERR :
 		level == FUSE_LOG_WARNING ? SQ_LOG_WARN :
 		level == FUSE_LOG_DEBUG ? SQ_LOG_DEBUG : SQ_LOG_INFO;
+	int n;
 
-	sq_vlog(l, fmt, ap);
+	n = vsnprintf(line + len, sizeof(line) - len, fmt, ap);
+	if (n > 0)
+		len += (size_t)n < sizeof(line) - len ? (size_t)n :
+							 sizeof(line) - len - 1;
+	if (len && (line[len - 1] == '\n' || len == sizeof(line) - 1)) {
+		sq_log(l, "%s", line);
+		len = 0;
+	}
 }
 
 /*
