@@ -10,30 +10,12 @@ Standalone use (mounts a fresh instance in a temporary directory):
 """
 
 import collections
-import ctypes
 import mmap
 import os
 import random
 import sys
 
-FALLOC_FL_KEEP_SIZE = 0x01
-FALLOC_FL_PUNCH_HOLE = 0x02
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
-                            ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
-
-
-def fallocate(fd, mode, off, length):
-    """fallocate(2) through libc; raises OSError like the os module does."""
-    if _libc.fallocate(fd, mode, off, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-
-
-def punch_hole(fd, off, length):
-    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length)
+from sqfs_util import punch_hole
 
 
 def parse_size(s):

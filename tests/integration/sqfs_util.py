@@ -1,6 +1,8 @@
 """Helpers shared by the integration tests: start, stop, kill and remount a
 real squeezefs instance on a temporary backing directory."""
 
+import ctypes
+import hashlib
 import os
 import signal
 import subprocess
@@ -178,6 +180,15 @@ def run_fsck(backing, *opts):
                           capture_output=True, text=True)
 
 
+def fsck_clean(m, where):
+    """Runs `squeezefs fsck` on the backing directory of the Mount `m` (not
+    mounted) and asserts that it finds nothing (exit 0); `where` starts the
+    failure message, fsck's output ends it."""
+    r = run_fsck(m.backing)
+    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
+        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+
+
 # ---- reading containers directly (docs/FORMAT.md, meta/format.h) ----------
 # Only what the tests need to find and damage blocks and to check that the
 # options took effect; not a full reader.
@@ -350,3 +361,71 @@ def write_and_sync(path, content):
     except OSError as e:
         return "close", e.errno
     return None
+
+
+def read_file(path):
+    """The whole content of `path`."""
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def write_file(path, data, mode="wb"):
+    """Writes `data` to `path` through a Python file object opened with
+    `mode` ("wb", or "ab" to append); no fsync."""
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def write_unbuffered(path, data, sync=False):
+    """Creates or truncates `path` (mode 0644) and writes `data` with one
+    os.write() (a short write goes unnoticed); fsyncs before the close when
+    `sync`.  Unlike write_file, the error of each system call shows where
+    it happened (nothing is buffered)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path):
+    """The SHA-256 of the content of `path`, in hex."""
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def check_contents(m, files, where, what=""):
+    """Asserts that every file of `files` (name under the Mount `m` ->
+    bytes) reads back as its bytes; the failure message starts with `where`
+    and names the file with `what` ("fsync'd ") in front."""
+    for name, want in sorted(files.items()):
+        try:
+            got = read_file(m.path(name))
+        except OSError as e:
+            raise AssertionError("%s: reading %s%s: %s"
+                                 % (where, what, name, e))
+        assert got == want, "%s: %s%s changed (%d bytes, want %d)" % (
+            where, what, name, len(got), len(want))
+
+
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64,
+                            ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+
+
+def fallocate(fd, mode, off, length):
+    """fallocate(2) through libc; raises OSError like the os module does."""
+    if _libc.fallocate(fd, mode, off, length) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def punch_hole(fd, off, length):
+    """fallocate(PUNCH_HOLE | KEEP_SIZE): zeroes [off, off+length) of `fd`."""
+    fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length)

@@ -38,7 +38,7 @@ import tempfile
 
 import pytest
 
-from sqfs_util import run_fsck, write_and_sync
+from sqfs_util import fsck_clean, write_and_sync
 
 NOBODY = 65534
 GROUP = 4321            # the group of the setgid files and directories
@@ -48,12 +48,6 @@ DEFAULT_ACL = "u::rwx,g::rwx,o::r-x,u:%d:r-x" % OTHER_UID
 TMPFS_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
-
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
 
 
 def run(*argv):

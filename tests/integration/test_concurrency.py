@@ -17,19 +17,12 @@ import threading
 
 import pytest
 
-from fsx_model import punch_hole
-from sqfs_util import LONG, run_fsck
+from sqfs_util import LONG, fsck_clean, punch_hole
 
 THREADS = 8
 OPS = 20000 if LONG else 3000
 REGION = 48 << 10  # per thread in each shared file: not block aligned
 PAGE = 4096
-
-
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
 
 
 def run_threads(target, n=THREADS):

@@ -8,31 +8,10 @@ import errno
 import os
 import random
 
-from sqfs_util import run_fsck, write_and_sync
+from sqfs_util import check_contents, fsck_clean, read_file, write_and_sync
 
 SIZE_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 FILE_SIZE = 6 << 20
-
-
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def check_intact(m, durable, where):
-    for name, want in sorted(durable.items()):
-        try:
-            got = read_file(m.path(name))
-        except OSError as e:
-            raise AssertionError("%s: reading %s: %s" % (where, name, e))
-        assert got == want, "%s: %s changed (%d bytes, want %d)" % (
-            where, name, len(got), len(want))
 
 
 def top_off(d):
@@ -73,7 +52,7 @@ def test_full_backing_disk(small_tmpfs, make_mount):
         name, where, errno.errorcode.get(err, err))
     assert len(durable) >= 4, "filled up after %d files" % len(durable)
     assert m.proc.poll() is None, "daemon died"
-    check_intact(m, durable, "when full")
+    check_contents(m, durable, "when full")
     # the file that hit ENOSPC reads without errors (old or new blocks)
     read_file(m.path(name))
 
@@ -113,7 +92,7 @@ def test_full_backing_disk(small_tmpfs, make_mount):
     assert seen == {"write": errno.ENOSPC, "fsync": errno.ENOSPC,
                     "close": errno.ENOSPC}, seen
     assert m.proc.poll() is None, "daemon died"
-    check_intact(m, durable, "when full, after the failed writes")
+    check_contents(m, durable, "when full, after the failed writes")
 
     # deleting files makes room again
     os.unlink(filler)
@@ -128,10 +107,10 @@ def test_full_backing_disk(small_tmpfs, make_mount):
         res = write_and_sync(m.path(n), content)
         assert res is None, "%s after deleting: %s" % (n, res)
         durable[n] = content
-    check_intact(m, durable, "after deleting")
+    check_contents(m, durable, "after deleting")
 
     m.stop()
     fsck_clean(m, "after ENOSPC")
     m.start()
-    check_intact(m, durable, "after remount")
+    check_contents(m, durable, "after remount")
     m.stop()

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from fsx_model import punch_hole
-from sqfs_util import faultinj_env, run_fsck, write_fault_ctl
+from sqfs_util import (check_contents, faultinj_env, fsck_clean, punch_hole,
+                       read_file, write_fault_ctl, write_unbuffered)
 
 OPS = ("pwrite", "pwritev", "fsync", "fdatasync", "fallocate", "ftruncate",
        "renameat", "openat")
@@ -31,37 +31,6 @@ def data(r, n):
     h = n // 2
     return r.randbytes(h) + (b"fault injection %d\n" % r.randrange(1000)
                              * (n // 16 + 1))[:n - h]
-
-
-def write_file(path, content, sync=True):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, content)
-        if sync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
-
-
-def check_durable(m, durable, where):
-    for name, want in sorted(durable.items()):
-        try:
-            got = read_file(m.path(name))
-        except OSError as e:
-            raise AssertionError("%s: reading fsync'd %s: %s" % (where, name, e))
-        assert got == want, "%s: fsync'd %s changed (%d bytes, want %d)" % (
-            where, name, len(got), len(want))
 
 
 def check_blocks(got, states, where):
@@ -147,10 +116,10 @@ def daemon_serves(m, durable, r, where):
     """Other files stay readable and writable while the fault is armed."""
     assert m.proc.poll() is None, "%s: daemon died:\n%s" % (
         where, m.read_log()[-3000:])
-    check_durable(m, {k: v for k, v in durable.items()
-                      if not k.startswith("victim")}, where)
+    check_contents(m, {k: v for k, v in durable.items()
+                       if not k.startswith("victim")}, where, "fsync'd ")
     content = data(r, 3 * BS + 7)
-    write_file(m.path("other"), content)
+    write_unbuffered(m.path("other"), content, sync=True)
     assert read_file(m.path("other")) == content
     durable["other"] = content
 
@@ -161,19 +130,19 @@ def setup_files(m, r):
     for i in range(3):
         name = "keep/k%d" % i
         durable[name] = data(r, r.randint(1, 12) * BS + r.randint(0, 99))
-        write_file(m.path(name), durable[name])
+        write_unbuffered(m.path(name), durable[name], sync=True)
     durable["victim"] = data(r, 10 * BS + 123)
-    write_file(m.path("victim"), durable["victim"])
+    write_unbuffered(m.path("victim"), durable["victim"], sync=True)
     return durable
 
 
 def finish(m, durable, where):
     """Clean unmount, fsck, remount, every fsync'd file intact."""
-    check_durable(m, durable, where + ", before unmount")
+    check_contents(m, durable, where + ", before unmount", "fsync'd ")
     m.stop()
     fsck_clean(m, where)
     m.start()
-    check_durable(m, durable, where + ", after remount")
+    check_contents(m, durable, where + ", after remount", "fsync'd ")
     m.stop()
 
 
@@ -239,7 +208,7 @@ def test_sticky_fault_on_one_file(make_mount, tmp_path, op, err):
     for name in ("victim.again", "victim" if "fsync" in failed else None):
         if name:
             durable[name] = data(r, 7 * BS + 5)
-            write_file(m.path(name), durable[name])
+            write_unbuffered(m.path(name), durable[name], sync=True)
     assert injected(m) == n, "fault fired after disarming"
     finish(m, durable, where)
     if never:
@@ -311,7 +280,7 @@ def test_failed_truncate_keeps_written_data(make_mount, tmp_path, op):
     m = make_mount(opts=["block_size=4K"], env=faultinj_env(ctl=ctl))
     r = random.Random(5)
     base = data(r, 8 * BS)
-    write_file(m.path("t"), base)
+    write_unbuffered(m.path("t"), base, sync=True)
     fd = os.open(m.path("t"), os.O_RDWR)
     try:
         # not yet stored: partial blocks stay dirty in the daemon

@@ -22,7 +22,7 @@ import sys
 import pytest
 
 from sqfs_util import (ROOT, STUB_LEN, Mount, is_packed, run_fsck,  # noqa: E402
-                       tree_paths)
+                       sha256_file, tree_paths)
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 import read_container as rc  # noqa: E402
@@ -35,11 +35,6 @@ ERRORS = sorted(glob.glob(os.path.join(ROOT, "tests", "golden-errors",
 def load_manifest(d):
     with open(d.rstrip("/") + ".json") as f:
         return json.load(f)
-
-
-def sha256_file(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def copy_backing(src, tmp_path):

@@ -107,7 +107,7 @@ def test_random_ops_hypothesis(make_mount, tmp_path):
     from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
                                      run_state_machine_as_test)
 
-    from fsx_model import punch_hole
+    from sqfs_util import punch_hole
 
     bs = 4096
     m = make_mount(opts=["block_size=4K"])

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from sqfs_util import ROOT, run_fsck
+from sqfs_util import ROOT, read_file, run_fsck
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
 import read_container as rc  # noqa: E402
@@ -127,11 +127,6 @@ def build_files(mnt, bs, rnd):
     return exp, want
 
 
-def read_mount(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 @pytest.mark.parametrize("bs_name", list(BLOCK_SIZES))
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c or "auto")
 def test_reader_matches_mount(make_mount, codec, bs_name):
@@ -142,7 +137,7 @@ def test_reader_matches_mount(make_mount, codec, bs_name):
     rnd = random.Random("%s/%s" % (codec, bs_name))
     m = make_mount(opts=opts)
     exp, want = build_files(m.mnt, bs, rnd)
-    seen = {n: read_mount(m.path(n)) for n in exp}
+    seen = {n: read_file(m.path(n)) for n in exp}
     for n in exp:
         assert seen[n] == exp[n], "mount returned wrong data for %s" % n
     m.stop()

@@ -18,15 +18,9 @@ import tempfile
 
 import pytest
 
-from sqfs_util import run_fsck
+from sqfs_util import fsck_clean
 
 NOBODY = 65534
-
-
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
 
 
 def fingerprint(path):

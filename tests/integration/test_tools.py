@@ -28,7 +28,8 @@ import time
 
 import pytest
 
-from sqfs_util import tree_paths
+from sqfs_util import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate,
+                       read_file, tree_paths, write_file)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -42,18 +43,7 @@ SPARSE = "data/sparse.bin"
 SPARSE_SIZE = 10 * MiB
 SPARSE_DATA = [(MiB, 100000, 5), (7 * MiB + 5, 50000, 6)]
 
-FALLOC_FL_KEEP_SIZE = 1
-FALLOC_FL_PUNCH_HOLE = 2
-
 _libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong,
-                            ctypes.c_longlong]
-
-
-def fallocate(fd, mode, off, length):
-    if _libc.fallocate(fd, mode, off, length) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
 
 
 def text_bytes(n, seed):
@@ -87,16 +77,6 @@ def run(cmd, cwd=None, env=None, check=True, shell=False, timeout=120,
             cmd, r.returncode, r.stdout.decode(errors="replace")[-2000:],
             r.stderr.decode(errors="replace")[-2000:]))
     return r
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def write_file(path, data, mode="wb"):
-    with open(path, mode) as f:
-        f.write(data)
 
 
 def no_leftovers(*roots):
