@@ -429,3 +429,26 @@ def fallocate(fd, mode, off, length):
 def punch_hole(fd, off, length):
     """fallocate(PUNCH_HOLE | KEEP_SIZE): zeroes [off, off+length) of `fd`."""
     fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length)
+
+
+# ---- packing (docs/FORMAT.md section 13) --------------------------------
+
+# packing is due about a second after the last close (slow under ASan)
+PACK_WAIT = 30.0
+
+
+def wait_packed(m, names, timeout=PACK_WAIT, packed=is_packed):
+    """Waits until every file of `names` (relative to the Mount `m`) is
+    packed, by `packed(backing path)`; fails naming the ones that are not
+    and their backing sizes."""
+    ok = wait_for(lambda: all(packed(m.bpath(n)) for n in names), timeout,
+                  step=0.05)
+    left = [n for n in names if not packed(m.bpath(n))]
+
+    def size(n):
+        try:
+            return os.stat(m.bpath(n)).st_size
+        except OSError as e:
+            return e.strerror
+    assert ok and not left, "not packed after %.0f s: %s (sizes %s)" % (
+        timeout, left[:10], [size(n) for n in left[:10]])

@@ -30,7 +30,6 @@ with everything identical."""
 
 import errno
 import glob
-import hashlib
 import os
 import random
 import stat
@@ -42,11 +41,11 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import (STUB_LEN, Mount, is_packed, run_fsck,  # noqa: E402
-                       tree_paths, wait_for)
+from sqfs_util import (PACK_WAIT, STUB_LEN, Mount, is_packed,  # noqa: E402
+                       run_fsck, sha256_file, tree_paths, wait_for,
+                       wait_packed)
 
 XATTR = "trusted.squeezefs.packed"
-PACK_WAIT = 30.0  # packing is due about a second after the last close (slow under ASan)
 LOST = "lost its pack reference"
 
 # Pack index records (meta/pack.h): "SQPI", u32 record length, 40-byte
@@ -99,17 +98,12 @@ def binary(n, seed):
     return random.Random(seed).randbytes(n)
 
 
-def sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
 def pack_hashes(backing):
     """sha256 of every pack file of `backing` (and of the pack index)."""
     out = {}
     for p in sorted(glob.glob(os.path.join(backing, ".squeezefs", "packs",
                                            "*"))):
-        out[os.path.basename(p)] = sha256(p)
+        out[os.path.basename(p)] = sha256_file(p)
     return out
 
 
@@ -225,14 +219,6 @@ class Writer:
     def finish_dirs(self):
         for d, mode in self.t.dirs.items():
             os.chmod(self.m.path(d), mode)
-
-
-def wait_packed(m, rels):
-    ok = wait_for(lambda: all(is_packed(m.bpath(r)) for r in rels),
-                  PACK_WAIT, step=0.05)
-    left = sorted(r for r in rels if not is_packed(m.bpath(r)))
-    assert ok and not left, "not packed after %.0f s: %s" % (PACK_WAIT,
-                                                             left[:10])
 
 
 def build(m):

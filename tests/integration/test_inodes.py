@@ -30,24 +30,11 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import is_packed, sanitizer_runtimes, wait_for  # noqa: E402
+from sqfs_util import (PACK_WAIT, is_packed, read_file,  # noqa: E402
+                       sanitizer_runtimes, wait_for, write_unbuffered)
 
-PACK_WAIT = 30.0  # packing is due about a second after the last close
 FD_LIMIT = 2000
 NO_FDS = "out of file descriptors"
-
-
-def write_file(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def lower_fd_limit(m, limit=FD_LIMIT):
@@ -128,16 +115,16 @@ def make_ino_tree(m):
     # several READDIR replies, so that seekdir goes to the daemon
     for k in range(300):
         p = os.path.join("many", "small-file-with-a-long-name-%04d" % k)
-        write_file(m.path(p), b"small %d\n" % k * (1 + k % 5))
+        write_unbuffered(m.path(p), b"small %d\n" % k * (1 + k % 5))
         small.append(p)
     for k in range(5):
         os.mkdir(m.path("many", "sub%d" % k))
         os.symlink("small-file-with-a-long-name-%04d" % k,
                    m.path("many", "link%d" % k))
         os.link(m.path(small[k]), m.path("many", "hard%d" % k))
-    write_file(m.path("d", "big"), random.Random(1).randbytes(300000))
-    write_file(m.path("d", "empty"), b"")
-    write_file(m.path("d", "e", "f", "deep"), b"deep\n")
+    write_unbuffered(m.path("d", "big"), random.Random(1).randbytes(300000))
+    write_unbuffered(m.path("d", "empty"), b"")
+    write_unbuffered(m.path("d", "e", "f", "deep"), b"deep\n")
     small.append("d/e/f/deep")
     os.link(m.path("d", "big"), m.path("d", "e", "big-link"))
     os.link(m.path(small[7]), m.path("d", "e", "f", "small-link"))
@@ -218,8 +205,8 @@ def test_ino_kept_over_a_files_life(make_mount):
     m = make_mount()
     os.mkdir(m.path("a"))
     os.mkdir(m.path("b"))
-    write_file(m.path("a", "f"), b"a small file\n")
-    write_file(m.path("a", "g"), random.Random(2).randbytes(200000))
+    write_unbuffered(m.path("a", "f"), b"a small file\n")
+    write_unbuffered(m.path("a", "g"), random.Random(2).randbytes(200000))
     assert wait_for(lambda: is_packed(m.bpath("a", "f")), timeout=PACK_WAIT)
     ino_f = os.stat(m.path("a", "f")).st_ino
     ino_g = os.stat(m.path("a", "g")).st_ino
@@ -256,7 +243,7 @@ def test_live_files_never_share_a_number(make_mount):
     m = make_mount()
     lower_fd_limit(m, 512)
     os.mkdir(m.path("t"))
-    write_file(m.path("t", "victim"), b"unlinked while open\n")
+    write_unbuffered(m.path("t", "victim"), b"unlinked while open\n")
     fd = os.open(m.path("t", "victim"), os.O_RDONLY)
     try:
         ino_victim = os.fstat(fd).st_ino
@@ -264,7 +251,7 @@ def test_live_files_never_share_a_number(make_mount):
         seen = {}
         for k in range(1500):
             p = m.path("t", "f%04d" % k)
-            write_file(p, b"%d\n" % k)
+            write_unbuffered(p, b"%d\n" % k)
             seen.setdefault(os.lstat(p).st_ino, []).append(k)
             if k % 300 == 299:
                 for j in range(0, k, 7):  # look up older ones again
@@ -351,14 +338,14 @@ def make_link_tree(top):
         else:
             b = "d%d/b%05d" % (k % NSUB, k)
         data = pair_content(k)
-        write_file(os.path.join(top, a), data)
+        write_unbuffered(os.path.join(top, a), data)
         os.link(os.path.join(top, a), os.path.join(top, b))
         files[a] = files[b] = data
         pairs.add(frozenset((a, b)))
     for k in range(NSINGLES):
         rel = "d%d/s%05d" % (k % NSUB, k)
         files[rel] = single_content(k)
-        write_file(os.path.join(top, rel), files[rel])
+        write_unbuffered(os.path.join(top, rel), files[rel])
     return files, pairs
 
 

@@ -50,12 +50,11 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import is_packed, run_fsck, wait_for  # noqa: E402
+from sqfs_util import PACK_WAIT, is_packed, run_fsck, wait_for  # noqa: E402
 
 KiB = 1 << 10
 MiB = 1 << 20
 PAGE = 4096
-PACK_WAIT = 30.0  # packing is due about a second after the last close
 
 # ---- O_DIRECT against the page cache ----------------------------------------
 
