@@ -4,7 +4,9 @@ real squeezefs instance on a temporary backing directory."""
 import ctypes
 import hashlib
 import os
+import select
 import signal
+import struct
 import subprocess
 import time
 
@@ -452,3 +454,132 @@ def wait_packed(m, names, timeout=PACK_WAIT, packed=is_packed):
             return e.strerror
     assert ok and not left, "not packed after %.0f s: %s (sizes %s)" % (
         timeout, left[:10], [size(n) for n in left[:10]])
+
+
+# ---- the crash tests' writers and their journal ------------------------
+# A writer is the test file run as a script ("writer ARGS..."): it prints
+# "ready", then loops until it is killed or the daemon goes away.  The
+# journal (test_crash.py, test_crash_matrix.py), per file NAME in a state
+# directory on the plain filesystem:
+#   NAME.base  8-byte little-endian op sequence number + the file's content
+#              at its last successful fsync (replaced atomically after it)
+#   NAME.log   every op issued since, appended *before* the op is issued:
+#              JOURNAL_REC (seq, kind, a, b, data length) + data.
+
+# what a writer exits with when a system call on the mount failed
+EXIT_DAEMON_GONE = 3
+
+JOURNAL_REC = struct.Struct("<QBQQI")
+OP_WRITE, OP_TRUNC, OP_PUNCH, OP_RENAME, OP_REPLACE = 1, 2, 3, 4, 5
+
+
+def start_writer_script(argv, what="writer"):
+    """Starts `argv` (a writer) with stdout and stderr piped and waits up to
+    30 s for its "ready" line; otherwise kills it and fails with its stderr,
+    the message starting with `what`.  Returns the Popen."""
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready, _, _ = select.select([p.stdout], [], [], 30)
+    line = p.stdout.readline() if ready else b""
+    if line.strip() != b"ready":
+        p.kill()
+        _, err = p.communicate()
+        raise AssertionError("%s did not start: %r %s"
+                             % (what, line, err.decode(errors="replace")))
+    return p
+
+
+def stop_writer(p, what="writer"):
+    """Kills the writer `p` if it still runs; fails (message starting with
+    `what`) on any end but being killed or noticing that the daemon is
+    gone."""
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode in (-signal.SIGKILL, EXIT_DAEMON_GONE), \
+        "%s failed (rc %s):\n%s" % (what, p.returncode,
+                                    err.decode(errors="replace"))
+
+
+def journal_key(name):
+    """The journal files' name for the file `name` (may have a /)."""
+    return name.replace("/", "_")
+
+
+def journal_apply(buf, kind, a, b, data):
+    """Applies one journalled op to bytearray `buf` in place: OP_WRITE data
+    at a, OP_TRUNC to a, OP_PUNCH [a, a+b), OP_REPLACE all by data;
+    OP_RENAME leaves the content alone."""
+    if kind == OP_WRITE:
+        if len(buf) < a:
+            buf.extend(bytes(a - len(buf)))
+        buf[a:a + len(data)] = data
+    elif kind == OP_TRUNC:
+        if a < len(buf):
+            del buf[a:]
+        else:
+            buf.extend(bytes(a - len(buf)))
+    elif kind == OP_PUNCH:
+        end = min(a + b, len(buf))
+        if a < end:
+            buf[a:end] = bytes(end - a)
+    elif kind == OP_REPLACE:
+        buf[:] = data
+    elif kind != OP_RENAME:
+        raise ValueError("bad op kind %d" % kind)
+
+
+def journal_read_base(state_dir, name):
+    """(sequence number, content as a bytearray) of NAME.base."""
+    with open(os.path.join(state_dir, journal_key(name) + ".base"), "rb") as f:
+        raw = f.read()
+    return struct.unpack_from("<Q", raw)[0], bytearray(raw[8:])
+
+
+def journal_write_base(state_dir, name, seq, content):
+    """Replaces NAME.base atomically."""
+    p = os.path.join(state_dir, journal_key(name) + ".base")
+    with open(p + ".tmp", "wb") as f:
+        f.write(struct.pack("<Q", seq) + bytes(content))
+    os.replace(p + ".tmp", p)
+
+
+def journal_read_log(state_dir, name):
+    """Complete records of NAME.log as (seq, kind, a, b, data), in order (a
+    torn last one is dropped: the writer died before issuing that op)."""
+    p = os.path.join(state_dir, journal_key(name) + ".log")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return []
+    recs, pos = [], 0
+    while pos + JOURNAL_REC.size <= len(raw):
+        seq, kind, a, b, dlen = JOURNAL_REC.unpack_from(raw, pos)
+        end = pos + JOURNAL_REC.size + dlen
+        if end > len(raw):
+            break
+        recs.append((seq, kind, a, b, raw[pos + JOURNAL_REC.size:end]))
+        pos = end
+    return recs
+
+
+def read_blockwise(path, bs):
+    """(st_size, content) of `path`, read with one pread per `bs` bytes;
+    a failing or short read fails naming the block."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        out = bytearray()
+        for off in range(0, size, bs):
+            try:
+                chunk = os.pread(fd, bs, off)
+            except OSError as e:
+                raise AssertionError("%s: reading block %d (offset %d): %s"
+                                     % (path, off // bs, off, e))
+            out += chunk
+            if len(chunk) < min(bs, size - off):
+                raise AssertionError("%s: short read at %d: %d bytes, size %d"
+                                     % (path, off, len(chunk), size))
+        return size, out
+    finally:
+        os.close(fd)

@@ -25,81 +25,23 @@ writeback cache each page must (the kernel writes pages back in any order).
 
 import os
 import random
-import select
-import signal
-import struct
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sqfs_util import (EXIT_DAEMON_GONE, JOURNAL_REC, LONG,  # noqa: E402
+                       OP_PUNCH, OP_TRUNC, OP_WRITE, fsck_clean, journal_apply,
+                       journal_key, journal_read_base, journal_read_log,
+                       journal_write_base, punch_hole, read_blockwise,
+                       start_writer_script, stop_writer)
 
-REC = struct.Struct("<QBQQI")
-OP_WRITE, OP_TRUNC, OP_PUNCH = 1, 2, 3
+# the ops this writer journals (check_file fails on any other kind)
 OP_NAMES = {OP_WRITE: "pwrite", OP_TRUNC: "ftruncate", OP_PUNCH: "punch"}
-EXIT_DAEMON_GONE = 3
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 # name, block size given at creation, maximum size
 FILES = (("f0", 4096, 1 << 20), ("f1", 4096, 256 << 10),
          ("f2", 131072, 2 << 20), ("d/f3", 131072, 1 << 20))
-
-
-def state_name(name):
-    return name.replace("/", "_")
-
-
-def apply_op(buf, kind, a, b, data):
-    """Applies one journalled op to bytearray `buf` in place."""
-    if kind == OP_WRITE:
-        if len(buf) < a:
-            buf.extend(bytes(a - len(buf)))
-        buf[a:a + len(data)] = data
-    elif kind == OP_TRUNC:
-        if a < len(buf):
-            del buf[a:]
-        else:
-            buf.extend(bytes(a - len(buf)))
-    elif kind == OP_PUNCH:
-        end = min(a + b, len(buf))
-        if a < end:
-            buf[a:end] = bytes(end - a)
-    else:
-        raise ValueError("bad op kind %d" % kind)
-
-
-def read_base(state_dir, name):
-    with open(os.path.join(state_dir, state_name(name) + ".base"), "rb") as f:
-        raw = f.read()
-    return struct.unpack_from("<Q", raw)[0], bytearray(raw[8:])
-
-
-def write_base(state_dir, name, seq, content):
-    p = os.path.join(state_dir, state_name(name) + ".base")
-    with open(p + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", seq))
-        f.write(content)
-    os.replace(p + ".tmp", p)
-
-
-def read_log(state_dir, name):
-    """Complete records of NAME.log, in order (a torn last one is dropped:
-    the writer died before issuing that op)."""
-    p = os.path.join(state_dir, state_name(name) + ".log")
-    try:
-        with open(p, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return []
-    recs, pos = [], 0
-    while pos + REC.size <= len(raw):
-        seq, kind, a, b, dlen = REC.unpack_from(raw, pos)
-        if pos + REC.size + dlen > len(raw):
-            break
-        recs.append((seq, kind, a, b,
-                     bytes(raw[pos + REC.size:pos + REC.size + dlen])))
-        pos += REC.size + dlen
-    return recs
 
 
 # ---- the writer (runs as a separate process) ---------------------------
@@ -125,15 +67,14 @@ def gen_data(r, n):
 def writer_main(argv):
     """writer STATE_DIR MOUNTPOINT SEED I,J,..: loops over FILES[I], ...
     until killed or the daemon goes away (exit 3)."""
-    from fsx_model import punch_hole
     state_dir, mnt, seed = argv[0], argv[1], int(argv[2])
     which = [int(i) for i in argv[3].split(",")]
     r = random.Random(seed)
     files = []
     for name, bs, max_size in (FILES[i] for i in which):
-        seq, content = read_base(state_dir, name)
+        seq, content = journal_read_base(state_dir, name)
         fd = os.open(os.path.join(mnt, name), os.O_RDWR)
-        logp = os.path.join(state_dir, state_name(name) + ".log")
+        logp = os.path.join(state_dir, journal_key(name) + ".log")
         logfd = os.open(logp, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.ftruncate(logfd, 0)
         files.append({"name": name, "bs": bs, "max": max_size, "seq": seq,
@@ -143,7 +84,8 @@ def writer_main(argv):
 
     def issue(f, kind, a, b, data):
         f["seq"] += 1
-        os.write(f["log"], REC.pack(f["seq"], kind, a, b, len(data)) + data)
+        os.write(f["log"],
+                 JOURNAL_REC.pack(f["seq"], kind, a, b, len(data)) + data)
         try:
             if kind == OP_WRITE:
                 n = os.pwrite(f["fd"], data, a)
@@ -157,7 +99,7 @@ def writer_main(argv):
                 punch_hole(f["fd"], a, b)
         except OSError:
             sys.exit(EXIT_DAEMON_GONE)
-        apply_op(f["model"], kind, a, b, data)
+        journal_apply(f["model"], kind, a, b, data)
 
     while True:
         f = r.choice(files)
@@ -192,33 +134,12 @@ def writer_main(argv):
                 (os.fdatasync if r.random() < 0.25 else os.fsync)(f["fd"])
             except OSError:
                 sys.exit(EXIT_DAEMON_GONE)
-            write_base(state_dir, f["name"], f["seq"], f["model"])
+            journal_write_base(state_dir, f["name"], f["seq"], f["model"])
             os.ftruncate(f["log"], 0)
             f["pending"], f["every"] = 0, r.randint(1, 8)
 
 
 # ---- the test -----------------------------------------------------------
-
-def read_all(path, bs):
-    """Whole content, read block by block; errors name the block."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        out = bytearray()
-        for off in range(0, size, bs):
-            try:
-                chunk = os.pread(fd, bs, off)
-            except OSError as e:
-                raise AssertionError("%s: reading block %d (offset %d): %s"
-                                     % (path, off // bs, off, e))
-            out += chunk
-            if len(chunk) < min(bs, size - off):
-                raise AssertionError("%s: short read at %d: %d bytes, size %d"
-                                     % (path, off, len(chunk), size))
-        return size, out
-    finally:
-        os.close(fd)
-
 
 def split_points(off, n):
     """File offsets at which the kernel may have cut pwrite(off, n) into
@@ -275,15 +196,16 @@ def pages_match(states, off, blk):
 def check_file(m, state_dir, name, bs, where):
     """Checks one file after a crash against its journal; returns the
     content read and the last sequence number."""
-    base_seq, base = read_base(state_dir, name)
-    recs = [rec for rec in read_log(state_dir, name) if rec[0] > base_seq]
+    base_seq, base = journal_read_base(state_dir, name)
+    recs = [rec for rec in journal_read_log(state_dir, name)
+            if rec[0] > base_seq]
     states = [bytes(base)]
     cur = bytearray(base)
     for seq, kind, a, b, data in recs:
-        apply_op(cur, kind, a, b, data)
+        journal_apply(cur, kind, a, b, data)
         states.append(bytes(cur))
     last_seq = recs[-1][0] if recs else base_seq
-    size, got = read_all(m.path(name), bs)
+    size, got = read_blockwise(m.path(name), bs)
     ops_desc = ["#%d %s a=%d b=%d len=%d" % (s, OP_NAMES[k], a, b, len(d))
                 for s, k, a, b, d in recs]
     ctx = ("%s: file %s (block size %d): last fsync at op #%d (size %d), "
@@ -316,45 +238,17 @@ def check_all(m, state_dir, where):
     for name, bs, _ in FILES:
         got, last_seq = check_file(m, state_dir, name, bs, where)
         # what we read is the new starting point: it must stay as it is
-        write_base(state_dir, name, last_seq, got)
-        open(os.path.join(state_dir, state_name(name) + ".log"), "wb").close()
-
-
-def fsck_clean(m, where):
-    from sqfs_util import run_fsck
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: squeezefs fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
+        journal_write_base(state_dir, name, last_seq, got)
+        open(os.path.join(state_dir, journal_key(name) + ".log"), "wb").close()
 
 
 def start_writer(state_dir, mnt, seed, which):
-    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                          "writer", str(state_dir), mnt, str(seed),
-                          ",".join(map(str, which))],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ready, _, _ = select.select([p.stdout], [], [], 30)
-    line = p.stdout.readline() if ready else b""
-    if line.strip() != b"ready":
-        p.kill()
-        _, err = p.communicate()
-        raise AssertionError("crash writer did not start: %r %s"
-                             % (line, err.decode(errors="replace")))
-    return p
-
-
-def stop_writer(p):
-    """Kills the writer; fails on anything but being killed or noticing
-    that the daemon is gone."""
-    if p.poll() is None:
-        p.send_signal(signal.SIGKILL)
-    _, err = p.communicate(timeout=30)
-    assert p.returncode in (-signal.SIGKILL, EXIT_DAEMON_GONE), \
-        "crash writer failed (rc %s):\n%s" % (p.returncode,
-                                              err.decode(errors="replace"))
+    return start_writer_script(
+        [sys.executable, os.path.abspath(__file__), "writer", str(state_dir),
+         mnt, str(seed), ",".join(map(str, which))], "crash writer")
 
 
 def test_crash_rounds(make_mount, tmp_path):
-    from sqfs_util import LONG
     rounds = 200 if LONG else 20
     seed = int(os.environ.get("SQ_CRASH_SEED", "4242"))
     rng = random.Random(seed)
@@ -371,7 +265,8 @@ def test_crash_rounds(make_mount, tmp_path):
             with open(m.path(name), "wb") as f:
                 f.write(b"initial %s\n" % name.encode())
                 os.fsync(f.fileno())
-            write_base(state_dir, name, 0, b"initial %s\n" % name.encode())
+            journal_write_base(state_dir, name, 0,
+                               b"initial %s\n" % name.encode())
         m.stop()
         m.opts = ["block_size=128K"]
         m.start()
@@ -394,9 +289,10 @@ def test_crash_rounds(make_mount, tmp_path):
                 if w.poll() is None:
                     w.kill()
         for w in ws:
-            stop_writer(w)
+            stop_writer(w, "crash writer")
         m.check_log()
-        logged = sum(len(read_log(state_dir, n)) for n, _, _ in FILES)
+        logged = sum(len(journal_read_log(state_dir, n))
+                     for n, _, _ in FILES)
         stats.append((round(delay, 2), logged))
         fsck_clean(m, where + ", right after kill -9")
         m.start()  # a remount after the crash must succeed
@@ -415,8 +311,8 @@ def test_crash_rounds(make_mount, tmp_path):
     fsck_clean(m, "at the end")
     m.start()
     for name, bs, _ in FILES:
-        _, want = read_base(state_dir, name)
-        size, got = read_all(m.path(name), bs)
+        _, want = journal_read_base(state_dir, name)
+        size, got = read_blockwise(m.path(name), bs)
         assert got == want, "%s changed across a clean remount" % name
     m.stop()
     print("crash rounds (delay s, ops logged since last fsync):", stats)

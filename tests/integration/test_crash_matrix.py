@@ -17,20 +17,20 @@ it is issued)."""
 
 import os
 import random
-import select
-import signal
-import struct
 import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sqfs_util import (EXIT_DAEMON_GONE, JOURNAL_REC, LONG,  # noqa: E402
+                       OP_PUNCH, OP_RENAME, OP_REPLACE, OP_TRUNC, OP_WRITE,
+                       faultinj_env, fsck_clean, journal_apply, journal_key,
+                       journal_read_base, journal_read_log, journal_write_base,
+                       punch_hole, read_blockwise, start_writer_script,
+                       stop_writer)
 
-REC = struct.Struct("<QBQQI")
-OP_WRITE, OP_TRUNC, OP_PUNCH, OP_RENAME, OP_REPLACE = 1, 2, 3, 4, 5
 OP_NAMES = {OP_WRITE: "pwrite", OP_TRUNC: "ftruncate", OP_PUNCH: "punch",
             OP_RENAME: "rename", OP_REPLACE: "replace"}
-EXIT_DAEMON_GONE = 3
 MOVED = ".moved"
 
 # name, block size at creation, maximum size; "r" is only ever replaced
@@ -41,58 +41,6 @@ DATA_FILES = FILES[:3]
 # the kill points and how many calls of each a round may reach
 KILL_OPS = (("pwrite", 400), ("fdatasync", 40), ("fallocate", 40),
             ("ftruncate", 15), ("renameat", 10))
-
-
-def sname(name):
-    return name.replace("/", "_")
-
-
-def apply_op(buf, kind, a, b, data):
-    if kind == OP_WRITE:
-        if len(buf) < a:
-            buf.extend(bytes(a - len(buf)))
-        buf[a:a + len(data)] = data
-    elif kind == OP_TRUNC:
-        if a < len(buf):
-            del buf[a:]
-        else:
-            buf.extend(bytes(a - len(buf)))
-    elif kind == OP_PUNCH:
-        end = min(a + b, len(buf))
-        if a < end:
-            buf[a:end] = bytes(end - a)
-    elif kind == OP_REPLACE:
-        buf[:] = data
-    # OP_RENAME leaves the content alone
-
-
-def read_base(state, name):
-    with open(os.path.join(state, sname(name) + ".base"), "rb") as f:
-        raw = f.read()
-    return struct.unpack_from("<Q", raw)[0], bytearray(raw[8:])
-
-
-def write_base(state, name, seq, content):
-    p = os.path.join(state, sname(name) + ".base")
-    with open(p + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", seq) + bytes(content))
-    os.replace(p + ".tmp", p)
-
-
-def read_log(state, name):
-    try:
-        with open(os.path.join(state, sname(name) + ".log"), "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        return []
-    recs, pos = [], 0
-    while pos + REC.size <= len(raw):
-        seq, kind, a, b, n = REC.unpack_from(raw, pos)
-        if pos + REC.size + n > len(raw):
-            break
-        recs.append((seq, kind, a, b, raw[pos + REC.size:pos + REC.size + n]))
-        pos += REC.size + n
-    return recs
 
 
 # ---- the writer (a separate process, killed or orphaned by the crash) ----
@@ -113,13 +61,12 @@ def gen_data(r, n):
 
 
 def writer_main(argv):
-    from fsx_model import punch_hole
     state, mnt, seed = argv[0], argv[1], int(argv[2])
     r = random.Random(seed)
     files = []
     for name, bs, mx in FILES:
-        seq, content = read_base(state, name)
-        logfd = os.open(os.path.join(state, sname(name) + ".log"),
+        seq, content = journal_read_base(state, name)
+        logfd = os.open(os.path.join(state, journal_key(name) + ".log"),
                         os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.ftruncate(logfd, 0)
         f = {"name": name, "bs": bs, "max": mx, "seq": seq, "model": content,
@@ -132,10 +79,11 @@ def writer_main(argv):
 
     def log(f, kind, a, b, data):
         f["seq"] += 1
-        os.write(f["log"], REC.pack(f["seq"], kind, a, b, len(data)) + data)
+        os.write(f["log"],
+                 JOURNAL_REC.pack(f["seq"], kind, a, b, len(data)) + data)
 
     def synced(f):
-        write_base(state, f["name"], f["seq"], f["model"])
+        journal_write_base(state, f["name"], f["seq"], f["model"])
         os.ftruncate(f["log"], 0)
         f["pending"], f["every"] = 0, r.randint(1, 6)
 
@@ -196,7 +144,7 @@ def writer_main(argv):
                     os.ftruncate(f["fd"], a)
                 else:
                     punch_hole(f["fd"], a, b)
-                apply_op(f["model"], kind, a, b, data)
+                journal_apply(f["model"], kind, a, b, data)
                 f["pending"] += 1
             if f["pending"] >= f["every"]:
                 (os.fdatasync if r.random() < 0.3 else os.fsync)(f["fd"])
@@ -207,32 +155,14 @@ def writer_main(argv):
 
 # ---- the test -------------------------------------------------------------
 
-def read_all(path, bs):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        out = bytearray()
-        for off in range(0, size, bs):
-            try:
-                chunk = os.pread(fd, bs, off)
-            except OSError as e:
-                raise AssertionError("%s: block %d: %s" % (path, off // bs, e))
-            if len(chunk) < min(bs, size - off):
-                raise AssertionError("%s: short read at %d" % (path, off))
-            out += chunk
-        return out
-    finally:
-        os.close(fd)
-
-
 def check_file(m, state, name, bs, where):
     """Checks one file against its journal, puts it back under its own
     name, and returns (content, last seq)."""
-    base_seq, base = read_base(state, name)
-    recs = [x for x in read_log(state, name) if x[0] > base_seq]
+    base_seq, base = journal_read_base(state, name)
+    recs = [x for x in journal_read_log(state, name) if x[0] > base_seq]
     states, cur = [bytes(base)], bytearray(base)
     for _, kind, a, b, data in recs:
-        apply_op(cur, kind, a, b, data)
+        journal_apply(cur, kind, a, b, data)
         states.append(bytes(cur))
     if recs and recs[-1][1] == OP_WRITE:
         # the op in flight at the crash may have reached the daemon only in
@@ -242,7 +172,7 @@ def check_file(m, state, name, bs, where):
         cur = bytearray(states[-2])
         for cut in range((a // 4096 + 1) * 4096, a + len(data), 4096):
             part = bytearray(cur)
-            apply_op(part, OP_WRITE, a, 0, data[:cut - a])
+            journal_apply(part, OP_WRITE, a, 0, data[:cut - a])
             states.insert(-1, bytes(part))
     last = recs[-1][0] if recs else base_seq
     ctx = "%s: %s (bs %d): fsync'd at #%d (%d bytes), then %s" % (
@@ -257,7 +187,7 @@ def check_file(m, state, name, bs, where):
     if there:
         assert renames, "%s\nmoved without a rename logged" % ctx
         os.rename(moved, p)
-    got = bytes(read_all(p, bs))
+    got = bytes(read_blockwise(p, bs)[1])
     if name == "r":
         assert got in states, "%s\nreplaced file is no whole version " \
             "(%d bytes)" % (ctx, len(got))
@@ -277,36 +207,19 @@ def check_file(m, state, name, bs, where):
 def check_all(m, state, where):
     for name, bs, _ in FILES:
         got, last = check_file(m, state, name, bs, where)
-        write_base(state, name, last, got)
-        open(os.path.join(state, sname(name) + ".log"), "wb").close()
+        journal_write_base(state, name, last, got)
+        open(os.path.join(state, journal_key(name) + ".log"), "wb").close()
     leftover = m.path("r.new")
     if os.path.exists(leftover):
         os.unlink(leftover)
 
 
-def fsck_clean(m, where):
-    from sqfs_util import run_fsck
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
-
-
 def start_writer(state, mnt, seed):
-    p = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                          "writer", str(state), mnt, str(seed)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ready, _, _ = select.select([p.stdout], [], [], 30)
-    line = p.stdout.readline() if ready else b""
-    if line.strip() != b"ready":
-        p.kill()
-        _, err = p.communicate()
-        raise AssertionError("writer did not start: %r %s" % (
-            line, err.decode(errors="replace")))
-    return p
+    return start_writer_script([sys.executable, os.path.abspath(__file__),
+                                "writer", str(state), mnt, str(seed)])
 
 
 def test_crash_matrix(make_mount, tmp_path):
-    from sqfs_util import LONG, faultinj_env
     rounds = 200 if LONG else 20
     seed = int(os.environ.get("SQ_CRASH_SEED", "5005"))
     rng = random.Random(seed)
@@ -322,7 +235,7 @@ def test_crash_matrix(make_mount, tmp_path):
                 with open(m.path(name), "wb") as f:
                     f.write(init)
                     os.fsync(f.fileno())
-                write_base(state, name, 0, init)
+                journal_write_base(state, name, 0, init)
         m.stop()
         m.opts = ["block_size=128K"]
         m.start()
@@ -344,12 +257,7 @@ def test_crash_matrix(make_mount, tmp_path):
         except subprocess.TimeoutExpired:
             pass
         m.kill()  # reaps a self-killed daemon, or kills a live one
-        if w.poll() is None:
-            w.send_signal(signal.SIGKILL)
-        _, err = w.communicate(timeout=30)
-        assert w.returncode in (-signal.SIGKILL, EXIT_DAEMON_GONE), \
-            "%s: writer failed (rc %s):\n%s" % (
-                where, w.returncode, err.decode(errors="replace"))
+        stop_writer(w, where + ": writer")
         m.check_log()
         if died:
             assert "faultinj: inject" in m.read_log(), \
@@ -366,8 +274,8 @@ def test_crash_matrix(make_mount, tmp_path):
     fsck_clean(m, "at the end")
     m.start()
     for name, bs, _ in FILES:
-        _, want = read_base(state, name)
-        assert read_all(m.path(name), bs) == want, name
+        _, want = journal_read_base(state, name)
+        assert read_blockwise(m.path(name), bs)[1] == want, name
     m.stop()
     print("crash matrix (op, nth, killed by the shim):", stats)
     # the hooks really kill at each kind of point, not only the timer

@@ -20,7 +20,6 @@ import glob
 import os
 import random
 import re
-import select
 import shutil
 import signal
 import struct
@@ -33,16 +32,16 @@ import zlib
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import (STUB_LEN, faultinj_env, flip_byte,  # noqa: E402
-                       run_fsck, wait_for, write_fault_ctl)
+from sqfs_util import (EXIT_DAEMON_GONE, PACK_WAIT, STUB_LEN,  # noqa: E402
+                       faultinj_env, flip_byte, fsck_clean, read_file,
+                       run_fsck, start_writer_script, stop_writer, wait_for,
+                       wait_packed, write_fault_ctl, write_file)
 
 XATTR = "trusted.squeezefs.packed"
 REF = struct.Struct("<4sIIIQQQ")  # magic, version, pack, len, off, size, sum
 IMAGE_MAX = 3072
 PAGE = 4096
-PACK_WAIT = 30.0  # packing is due about a second after the last close (slow under ASan)
 FREE_WAIT = 3.0
-EXIT_DAEMON_GONE = 3
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do "
          "eiusmod tempor incididunt ut labore et dolore magna aliqua pack "
@@ -59,16 +58,6 @@ def text(n, seed):
                                          range(rnd.randint(3, 12))).encode())
         i += 1
     return bytes(out[:n])
-
-
-def write_file(path, data, mode="wb"):
-    with open(path, mode) as f:
-        f.write(data)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def ref_of(bpath):
@@ -99,14 +88,6 @@ def packed(bpath):
 def unpacked(bpath):
     """A container of its own: non-empty and no reference at all."""
     return os.stat(bpath).st_size > STUB_LEN and ref_of(bpath) is None
-
-
-def wait_packed(m, names, timeout=PACK_WAIT):
-    ok = wait_for(lambda: all(packed(m.bpath(n)) for n in names), timeout,
-                  step=0.05)
-    left = [n for n in names if not packed(m.bpath(n))]
-    assert ok and not left, "not packed after %.0f s: %s (sizes %s)" % (
-        timeout, left[:10], [os.stat(m.bpath(n)).st_size for n in left[:10]])
 
 
 def pack_path(m, pack_id):
@@ -165,12 +146,6 @@ def assert_packs_at_most(m, limit, what):
         what, pack_alloc(m), limit)
 
 
-def fsck_clean(m, where):
-    r = run_fsck(m.backing)
-    assert r.returncode == 0, "%s: squeezefs fsck exited %d:\n%s%s" % (
-        where, r.returncode, r.stdout[-3000:], r.stderr[-3000:])
-
-
 def assert_eio(path):
     """Opening or reading `path` fails with EIO (either is fine: a packed
     file's image is loaded at open)."""
@@ -194,7 +169,7 @@ def write_packed(m, files):
         d = os.path.dirname(m.path(name))
         os.makedirs(d, exist_ok=True)
         write_file(m.path(name), data)
-    wait_packed(m, list(files))
+    wait_packed(m, list(files), packed=packed)
     return {name: ref_of(m.bpath(name)) for name in files}
 
 
@@ -344,7 +319,7 @@ def test_writing_unpacks_and_mtime_is_kept(sqfs):
     for i, (k, data) in enumerate(files.items()):
         write_file(m.path(k), data)
         os.utime(m.path(k), ns=(MTIME, MTIME + i))
-    wait_packed(m, names)
+    wait_packed(m, names, packed=packed)
     old = {k: ref_of(m.bpath(k)) for k in names}
 
     def check_mtimes(where, which=names):
@@ -429,7 +404,7 @@ def test_writing_unpacks_and_mtime_is_kept(sqfs):
     # (a block written in place goes to the container's second slot, far
     # past IMAGE_MAX: see test_small_file_changed_in_place_packs_again).
     again = ["truncate", "otrunc"]
-    wait_packed(m, again)
+    wait_packed(m, again, packed=packed)
     check_files(m, files, "packed again: ")
     check_mtimes("packed again", ["openrw"])
     for k in again:
@@ -525,7 +500,7 @@ def test_sqlite_reader_leaves_a_small_database_packed(sqfs):
     con.execute("insert into t values ('hello')")
     con.commit()
     con.close()
-    wait_packed(m, ["small.db"])
+    wait_packed(m, ["small.db"], packed=packed)
     ref = ref_of(m.bpath("small.db"))
 
     con = sqlite3.connect(db)
@@ -572,7 +547,7 @@ def test_small_file_changed_in_place_packs_again(sqfs):
     write_file(m.path("whole"), text(700, 254))
     files["whole"] = text(700, 254)
     check_files(m, files)
-    wait_packed(m, ["whole"])
+    wait_packed(m, ["whole"], packed=packed)
     ok = wait_for(lambda: packed(m.bpath("log")) and
                   packed(m.bpath("conf")), PACK_WAIT, step=0.05)
     st = {k: (os.stat(m.bpath(k)).st_size, os.stat(m.bpath(k)).st_blocks)
@@ -602,7 +577,7 @@ def test_delete_and_rewrite_free_pack_space(sqfs):
              enumerate(files.items())}
     for k, data in files.items():
         write_file(m.path(k), data)
-    wait_packed(m, list(files))
+    wait_packed(m, list(files), packed=packed)
     check_files(m, files)
     assert_freed(m, old.values(), "rewritten files")
     second = pack_alloc(m)
@@ -839,7 +814,7 @@ def test_short_or_missing_pack(make_mount):
     # Packing goes on in a new pack (the id is free again); the old
     # references do not match it.
     write_file(m.path("new"), b"a new small file\n")
-    wait_packed(m, ["new"])
+    wait_packed(m, ["new"], packed=packed)
     assert read_file(m.path("new")) == b"a new small file\n"
     for k in files:
         assert_eio(m.path(k))
@@ -875,7 +850,7 @@ def test_stale_reference_on_a_container_is_ignored(make_mount):
     # rewriting c: c packs with a reference of its own
     write_file(m.path("c"), b"c rewritten\n")
     stale["c"] = b"c rewritten\n"
-    wait_packed(m, ["c"])
+    wait_packed(m, ["c"], packed=packed)
     assert ref_of(m.bpath("c"))["raw"] != refs["a"]["raw"]
     assert image_live(m, refs["a"])
     m.remount()
@@ -1308,14 +1283,9 @@ def test_kill_while_packing(make_mount, tmp_path):
     for rnd in range(rounds):
         d = "r%d" % rnd
         os.mkdir(m.path(d))
-        w = subprocess.Popen([sys.executable, os.path.abspath(__file__),
-                              "writer", m.mnt, journal, str(rnd), d],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        w = start_writer_script([sys.executable, os.path.abspath(__file__),
+                                 "writer", m.mnt, journal, str(rnd), d])
         try:
-            ready, _, _ = select.select([w.stdout], [], [], 30)
-            line = w.stdout.readline() if ready else b""
-            assert line.strip() == b"ready", "writer did not start: %r" % line
-
             def some_packed():
                 try:
                     return sum(e.stat().st_size <= STUB_LEN and
@@ -1334,9 +1304,7 @@ def test_kill_while_packing(make_mount, tmp_path):
                 time.sleep(0.5)
             if w.poll() is None:
                 w.kill()
-        _, err = w.communicate(timeout=30)
-        assert w.returncode in (EXIT_DAEMON_GONE, -signal.SIGKILL), \
-            "writer failed (rc %s): %s" % (w.returncode, err.decode())
+        stop_writer(w)
         m.check_log()
         where = "round %d" % rnd
         fsck_clean(m, where + ", right after kill -9")
@@ -1610,7 +1578,7 @@ def test_pack_id_out_of_bounds(make_mount):
     assert_eio(m.path(victim))
     check_files(m, others)
     write_file(m.path("new"), b"a new small file\n")
-    wait_packed(m, ["new"])
+    wait_packed(m, ["new"], packed=packed)
     assert 1 <= ref_of(m.bpath("new"))["pack"] <= PACK_ID_MAX
     assert read_file(m.path("new")) == b"a new small file\n"
     assert_eio(m.path(victim))
@@ -1637,7 +1605,7 @@ def test_damaged_newest_pack(make_mount):
     new = {"n%d" % i: text(300 + 100 * i, 1550 + i) for i in range(5)}
     for k, data in new.items():
         write_file(m.path(k), data)
-    wait_packed(m, list(new))
+    wait_packed(m, list(new), packed=packed)
     ids = {ref_of(m.bpath(k))["pack"] for k in new}
     assert ids.isdisjoint({1, 2}) and max(ids) <= PACK_ID_MAX, \
         "new images went into packs %s, next to the packs 1 (good) and 2 " \
@@ -1646,7 +1614,7 @@ def test_damaged_newest_pack(make_mount):
     m.remount()
     check_files(m, dict(files, **new), "after remount: ")
     write_file(m.path("later"), b"packed after the remount\n")
-    wait_packed(m, ["later"])
+    wait_packed(m, ["later"], packed=packed)
     m.stop()
     fsck_clean(m, "end")
 
