@@ -257,7 +257,21 @@ def ctr_header(path):
 
 
 def ctr_slot_offset(block_size, idx, slot):
+    """File offset of slot `slot` (0 or 1) of block `idx` in a container of
+    `block_size` blocks (docs/FORMAT.md section 5): the header, then two
+    slots per block, each a block plus CTR_SLOT_PAD bytes long."""
     return CTR_HDR_SIZE + (2 * idx + slot) * (block_size + CTR_SLOT_PAD)
+
+
+def ctr_block_count(path, block_size=None):
+    """How many blocks to look at in the container at `path` (packed or
+    not): every block whose slot pair starts at or before the container's
+    end, so at least every block that has a record."""
+    if block_size is None:
+        block_size = ctr_header(path)["block_size"]
+    # block i's slot pair starts at CTR_HDR_SIZE + i * pair
+    pair = ctr_slot_offset(block_size, 1, 0) - CTR_HDR_SIZE
+    return (len(ctr_image(path)) - CTR_HDR_SIZE) // pair + 1
 
 
 def ctr_record(path, idx, slot, block_size=None):

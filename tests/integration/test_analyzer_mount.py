@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from sqfs_util import (CODEC_IDS, ctr_current_record, ctr_header, ctr_image,
-                       is_packed)
+from sqfs_util import (CODEC_IDS, ctr_block_count, ctr_current_record,
+                       ctr_header, ctr_image, is_packed)
 from test_cli import assert_one_line_error, run_daemon_expect_failure
 
 # What each policy stores text as: (codec id, level).
@@ -36,9 +36,8 @@ def english(n, seed):
 def records(path):
     """Current record header ('c', 'l', 'r', 's', ...) of every block."""
     bs = ctr_header(path)["block_size"]
-    n = (len(ctr_image(path)) - 128) // (2 * (bs + 4096)) + 1
     out = []
-    for i in range(n):
+    for i in range(ctr_block_count(path, bs)):
         cur = ctr_current_record(path, i, bs)
         if cur is not None:
             out.append(cur[1]["hdr"])
