@@ -223,13 +223,11 @@ void sq_cache_put(struct sq_cache *c, uint64_t serial, uint64_t idx,
 	struct centry *e, **pp, *victims = NULL;
 	size_t res, limit;
 
-	if (bsize > c->capacity) {
-		sq_cache_buf_put(c, buf, bsize);
-		return;
-	}
-	e = malloc(sizeof(*e));
+	e = bsize > c->capacity ? NULL : malloc(sizeof(*e));
 	if (!e) {
-		sq_cache_buf_put(c, buf, bsize); /* a cache may always forget */
+		/* A cache may always forget, but never keep an older copy. */
+		sq_cache_buf_put(c, buf, bsize);
+		sq_cache_buf_put(c, sq_cache_take(c, serial, idx), bsize);
 		return;
 	}
 	e->serial = serial;

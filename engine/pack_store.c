@@ -552,6 +552,7 @@ int sq_pack_append(struct sq_pack *p, struct sq_pack_image **cs, size_t n)
 		if (cs[k]->data)
 			memcpy(buf + (cs[k]->ref.off - first), cs[k]->data,
 			       cs[k]->ref.len);
+	errno = 0;	/* a short write sets none: the disk is full */
 	if (pwrite(fd, buf, (size_t)(end - first), (off_t)first) !=
 	    (ssize_t)(end - first)) {
 		r = errno ? -errno : -ENOSPC;

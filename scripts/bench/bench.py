@@ -872,6 +872,10 @@ def main():
                     "balanced,max,wb,btrfs (default all) and none "
                     "(squeezefs -o codec=none, only when listed)")
     ap.add_argument("--workloads", default="copyread,fio,meta")
+    ap.add_argument("--baseline", help="another squeezefs binary (an older "
+                    "build) run with the default options beside the others, "
+                    "as system `base`: a change's effect measured in one "
+                    "run, interleaved")
     ap.add_argument("--perf", action="store_true", help="after the runs, "
                     "perf-record the default policy's daemon for 10 s of "
                     "an extra copy-in and save the report")
@@ -962,6 +966,9 @@ def main():
     argv = [a.squeezefs, "-f", "-o", "writeback_cache"]
     systems.append(Fuse("wb", "squeezefs %s + writeback_cache (opt-in)"
                         % defpol, argv))
+    if a.baseline:
+        systems.append(Fuse("base", "squeezefs %s, baseline build" % defpol,
+                            [a.baseline, "-f"]))
     if not why_no_btrfs:
         systems.append(Btrfs("btrfs", "btrfs zstd:3", img))
     if a.systems:
@@ -975,9 +982,14 @@ def main():
     # two versions into one table.
     sqbin = os.path.join(runroot, "squeezefs")
     shutil.copy2(a.squeezefs, sqbin)
+    basebin = os.path.join(runroot, "squeezefs-baseline")
+    if a.baseline:
+        shutil.copy2(a.baseline, basebin)
     for s in systems:
         if isinstance(s, Fuse) and s.argv[0] == a.squeezefs:
             s.argv[0] = sqbin
+        elif isinstance(s, Fuse) and s.argv[0] == a.baseline:
+            s.argv[0] = basebin
     try:
         wls = a.workloads.split(",")
         for wl in wls:

@@ -8,7 +8,8 @@ import errno
 import os
 import random
 
-from sqfs_util import check_contents, fsck_clean, read_file, write_and_sync
+from sqfs_util import (check_contents, fsck_clean, read_file, wait_for,
+                       write_and_sync)
 
 SIZE_MB = 64  # conftest.SMALL_TMPFS_MB: the small_tmpfs fixture's
 FILE_SIZE = 6 << 20
@@ -101,6 +102,14 @@ def test_full_backing_disk(small_tmpfs, make_mount):
     for n in sorted(durable)[:2]:
         os.unlink(m.path(n))
         del durable[n]
+    # The space comes back once the kernel has forgotten the unlinked
+    # files (FORGET, asynchronous: the daemon holds each one's fd until
+    # then), as on any filesystem whose deleted files are still held.
+    def free():
+        st = os.statvfs(small_tmpfs)
+        return st.f_bavail * st.f_frsize
+    assert wait_for(lambda: free() >= 2 * FILE_SIZE, timeout=30), \
+        "deleting files freed only %d bytes" % free()
     for i in range(3):
         content = r.randbytes(FILE_SIZE // 2) + bytes(100000)
         n = "again%d" % i
