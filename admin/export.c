@@ -13,6 +13,7 @@
 #include "engine/engine.h"
 #include "engine/lock.h"
 #include "engine/pack_store.h"
+#include "engine/xattr.h"
 
 #include "codec/codec.h"
 #include "meta/container.h"
@@ -192,12 +193,9 @@ static int copy_xattrs(const char *src, const char *dst, bool is_link)
 	if (n < 0)
 		return errno == ENOTSUP ? 0 : -errno;
 	for (char *p = list; p < list + n; p += strlen(p) + 1) {
-		const char *to = p;
+		const char *to = sq_xattr_shown(p);
 
-		if (!strcmp(p, "trusted.squeezefs.capability"))
-			to = "security.capability";
-		else if (!strncmp(p, "trusted.squeezefs.", 18) ||
-			 !strncmp(p, "user.squeezefs.", 15))
+		if (!to)
 			continue;
 		v = is_link ? lgetxattr(src, p, val, sizeof(val))
 			    : getxattr(src, p, val, sizeof(val));

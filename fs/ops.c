@@ -14,6 +14,7 @@
 #include "engine/log.h"
 #include "engine/pack_store.h"
 #include "engine/packer.h"
+#include "engine/xattr.h"
 #include "meta/container.h"
 #include "meta/pack.h"
 
@@ -1557,62 +1558,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 		fuse_reply_statfs(req, &sv);
 }
 
-/* ---- extended attributes ---- */
-
-/*
- * A file's security.capability is kept in BACKING as CAPS_PRIV (format
- * version 2, docs/FORMAT.md section 12): the backing kernel drops
- * security.capability on every write to a file, and our own writes to a
- * container (stores, the sync at the last close, later recompression) are
- * not writes to the file.  Version 1 kept it under its own name, which is
- * still read; setting or removing it clears that one too.  The kernel
- * removes the capability itself when the file is written through the
- * mount.  Names under PRIV_PREFIX are ours: hidden, and refused.
- */
-#define PRIV_PREFIX "trusted.squeezefs."
-#define PRIV_PREFIX_USER "user.squeezefs."	/* an unprivileged mount's */
-static const char caps_name[] = "security.capability";
-static const char caps_priv[] = PRIV_PREFIX "capability";
-
-static bool priv_name(const char *name)
-{
-	return !strncmp(name, PRIV_PREFIX, sizeof(PRIV_PREFIX) - 1) ||
-	       !strncmp(name, PRIV_PREFIX_USER, sizeof(PRIV_PREFIX_USER) - 1);
-}
-
-static bool has_xattr(const char *path, const char *name)
-{
-	return getxattr(path, name, NULL, 0) >= 0;
-}
-
-/* 0 or an errno value: security.capability, set as CAPS_PRIV. */
-static int set_caps(const char *path, const char *value, size_t size,
-		    int flags)
-{
-	bool there = has_xattr(path, caps_priv) || has_xattr(path, caps_name);
-
-	if ((flags & XATTR_CREATE) && there)
-		return EEXIST;
-	if ((flags & XATTR_REPLACE) && !there)
-		return ENODATA;
-	if (setxattr(path, caps_priv, value, size, 0))
-		return errno;
-	if (removexattr(path, caps_name) && errno != ENODATA)
-		return errno;
-	return 0;
-}
-
-static int remove_caps(const char *path)
-{
-	int r1 = removexattr(path, caps_priv) ? errno : 0;
-	int r2 = removexattr(path, caps_name) ? errno : 0;
-
-	if (r1 && r1 != ENODATA)
-		return r1;
-	if (r2 && r2 != ENODATA)
-		return r2;
-	return r1 && r2 ? ENODATA : 0;
-}
+/* ---- extended attributes (remapped: engine/xattr.h) ---- */
 
 /*
  * The kernel asks for security.capability before every write(): once it
@@ -1632,21 +1578,11 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	char path[64];
 	int r;
 
-	if (priv_name(name)) {
-		fuse_reply_err(req, EPERM);
-		return;
-	}
 	proc_path(path, sizeof(path), i->fd);
 	xattr_changing(i);
-	if (!strcmp(name, caps_name))
-		r = value ? set_caps(path, value, size, flags) :
-			    remove_caps(path);
-	else if (value)
-		r = setxattr(path, name, value, size, flags) ? errno : 0;
-	else
-		r = removexattr(path, name) ? errno : 0;
+	r = sq_xattr_set(path, name, value, size, flags);
 	xattr_changing(i);
-	fuse_reply_err(req, r);
+	fuse_reply_err(req, -r);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
@@ -1671,13 +1607,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
 	struct sq_inode *i = ino_of(req, ino);
-	bool caps = !strcmp(name, caps_name);
+	bool caps = !strcmp(name, SQ_XATTR_CAPS_SHOWN);
 	uint64_t gen = atomic_load(&i->xgen);
 	char path[64], *buf = NULL;
 	ssize_t n;
 
-	if (priv_name(name) ||
-	    (caps && atomic_load(&i->nocaps_gen) == gen + 1)) {
+	if (caps && atomic_load(&i->nocaps_gen) == gen + 1) {
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
@@ -1686,72 +1621,28 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = getxattr(path, caps ? caps_priv : name, buf, size);
-	if (n < 0 && caps && errno == ENODATA)
-		n = getxattr(path, caps_name, buf, size);	/* version 1 */
-	if (n < 0 && caps && errno == ENODATA)
+	n = sq_xattr_get(path, name, buf, size);
+	if (n == -ENODATA && caps)
 		atomic_store(&i->nocaps_gen, gen + 1);	/* stale if xgen moved */
 	if (n < 0)
-		fuse_reply_err(req, errno);
+		fuse_reply_err(req, (int)-n);
 	else
 		reply_xattr(req, buf, (size_t)n, size);
 	free(buf);
 }
 
-/* The backing's names, with CAPS_PRIV shown as security.capability and
- * the other private names left out. */
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char path[64], *raw = NULL, *out = NULL, *p;
-	ssize_t n = 0;
-	size_t len = 0;
-	bool caps = false;
-	int r = 0;
+	char path[64], *list;
+	ssize_t n;
 
 	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
-	for (;;) {	/* the list may grow between the two calls */
-		n = listxattr(path, NULL, 0);
-		if (n <= 0)
-			break;
-		free(raw);
-		raw = malloc((size_t)n);
-		if (!raw) {
-			r = ENOMEM;
-			goto out;
-		}
-		n = listxattr(path, raw, (size_t)n);
-		if (n >= 0 || errno != ERANGE)
-			break;
-	}
-	if (n < 0) {
-		r = errno;
-		goto out;
-	}
-	out = malloc((size_t)n + sizeof(caps_name));
-	if (!out) {
-		r = ENOMEM;
-		goto out;
-	}
-	for (p = raw; p < raw + n; p += strlen(p) + 1) {
-		if (!strcmp(p, caps_name) || !strcmp(p, caps_priv)) {
-			caps = true;
-			continue;
-		}
-		if (priv_name(p))
-			continue;
-		memcpy(out + len, p, strlen(p) + 1);
-		len += strlen(p) + 1;
-	}
-	if (caps) {
-		memcpy(out + len, caps_name, sizeof(caps_name));
-		len += sizeof(caps_name);
-	}
-	reply_xattr(req, out, len, size);
-out:
-	if (r)
-		fuse_reply_err(req, r);
-	free(raw);
-	free(out);
+	n = sq_xattr_list(path, &list);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		reply_xattr(req, list, (size_t)n, size);
+	free(list);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
