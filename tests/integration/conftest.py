@@ -8,12 +8,19 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import BIN, Mount  # noqa: E402
+from sqfs_util import BIN, EXTRA_OPTS, Mount  # noqa: E402
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal reporter is set up
 def pytest_configure(config):
     if not os.path.exists(BIN):
         pytest.exit("squeezefs binary not built: %s (run make)" % BIN, 2)
+    # A pass with SQ_MOUNT_OPTS (make test-matrix, make integration-wb)
+    # lists each skip with its reason (-rs), so a test that cannot hold
+    # under the pass's option says so in the output.
+    tr = config.pluginmanager.getplugin("terminalreporter")
+    if EXTRA_OPTS and tr is not None and not set("sSaA") & set(tr.reportchars):
+        tr.reportchars += "s"
 
 
 @pytest.fixture

@@ -19,6 +19,39 @@ FAULTINJ = os.environ.get("SQ_FAULTINJ") or os.path.join(TOOLS, "libfaultinj.so"
 # the suite again with writeback_cache).
 EXTRA_OPTS = [o for o in os.environ.get("SQ_MOUNT_OPTS", "").split(",") if o]
 
+# The options `make test-matrix` runs the suite under, one per pass, as
+# they are written in SQ_MOUNT_OPTS (the Makefile's MATRIX).
+MATRIX_OPTS = ("nopack", "codec=none", "block_size=4K", "block_size=1M")
+
+
+def matrix_opt(name):
+    """The value of mount option `name` in EXTRA_OPTS, as written there
+    (matrix_opt("block_size") -> "4K"); True for a flag such as nopack;
+    None when the run does not give it.  The last one wins, as in the
+    daemon.  A test's own options still override it on its mounts."""
+    val = None
+    for o in EXTRA_OPTS:
+        k, eq, v = o.partition("=")
+        if k == name:
+            val = v if eq else True
+    return val
+
+
+def skip_under(*opts, reason):
+    """Skips the calling test (pytest.skip) when the run's options
+    (SQ_MOUNT_OPTS) hold any of `opts`: "nopack", "block_size=4K" match
+    the option as written; a bare name such as "block_size" matches it with
+    any value.  The skip says which option and why, e.g.
+    skip_under("nopack", reason="this test checks packing") ->
+    "nopack: this test checks packing".  For tests whose point holds only
+    under the default of an option the test cannot set itself."""
+    import pytest
+    __tracebackhide__ = True  # the skip is reported at the test's line
+    for want in opts:
+        for o in EXTRA_OPTS:
+            if o == want or ("=" not in want and o.partition("=")[0] == want):
+                pytest.skip("%s: %s" % (o, reason))
+
 # Sanitizer reports in the daemon's log fail the test that owns the mount.
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                    "runtime error:", "ThreadSanitizer")
@@ -52,6 +85,11 @@ class Mount:
     def writeback(self):
         """True when the kernel's writeback cache is on for this mount."""
         return "writeback_cache" in EXTRA_OPTS + self.opts
+
+    def packs(self):
+        """True when this mount packs small files (no nopack among the
+        run's options or its own)."""
+        return "nopack" not in EXTRA_OPTS + self.opts
 
     def argv(self):
         a = [BIN, "-f"]
