@@ -9,7 +9,7 @@ import random
 import pytest
 
 from sqfs_util import (CODEC_IDS, ctr_block_count, ctr_current_record,
-                       ctr_header, ctr_image, is_packed)
+                       ctr_header, ctr_image, is_packed, skip_under)
 from test_cli import assert_one_line_error, run_daemon_expect_failure
 
 # What each policy stores text as: (codec id, level).
@@ -121,6 +121,8 @@ def test_one_page_files_stored_raw(make_mount, opts, tiny_codec):
 def test_small_files_compressed_and_packed(make_mount):
     """With packing (the default) every byte of a small file counts: it is
     compressed, and its container goes into a pack."""
+    skip_under("nopack",
+               reason="this test checks that small files are packed")
     m = make_mount()
     small = english(3800, 7)
     with open(m.path("small.txt"), "wb") as f:

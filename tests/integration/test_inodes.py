@@ -179,10 +179,11 @@ def test_ino_is_the_backing_ino(make_mount):
     m = make_mount()
     small = make_ino_tree(m)
     check_inos(m, "just written")
-    for rel in small:
-        assert wait_for(lambda: is_packed(m.bpath(rel)), timeout=PACK_WAIT), \
-            "%s never packed" % rel
-    check_inos(m, "packed")
+    if m.packs():  # nopack: the small files keep their containers
+        for rel in small:
+            assert wait_for(lambda: is_packed(m.bpath(rel)),
+                            timeout=PACK_WAIT), "%s never packed" % rel
+        check_inos(m, "packed")
     # hard links share the number, symlinks are their own object
     assert os.stat(m.path("d", "big")).st_ino == \
         os.stat(m.path("d", "e", "big-link")).st_ino
@@ -207,7 +208,9 @@ def test_ino_kept_over_a_files_life(make_mount):
     os.mkdir(m.path("b"))
     write_unbuffered(m.path("a", "f"), b"a small file\n")
     write_unbuffered(m.path("a", "g"), random.Random(2).randbytes(200000))
-    assert wait_for(lambda: is_packed(m.bpath("a", "f")), timeout=PACK_WAIT)
+    if m.packs():  # nopack: a/f keeps its container
+        assert wait_for(lambda: is_packed(m.bpath("a", "f")),
+                        timeout=PACK_WAIT)
     ino_f = os.stat(m.path("a", "f")).st_ino
     ino_g = os.stat(m.path("a", "g")).st_ino
 

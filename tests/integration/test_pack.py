@@ -34,14 +34,18 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sqfs_util import (EXIT_DAEMON_GONE, PACK_WAIT, STUB_LEN,  # noqa: E402
                        faultinj_env, flip_byte, fsck_clean, read_file,
-                       run_fsck, start_writer_script, stop_writer, wait_for,
-                       wait_packed, write_fault_ctl, write_file)
+                       run_fsck, skip_under, start_writer_script,
+                       stop_writer, wait_for, wait_packed, write_fault_ctl,
+                       write_file)
 
 XATTR = "trusted.squeezefs.packed"
 REF = struct.Struct("<4sIIIQQQ")  # magic, version, pack, len, off, size, sum
 IMAGE_MAX = 3072
 PAGE = 4096
 FREE_WAIT = 3.0
+# Why a test skips itself under make test-matrix's nopack pass: it packs
+# files, and no mount option of its own undoes nopack.
+PACKS = "this test checks packing"
 
 WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do "
          "eiusmod tempor incididunt ut labore et dolore magna aliqua pack "
@@ -176,6 +180,7 @@ def write_packed(m, files):
 # ---- space ------------------------------------------------------------------
 
 def test_small_files_packed_exactly_and_smaller(make_mount):
+    skip_under("nopack", reason=PACKS)
     rnd = random.Random(1)
     files = {"d%d/f%03d.txt" % (i % 5, i): text(rnd.randint(100, 8192), i)
              for i in range(300)}
@@ -235,6 +240,7 @@ def test_small_files_packed_exactly_and_smaller(make_mount):
 
 
 def test_unmount_packs_what_is_queued(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"f%03d" % i: text(200 + 17 * i, 100 + i) for i in range(100)}
     for name, data in files.items():
@@ -282,6 +288,7 @@ def test_listing_reads_packed_images_ahead(sqfs):
     without waiting (tar, cp and rsync read them next): after a listing,
     the pack's pages holding them are in the page cache, though nothing
     read a file."""
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"ra/f%03d" % i: text(300 + 37 * i, 700 + i) for i in range(150)}
     refs = write_packed(m, files)
@@ -313,6 +320,7 @@ MTIME = 1500000000123456789
 
 
 def test_writing_unpacks_and_mtime_is_kept(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     names = ["append", "overwrite", "truncate", "openrw", "otrunc"]
     files = {k: text(1500 + 100 * i, 200 + i) for i, k in enumerate(names)}
@@ -420,6 +428,7 @@ def test_failed_unpack_leaves_the_file_packed(make_mount, tmp_path):
     """The first write to a packed file opened for writing unpacks it; when
     that fails (backing disk full), the write reports ENOSPC and the file
     stays packed with its contents and mtime, ready for a later write."""
+    skip_under("nopack", reason=PACKS)
     ctl = tmp_path / "fault.ctl"
     m = make_mount(env=faultinj_env(ctl))
     data = text(1800, 77)
@@ -468,6 +477,7 @@ def test_open_for_writing_checks_the_container(make_mount):
     """An open for writing of a packed file fails as the backing file
     refuses it (immutable here), also while a reader has it open (its image
     in memory): not only at the first write."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     refs = write_packed(m, {"frozen": text(1500, 78)})
     assert refs["frozen"]
@@ -492,6 +502,7 @@ def test_sqlite_reader_leaves_a_small_database_packed(sqfs):
     """SQLite opens its database O_RDWR even to query it: a query leaves a
     small packed database packed with the same image; an insert unpacks
     it, and it packs again with the new row."""
+    skip_under("nopack", reason=PACKS)
     import sqlite3
     m = sqfs
     db = m.path("small.db")
@@ -533,6 +544,7 @@ def test_sqlite_reader_leaves_a_small_database_packed(sqfs):
 def test_small_file_changed_in_place_packs_again(sqfs):
     """A small file appended to or patched in place is still a small
     file: it should go back into a pack like one rewritten whole."""
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"log": text(600, 251), "conf": text(900, 252),
              "whole": text(700, 253)}
@@ -558,6 +570,7 @@ def test_small_file_changed_in_place_packs_again(sqfs):
 
 
 def test_delete_and_rewrite_free_pack_space(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     os.mkdir(m.path("d"))
     files = {"d/f%03d" % i: text(1200 + 7 * i, 300 + i) for i in range(200)}
@@ -599,6 +612,7 @@ from test_tools import (AT_FDCWD, RENAME_EXCHANGE, _libc,  # noqa: E402
 
 
 def test_links_and_renames(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     names = ["h1", "src", "dst", "mv", "x", "y", "keep1", "over"]
     files = {k: text(800 + 150 * i, 400 + i) for i, k in enumerate(names)}
@@ -655,6 +669,7 @@ def test_links_and_renames(sqfs):
 def test_deleting_frees_whether_or_not_the_file_was_read(sqfs):
     """unlink and rename over free a packed file's image also when the
     file was opened and read (or stat'ed) through the mount before."""
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     names = ["untouched", "stated", "read", "read_stated", "target"]
     files = {k: text(800 + 100 * i, 450 + i) for i, k in enumerate(names)}
@@ -680,6 +695,7 @@ def test_packed_file_opened_after_its_last_name_went(sqfs):
     open() racing an unlink or a rename over the file meets; an O_PATH
     descriptor makes it deterministic): opening it gives the old content,
     as on any Linux file system, not EIO."""
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"gone": text(900, 503), "over": text(950, 504),
              "new": text(300, 505)}
@@ -701,6 +717,7 @@ def test_packed_file_opened_after_its_last_name_went(sqfs):
 
 
 def test_packed_file_unlinked_while_open(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"ro": text(1000, 501), "rw": text(1100, 502)}
     refs = write_packed(m, files)
@@ -752,6 +769,7 @@ def fsck_names(m, want_bad, all_names):
 
 
 def test_damaged_image(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%02d" % i: text(300 + 60 * i, 600 + i) for i in range(20)}
     refs = write_packed(m, files)
@@ -781,6 +799,7 @@ def test_damaged_image(make_mount):
 
 
 def test_short_or_missing_pack(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%02d" % i: text(1200 + 40 * i, 700 + i) for i in range(40)}
     refs = write_packed(m, files)
@@ -824,6 +843,7 @@ def test_short_or_missing_pack(make_mount):
 
 
 def test_stale_reference_on_a_container_is_ignored(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"a": text(1000, 801)}
     refs = write_packed(m, files)
@@ -876,6 +896,7 @@ def test_fsck_reclaims_orphaned_images(make_mount):
     fsck --reclaim punches them out, freeing pages that hold nothing else;
     every file still reads.  Refused while mounted, and when a reference
     cannot be read."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%03d" % i: text(900 + 7 * i, 1300 + i) for i in range(60)}
     refs = write_packed(m, files)
@@ -933,6 +954,7 @@ def test_fsck_reclaims_orphaned_images(make_mount):
 
 
 def test_nopack_reads_and_unpacks_but_packs_nothing(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     old = {"p%d" % i: text(900 + 100 * i, 900 + i) for i in range(5)}
     write_packed(m, old)
@@ -960,6 +982,7 @@ def test_nopack_reads_and_unpacks_but_packs_nothing(make_mount):
 
 
 def test_nopack_still_frees_images(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"p%d" % i: text(900 + 100 * i, 1000 + i) for i in range(3)}
     refs = write_packed(m, files)
@@ -976,6 +999,7 @@ def test_nopack_still_frees_images(make_mount):
 
 
 def test_ro_mount_reads_packed_files(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%d" % i: text(700 + 200 * i, 1100 + i) for i in range(8)}
     refs = write_packed(m, files)
@@ -1016,6 +1040,7 @@ def test_ro_mount_packs_nothing(make_mount):
 
 
 def test_reference_xattr_hidden_and_refused(sqfs):
+    skip_under("nopack", reason=PACKS)
     m = sqfs
     files = {"f": text(1000, 1301), "g": text(1000, 1302)}
     os.makedirs(m.path("d"))
@@ -1059,6 +1084,7 @@ def conc_content(name, v, nlines):
 
 
 def test_readers_writers_and_packer_race(make_mount):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     nmut, per = 3, 8
     names = ["c%02d" % i for i in range(nmut * per)]
@@ -1275,6 +1301,7 @@ def check_crashed(m, journal, where):
 
 
 def test_kill_while_packing(make_mount, tmp_path):
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     journal = str(tmp_path / "journal")
     rng = random.Random(4343)
@@ -1390,6 +1417,7 @@ def test_stat_while_packing_sees_the_size(make_mount):
     file's inode lock held, until the test drops it; meanwhile every
     thread stats that file through an O_PATH fd (a GETATTR; a LOOKUP's
     answer would be replaced by the GETATTR after it)."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     n, size = 2000, 1000
     held_at = (250, 750, 1250, 1750)
@@ -1548,6 +1576,7 @@ def test_pack_id_out_of_bounds(make_mount):
     """A pack id past 0xFFFFFF, in a reference or in a pack's name, is
     damage: that file reads EIO and fsck names it; nothing crashes, and
     packing goes on in the packs of sane ids."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%02d" % i: text(400 + 50 * i, 1400 + i) for i in range(10)}
     refs = write_packed(m, files)
@@ -1591,6 +1620,7 @@ def test_damaged_newest_pack(make_mount):
     """A newest pack without its header (a crash while creating it) takes
     no images: new files go into a new pack, and deleting a packed file
     still frees its image."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"f%02d" % i: text(500 + 60 * i, 1500 + i) for i in range(10)}
     refs = write_packed(m, files)
@@ -1622,6 +1652,7 @@ def test_damaged_newest_pack(make_mount):
 def test_reference_size_disagrees_with_image(make_mount):
     """A reference whose size is not its image's logical size is damage:
     EIO, not the file cut (or padded) to the reference's size."""
+    skip_under("nopack", reason=PACKS)
     m = make_mount()
     files = {"short": b"hello world\n", "other": text(900, 1601)}
     refs = write_packed(m, files)

@@ -50,7 +50,8 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sqfs_util import PACK_WAIT, is_packed, run_fsck, wait_for  # noqa: E402
+from sqfs_util import (PACK_WAIT, is_packed, run_fsck,  # noqa: E402
+                       skip_under, wait_for)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -683,6 +684,7 @@ def test_packed_small_file_blksize_and_seek(make_mount, opt, bs):
     """A small file packed about a second after its close still reports
     its block size as st_blksize, and SEEK_DATA/SEEK_HOLE see it as data
     from 0 to its size; also after a remount."""
+    skip_under("nopack", reason="this test checks a packed file")
     m = make_mount(opts=["block_size=" + opt] if opt else None)
     p = m.path("small.txt")
     content = b"a small text file that gets packed\n" * 12
