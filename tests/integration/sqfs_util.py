@@ -24,17 +24,31 @@ EXTRA_OPTS = [o for o in os.environ.get("SQ_MOUNT_OPTS", "").split(",") if o]
 MATRIX_OPTS = ("nopack", "codec=none", "block_size=4K", "block_size=1M")
 
 
-def matrix_opt(name):
-    """The value of mount option `name` in EXTRA_OPTS, as written there
-    (matrix_opt("block_size") -> "4K"); True for a flag such as nopack;
-    None when the run does not give it.  The last one wins, as in the
-    daemon.  A test's own options still override it on its mounts."""
+def opt_value(opts, name):
+    """The value of mount option `name` in the list `opts`, as written
+    there ("4K" for block_size=4K); True for a flag such as nopack; None
+    when `opts` does not give it.  The last one wins, as in the daemon."""
     val = None
-    for o in EXTRA_OPTS:
+    for o in opts:
         k, eq, v = o.partition("=")
         if k == name:
             val = v if eq else True
     return val
+
+
+def matrix_opt(name):
+    """The value of mount option `name` in the run's options (EXTRA_OPTS,
+    from SQ_MOUNT_OPTS), as opt_value(): matrix_opt("block_size") -> "4K"
+    in make test-matrix's block_size=4K pass, None in the default pass.  A
+    test's own options still override it on its mounts (Mount.opt())."""
+    return opt_value(EXTRA_OPTS, name)
+
+
+def parse_size(text):
+    """Bytes of a size as the daemon's options take it: "4096", "4K",
+    "1M"."""
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper())
+    return int(text[:-1]) * mult if mult else int(text)
 
 
 def skip_under(*opts, reason):
@@ -86,10 +100,23 @@ class Mount:
         """True when the kernel's writeback cache is on for this mount."""
         return "writeback_cache" in EXTRA_OPTS + self.opts
 
+    def opt(self, name):
+        """The value of option `name` on this mount: its own, else the
+        run's (opt_value() of the options argv() passes)."""
+        return opt_value(EXTRA_OPTS + self.opts, name)
+
     def packs(self):
         """True when this mount packs small files (no nopack among the
         run's options or its own)."""
-        return "nopack" not in EXTRA_OPTS + self.opts
+        return not self.opt("nopack")
+
+    def compresses(self):
+        """False when this mount stores every block raw (codec=none)."""
+        return self.opt("codec") != "none"
+
+    def block_size(self):
+        """The block size of files this mount creates (default 128K)."""
+        return parse_size(self.opt("block_size") or "128K")
 
     def argv(self):
         a = [BIN, "-f"]
