@@ -11,7 +11,7 @@ import shutil
 import pytest
 
 from sqfs_util import (ctr_current_record, ctr_header, ctr_record, flip_byte,
-                       run_fsck)
+                       run_fsck, skip_under)
 
 BS = 128 * 1024
 NBLOCKS = 8
@@ -114,6 +114,9 @@ def only_slot(path, idx):
 
 @pytest.mark.parametrize("name", ["text.txt", "rand.bin"])
 def test_flipped_payload_byte(three_files, name):
+    if name == "text.txt":
+        skip_under("codec=none", reason="text.txt: this test damages a "
+                   "compressed block (rand.bin's case damages a raw one)")
     m, files = three_files
     path = m.bpath(name)
     slot, rec = ctr_current_record(path, 2, BS)

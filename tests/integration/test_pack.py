@@ -184,8 +184,10 @@ def test_small_files_packed_exactly_and_smaller(make_mount):
     rnd = random.Random(1)
     files = {"d%d/f%03d.txt" % (i % 5, i): text(rnd.randint(100, 8192), i)
              for i in range(300)}
-    m = make_mount(name="pack")
-    n = make_mount(name="nopack", opts=["nopack"])
+    # text that compresses to fit a pack (codec=auto, over make
+    # test-matrix's codec=none)
+    m = make_mount(name="pack", opts=["codec=auto"])
+    n = make_mount(name="nopack", opts=["nopack", "codec=auto"])
     for mm in (m, n):
         for name, data in files.items():
             os.makedirs(os.path.dirname(mm.path(name)), exist_ok=True)
@@ -283,13 +285,15 @@ def resident_pages(path):
     return {i for i in range(npages) if vec[i] & 1}
 
 
-def test_listing_reads_packed_images_ahead(sqfs):
+def test_listing_reads_packed_images_ahead(make_mount):
     """Listing a directory starts reading the packed images of its files
     without waiting (tar, cp and rsync read them next): after a listing,
     the pack's pages holding them are in the page cache, though nothing
     read a file."""
     skip_under("nopack", reason=PACKS)
-    m = sqfs
+    # up to 5.8 KB of text: packed when compressed (codec=auto, over make
+    # test-matrix's codec=none)
+    m = make_mount(opts=["codec=auto"])
     files = {"ra/f%03d" % i: text(300 + 37 * i, 700 + i) for i in range(150)}
     refs = write_packed(m, files)
     m.stop()
@@ -498,13 +502,15 @@ def test_open_for_writing_checks_the_container(make_mount):
         subprocess.run(["chattr", "-i", m.bpath("frozen")], check=True)
 
 
-def test_sqlite_reader_leaves_a_small_database_packed(sqfs):
+def test_sqlite_reader_leaves_a_small_database_packed(make_mount):
     """SQLite opens its database O_RDWR even to query it: a query leaves a
     small packed database packed with the same image; an insert unpacks
     it, and it packs again with the new row."""
     skip_under("nopack", reason=PACKS)
     import sqlite3
-    m = sqfs
+    # an 8 KiB database packs when compressed (codec=auto, over make
+    # test-matrix's codec=none)
+    m = make_mount(opts=["codec=auto"])
     db = m.path("small.db")
     con = sqlite3.connect(db)
     con.execute("create table t(x)")
