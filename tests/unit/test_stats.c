@@ -739,6 +739,18 @@ static void test_policy_roundtrip(void **state)
 	assert_int_equal(skipped, 1);
 	assert_int_equal(p.n, 1);
 	assert_string_equal(p.cls[0], "text");
+
+	/* A set replaces the whole table: classes it omits go. */
+	assert_int_equal(sq_stats_policy_set(f->st, SQ_STATS_FOREGROUND,
+					     fg + 2, 1), 0);
+	memset(&p, 0, sizeof(p));
+	assert_int_equal(sq_stats_policy_get(f->st, SQ_STATS_FOREGROUND,
+					     pol_collect, &p, NULL), 0);
+	assert_int_equal(p.n, 1);
+	assert_string_equal(p.cls[0], "random");
+	/* ... and leaves the other table alone. */
+	assert_int_equal(count(f, "SELECT count(*) FROM policy WHERE"
+			       " which = 'settle'"), 2);
 }
 
 /* ---- damage, versions, locks ---- */
@@ -867,6 +879,26 @@ static void test_damaged_truncated_header(void **state)
 	works(f);
 }
 
+static void test_damaged_page(void **state)
+{
+	struct fx *f = *state;
+	struct sq_stats_open_report rep;
+	static uint8_t real[1 << 20];
+	size_t len;
+
+	/* Header and schema intact, one page in the middle overwritten:
+	 * only quick_check reads that far at open. */
+	make_real_db(f);
+	len = read_file(f->db, real, sizeof(real));
+	assert_true(len > 16 * 4096);
+	memset(real + 10 * 4096, 0x5a, 4096);
+	write_file(f->db, real, len);
+	open_ok(f, &rep);
+	check_moved(f, &rep, real, len);
+	assert_non_null(strstr(rep.why, "quick_check"));
+	works(f);
+}
+
 static void test_newer_version_refused(void **state)
 {
 	struct fx *f = *state;
@@ -989,6 +1021,7 @@ int main(void)
 		T(test_damaged_garbage),
 		T(test_damaged_truncated),
 		T(test_damaged_truncated_header),
+		T(test_damaged_page),
 		T(test_newer_version_refused),
 		T(test_busy_apply),
 		T(test_busy_open),
