@@ -13,8 +13,10 @@ from sqfs_util import (CODEC_IDS, ctr_block_count, ctr_current_record,
 from test_cli import assert_one_line_error, run_daemon_expect_failure
 
 # The analyzer's choices need codec=auto (the default): the tests that
-# check them give it themselves, over make test-matrix's codec=none.
+# check them give it themselves, over make test-matrix's codec=none; and
+# those that count 128 KiB blocks give that block size (the default).
 AUTO = "codec=auto"
+BS128K = "block_size=128K"
 
 # What each policy stores text as: (codec id, level).
 TEXT_CODEC = {"fast": (CODEC_IDS["zstd"], 1),
@@ -50,7 +52,8 @@ def records(path):
 
 @pytest.mark.parametrize("policy", ["fast", "balanced", "max", None])
 def test_policy_stores_by_class(make_mount, policy):
-    m = make_mount(opts=[AUTO] + (["policy=" + policy] if policy else []))
+    m = make_mount(opts=[AUTO, BS128K] +
+                   (["policy=" + policy] if policy else []))
     rnd = os.urandom(3 * 131072 + 1000)
     text = english(3 * 131072 + 500, 1)
     zeros = bytes(4 * 131072)
@@ -96,9 +99,9 @@ def test_forced_codec_overrides_policy(make_mount):
         assert h["c"] == CODEC_IDS["lz4"], h
 
 
-@pytest.mark.parametrize("opts,tiny_codec", [(["nopack", AUTO], "none"),
-                                             (["nopack", "codec=zstd"],
-                                              "zstd")])
+@pytest.mark.parametrize("opts,tiny_codec", [
+    (["nopack", AUTO, BS128K], "none"),
+    (["nopack", "codec=zstd", BS128K], "zstd")])
 def test_one_page_files_stored_raw(make_mount, opts, tiny_codec):
     """Without packing, a file whose container fits in one 4 KiB page with
     its data raw takes that page compressed too: it is stored raw (no CPU
@@ -147,7 +150,7 @@ def test_small_files_compressed_and_packed(make_mount):
                                      ("min_saving=5%", False),
                                      ("min_saving=0", False)])
 def test_min_saving(make_mount, opt, raw):
-    m = make_mount(opts=[opt, AUTO])
+    m = make_mount(opts=[opt, AUTO, BS128K])
     # Random letters and digits: saves about 40%, not 90%.
     rnd = random.Random(3)
     data = bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz0123456789")

@@ -184,10 +184,11 @@ def test_small_files_packed_exactly_and_smaller(make_mount):
     rnd = random.Random(1)
     files = {"d%d/f%03d.txt" % (i % 5, i): text(rnd.randint(100, 8192), i)
              for i in range(300)}
-    # text that compresses to fit a pack (codec=auto, over make
-    # test-matrix's codec=none)
-    m = make_mount(name="pack", opts=["codec=auto"])
-    n = make_mount(name="nopack", opts=["nopack", "codec=auto"])
+    # text up to 8 KB in one block, compressed to fit a pack (the
+    # defaults, over make test-matrix's codec=none and block_size=4K)
+    m = make_mount(name="pack", opts=["codec=auto", "block_size=128K"])
+    n = make_mount(name="nopack",
+                   opts=["nopack", "codec=auto", "block_size=128K"])
     for mm in (m, n):
         for name, data in files.items():
             os.makedirs(os.path.dirname(mm.path(name)), exist_ok=True)
@@ -291,9 +292,9 @@ def test_listing_reads_packed_images_ahead(make_mount):
     the pack's pages holding them are in the page cache, though nothing
     read a file."""
     skip_under("nopack", reason=PACKS)
-    # up to 5.8 KB of text: packed when compressed (codec=auto, over make
-    # test-matrix's codec=none)
-    m = make_mount(opts=["codec=auto"])
+    # up to 5.8 KB of text in one block: packed when compressed (the
+    # defaults, over make test-matrix's codec=none and block_size=4K)
+    m = make_mount(opts=["codec=auto", "block_size=128K"])
     files = {"ra/f%03d" % i: text(300 + 37 * i, 700 + i) for i in range(150)}
     refs = write_packed(m, files)
     m.stop()
@@ -508,9 +509,9 @@ def test_sqlite_reader_leaves_a_small_database_packed(make_mount):
     it, and it packs again with the new row."""
     skip_under("nopack", reason=PACKS)
     import sqlite3
-    # an 8 KiB database packs when compressed (codec=auto, over make
-    # test-matrix's codec=none)
-    m = make_mount(opts=["codec=auto"])
+    # an 8 KiB database in one block packs when compressed (the defaults,
+    # over make test-matrix's codec=none and block_size=4K)
+    m = make_mount(opts=["codec=auto", "block_size=128K"])
     db = m.path("small.db")
     con = sqlite3.connect(db)
     con.execute("create table t(x)")
