@@ -657,7 +657,11 @@ def test_seek_data_hole_agree_with_blksize(make_mount, opt, bs):
     p = m.path("sparse")
     size = 4 * MiB + 12345
     rnd = random.Random(3)
-    written = [(0, 4096), (MiB, 10), (2 * MiB + bs - 100, 200), (size - 7, 7)]
+    # 200 bytes across the first block boundary past 2 MiB; at 2 MiB
+    # itself with 1M blocks (make test-matrix's block_size=1M), whose next
+    # boundary is the zeros at 3 MiB
+    cross = 2 * MiB + bs if 2 * MiB + bs < 3 * MiB else 2 * MiB
+    written = [(0, 4096), (MiB, 10), (cross - 100, 200), (size - 7, 7)]
     zeroed = [(3 * MiB, 64 * KiB)]
     content = bytearray(size)
     fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
@@ -669,6 +673,7 @@ def test_seek_data_hole_agree_with_blksize(make_mount, opt, bs):
             content[off:off + n] = chunk
         for off, n in zeroed:
             os.pwrite(fd, bytes(n), off)
+            content[off:off + n] = bytes(n)
         content = bytes(content)
         check_file_map(m, p, bs, size, written, zeroed, content,
                        "before fsync")
