@@ -24,6 +24,7 @@
 #include "engine/workq.h"
 #include "meta/container.h"
 #include "meta/pack.h"
+#include "tests/unit/unit_util.h"
 
 #define PAGE SQ_PACK_PAGE
 #define HDR SQ_PACK_HDR_LEN
@@ -83,21 +84,13 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
 static int teardown(void **state)
 {
 	struct fx *f = *state;
 
 	sq_pack_close(f->p);
 	close(f->dfd);
-	assert_int_equal(nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(unit_rmtree(f->dir), 0);
 	free(f);
 	return 0;
 }

@@ -24,6 +24,7 @@
 
 #include "codec/codec.h"
 #include "meta/stats.h"
+#include "tests/unit/unit_util.h"
 
 /* Short, so the lock tests fail fast; they never depend on it being
  * short, only on open and apply giving up at all. */
@@ -54,14 +55,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)ftw;
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
 static int teardown(void **state)
 {
 	struct fx *f = *state;
@@ -69,7 +62,7 @@ static int teardown(void **state)
 	sq_stats_close(f->st);
 	sq_stats_batch_free(f->b);
 	close(f->dfd);
-	assert_int_equal(nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS), 0);
+	assert_int_equal(unit_rmtree(f->dir), 0);
 	free(f);
 	return 0;
 }
