@@ -7,6 +7,8 @@
  *	file.h		the data path of a regular file (dirty.h, cache.h)
  *	pack_store.h	the packs that hold small files' containers
  *	packer.h	packs closed small files in the background
+ *	track.h		per-file statistics, flushed to stats.db
+ *	settle.h	recompresses quiet files in the background
  *	workq.h		the work queue every background job runs on
  *	lock.h		BACKING's lock against two daemons
  *	log.h		the log
@@ -41,6 +43,8 @@ struct sq_an;
 struct sq_cache;
 struct sq_pack;
 struct sq_packer;
+struct sq_settle;
+struct sq_track;
 struct sq_wq;
 
 #define SQ_RESERVED_NAME ".squeezefs"	/* BACKING/.squeezefs, hidden */
@@ -85,6 +89,13 @@ struct sq_fs {
 	struct sq_pack *pack;	/* packed files; NULL only before mount */
 	struct sq_packer *packer; /* NULL: not packing */
 	atomic_size_t inode_budget; /* icount the front end keeps below */
+
+	struct sq_track *track;	/* statistics (track.h); NULL: none */
+	struct sq_settle *settle; /* the settle loop; NULL: off */
+	/* Foreground reads and writes in flight, and when the last one
+	 * ended (sq_wq_now_ns()): background jobs yield to them. */
+	atomic_uint fg_active;
+	atomic_uint_fast64_t fg_last_ns;
 };
 
 #endif /* SQ_ENGINE_H */

@@ -14,6 +14,7 @@
 #include "engine/dirty.h"
 #include "engine/log.h"
 #include "engine/pack_store.h"
+#include "engine/track.h"
 #include "engine/workq.h"
 #include "meta/container.h"
 #include "meta/format.h"
@@ -1004,8 +1005,8 @@ static void prefetch(struct sq_file *f, uint64_t idx, uint64_t last,
 	sq_ctr_prefetch(f->ctr, idx + 1, last - idx);
 }
 
-ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
-		     size_t len, off_t off)
+static ssize_t file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
+			 size_t len, off_t off)
 {
 	struct sq_file *f;
 	uint64_t size, pos = (uint64_t)off, end;
@@ -1105,8 +1106,8 @@ static int limit_dirty(struct sq_fs *fs, struct sq_inode *ino)
 	return queue_all(fs, ino);
 }
 
-ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
-		      const void *buf, size_t len, off_t off)
+static ssize_t file_write(struct sq_fs *fs, struct sq_inode *ino,
+			  const void *buf, size_t len, off_t off)
 {
 	struct sq_file *f;
 	const uint8_t *src = buf;
@@ -1182,6 +1183,44 @@ ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
 	}
 out:
 	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+/* A foreground request starts: background jobs yield (settle.h). */
+static void fg_enter(struct sq_fs *fs)
+{
+	atomic_fetch_add(&fs->fg_active, 1);
+}
+
+static void fg_leave(struct sq_fs *fs)
+{
+	atomic_store(&fs->fg_last_ns, sq_wq_now_ns());
+	atomic_fetch_sub(&fs->fg_active, 1);
+}
+
+ssize_t sq_file_read(struct sq_fs *fs, struct sq_inode *ino, void *buf,
+		     size_t len, off_t off)
+{
+	ssize_t r;
+
+	fg_enter(fs);
+	r = file_read(fs, ino, buf, len, off);
+	fg_leave(fs);
+	if (r > 0)
+		sq_track_io(fs->track, ino, false, (uint64_t)r);
+	return r;
+}
+
+ssize_t sq_file_write(struct sq_fs *fs, struct sq_inode *ino,
+		      const void *buf, size_t len, off_t off)
+{
+	ssize_t r;
+
+	fg_enter(fs);
+	r = file_write(fs, ino, buf, len, off);
+	fg_leave(fs);
+	if (r > 0)
+		sq_track_io(fs->track, ino, true, (uint64_t)r);
 	return r;
 }
 

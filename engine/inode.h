@@ -79,6 +79,8 @@ struct sq_inode {
 	 * through /proc/PID/fd or a handle). */
 	bool doomed;
 	struct sq_pack_ref doomed_ref;
+	bool settling;		/* the settle loop is at it: the packer
+				 * leaves it alone */
 	uint64_t wgen;		/* moves at every open for writing: the
 				 * packer's proof that content it read is
 				 * still the file's (ctime ticks coarsely) */

@@ -187,7 +187,7 @@ static bool busy(struct sq_fs *fs, struct sq_inode *i)
 {
 	bool r;
 
-	if (i->file)
+	if (i->file || i->settling)
 		return true;
 	pthread_mutex_lock(&fs->itable_lock);
 	r = i->nopen > 0;

@@ -15,6 +15,8 @@
 #include "engine/log.h"
 #include "engine/pack_store.h"
 #include "engine/packer.h"
+#include "engine/settle.h"
+#include "engine/track.h"
 #include "engine/workq.h"
 #include "meta/format.h"
 
@@ -42,6 +44,9 @@ struct sq_opts {
 	char *cache_size;
 	char *policy;
 	char *min_saving;
+	char *settle;
+	char *settle_after;
+	char *settle_cpu;
 	int writeback_cache;
 	int nopack;
 	int shared;		/* allow_other or allow_root given */
@@ -59,6 +64,9 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("cache_size=%s", cache_size),
 	SQ_OPT("policy=%s", policy),
 	SQ_OPT("min_saving=%s", min_saving),
+	SQ_OPT("settle=%s", settle),
+	SQ_OPT("settle_after=%s", settle_after),
+	SQ_OPT("settle_cpu=%s", settle_cpu),
 	{ "writeback_cache", offsetof(struct sq_opts, writeback_cache), 1 },
 	{ "nopack", offsetof(struct sq_opts, nopack), 1 },
 	FUSE_OPT_KEY("allow_other", KEY_SHARED),
@@ -81,8 +89,18 @@ static void usage(const char *prog)
 	       "brotli[:L] (default auto)\n"
 	       "    -o cache_size=N        decompressed block cache "
 	       "(default 64M)\n"
-	       "    -o policy=P            fast|balanced|max (default "
-	       "balanced)\n"
+	       "    -o policy=P            fast|balanced|max: codecs the "
+	       "writer waits for\n"
+	       "                           (default fast; balanced with "
+	       "settle=off)\n"
+	       "    -o settle=S            max|balanced|off: recompress quiet "
+	       "files in the\n"
+	       "                           background with policy S "
+	       "(default max)\n"
+	       "    -o settle_after=N      seconds without writes before a "
+	       "file settles (60)\n"
+	       "    -o settle_cpu=P        settling's CPU budget, percent of "
+	       "one core (50)\n"
 	       "    -o min_saving=F        store raw unless compression saves "
 	       "F (0..0.9 or 12.5%%; default 12.5%%)\n"
 	       "    -o writeback_cache     let the kernel gather writes in its "
@@ -312,9 +330,15 @@ static bool fs_teardown(struct sq_fs *fs)
 {
 	bool ok = true;
 
+	/* Stops at its next block: a file half settled stays hot. */
+	sq_settle_free(fs->settle);
+	fs->settle = NULL;
 	/* Packs what is waiting (the packer's pins go with it). */
 	sq_wq_free(fs->bg, -1);
 	fs->bg = NULL;
+	/* The last flush of the statistics. */
+	sq_track_free(fs->track);
+	fs->track = NULL;
 	if (fs->itable)
 		ok = sq_itable_release(fs);
 	/* After the files above: closing them may still queue blocks. */
@@ -441,7 +465,10 @@ int main(int argc, char **argv)
 	char backing[PATH_MAX], mnt[PATH_MAX], fsname[PATH_MAX + 32];
 	uint64_t v;
 	struct stat st;
-	enum sq_an_policy policy = SQ_AN_POLICY_BALANCED;
+	enum sq_an_policy policy = SQ_AN_POLICY_FAST;
+	struct sq_settle_opts sopts = { SQ_SETTLE_MAX,
+					SQ_SETTLE_AFTER_DEFAULT,
+					SQ_SETTLE_CPU_DEFAULT, 0 };
 	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
 	int ret = 1, r;
 
@@ -497,6 +524,33 @@ int main(int argc, char **argv)
 		}
 		fs->cache_size = (size_t)v;
 	}
+	if (o.settle && sq_settle_parse(o.settle, &sopts.mode)) {
+		ret = fail("bad settle '%s': want max, balanced or off",
+			   o.settle);
+		goto out;
+	}
+	if (o.settle_after) {
+		if (parse_size(o.settle_after, &v) || v > 365ull * 86400) {
+			ret = fail("bad settle_after '%s': want seconds, up to "
+				   "a year", o.settle_after);
+			goto out;
+		}
+		sopts.after = (unsigned)v;
+	}
+	if (o.settle_cpu) {
+		if (parse_size(o.settle_cpu, &v) || v < 1 || v > 100) {
+			ret = fail("bad settle_cpu '%s': want a percentage "
+				   "from 1 to 100", o.settle_cpu);
+			goto out;
+		}
+		sopts.cpu = (unsigned)v;
+	}
+	/* A forced codec is the user's choice for every block: nothing to
+	 * settle.  Without settling, the writer pays for small files. */
+	if (o.codec && strcmp(o.codec, "auto"))
+		sopts.mode = SQ_SETTLE_OFF;
+	if (sopts.mode == SQ_SETTLE_OFF)
+		policy = SQ_AN_POLICY_BALANCED;
 	if (o.policy && sq_an_policy_parse(o.policy, &policy)) {
 		ret = fail("bad policy '%s': want fast, balanced or max",
 			   o.policy);
@@ -645,6 +699,15 @@ int main(int argc, char **argv)
 		sq_an_free(fs->an_tiny);
 		fs->an_tiny = NULL;
 	}
+	if (!o.ro) {
+		sopts.min_saving = min_saving;
+		r = sq_track_start(fs, fs->bg, &fs->track);
+		if (!r)
+			r = sq_settle_start(fs, fs->track, &sopts,
+					    &fs->settle);
+		if (r)
+			sq_log(SQ_LOG_WARN, "no settling: %s", strerror(-r));
+	}
 	if (!copts.singlethread) {
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
@@ -702,6 +765,9 @@ out:
 	free(o.codec);
 	free(o.cache_size);
 	free(o.policy);
+	free(o.settle);
+	free(o.settle_after);
+	free(o.settle_cpu);
 	free(o.min_saving);
 	fuse_opt_free_args(&args);
 	return ret;

@@ -14,6 +14,7 @@
 #include "engine/log.h"
 #include "engine/pack_store.h"
 #include "engine/packer.h"
+#include "engine/track.h"
 #include "engine/xattr.h"
 #include "meta/container.h"
 #include "meta/pack.h"
@@ -366,6 +367,8 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		    fstatat(i->fd, "", &st,
 			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
 		    st.st_size > 0) {
+			sq_track_closed(fs->track, i, true, size,
+					(uint64_t)st.st_blocks * 512);
 			/* A small container may go into a pack now. */
 			wrote = wrote && st.st_blocks <= SQ_PACK_SMALL_BLOCKS;
 			sq_attr_cache_size(i, &st, size, -1);
@@ -759,6 +762,9 @@ struct replaced {
 	int fd;			/* O_PATH of it when not in the table */
 	bool packed;
 	struct sq_pack_ref ref;
+	ino_t ino;		/* a regular file's container, or 0 */
+	nlink_t nlink;		/* its links before */
+	char path[PATH_MAX];	/* its name relative to BACKING, or "" */
 };
 
 static void replaced_get(struct sq_fs *fs, struct sq_inode *dir,
@@ -772,6 +778,13 @@ static void replaced_get(struct sq_fs *fs, struct sq_inode *dir,
 	if (fstatat(dir->fd, name, &st, AT_SYMLINK_NOFOLLOW) ||
 	    !S_ISREG(st.st_mode))
 		return;
+	if (fs->track) {
+		v->ino = st.st_ino;
+		v->nlink = st.st_nlink;
+		if (sq_track_path(fs->track, dir->fd, name, v->path,
+				  sizeof(v->path)))
+			v->path[0] = '\0';
+	}
 	v->i = sq_inode_find(fs, st.st_dev, st.st_ino,
 				   SQ_IREF_LOOKUP);
 	if (v->i) {
@@ -802,6 +815,14 @@ static void replaced_put(struct sq_fs *fs, struct replaced *v, bool removed)
 {
 	struct stat st;
 	int fd = v->i ? v->i->fd : v->fd;
+
+	if (removed && v->ino) {
+		bool last = v->nlink <= 1;
+
+		if (fd >= 0 && fstatat(fd, "", &st, AT_EMPTY_PATH) == 0)
+			last = st.st_nlink == 0;
+		sq_track_unlinked(fs->track, v->ino, v->path, last);
+	}
 
 	if (removed && v->packed && fd >= 0 &&
 	    fstatat(fd, "", &st, AT_EMPTY_PATH) == 0 && st.st_nlink == 0) {
@@ -859,6 +880,23 @@ static bool packed_at(struct sq_inode *dir, const char *name)
 	return sq_pack_get_ref(-1, path, &ref) == 0;
 }
 
+/* The S_IFMT bits of @dirfd/@name, 0 when it cannot be seen. */
+static mode_t stat_type(int dirfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) ? 0 :
+	       st.st_mode & S_IFMT;
+}
+
+/* The inode number of @dirfd/@name, 0 when it cannot be seen. */
+static ino_t stat_ino(int dirfd, const char *name)
+{
+	struct stat st;
+
+	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) ? 0 : st.st_ino;
+}
+
 /* The table's inode of @name in @dir, with a lookup reference, or NULL. */
 static struct sq_inode *cached_at(struct sq_fs *fs, struct sq_inode *dir,
 				  const char *name)
@@ -909,6 +947,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_inode *p = ino_of(req, parent), *np = ino_of(req, newparent);
 	struct sq_inode *src = NULL, *dst = NULL;
 	struct replaced v;
+	char oldp[PATH_MAX] = "", oldnp[PATH_MAX] = "";
 	bool track;
 	int kind, r;
 
@@ -936,6 +975,26 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if ((flags & RENAME_EXCHANGE) && !kind && sq_pack_indexing(fs->pack))
 		kind = index_kind(np, newname);
 	track = kind != 0;
+	if (fs->track) {
+		if (sq_track_path(fs->track, p->fd, name, oldp, sizeof(oldp)))
+			oldp[0] = '\0';
+		if (!(flags & RENAME_EXCHANGE) ||
+		    sq_track_path(fs->track, np->fd, newname, oldnp,
+				  sizeof(oldnp)))
+			oldnp[0] = '\0';
+		if (stat_type(p->fd, name) == S_IFDIR &&
+		    (flags & RENAME_EXCHANGE)) {
+			/* Two trees swapping places: one prefix rename
+			 * after the other would mix them.  Their rows keep
+			 * the old paths; the settle loop drops a row whose
+			 * path names another file, and the next close
+			 * writes it anew. */
+			oldp[0] = oldnp[0] = '\0';
+		}
+		/* Onto another link of the same file: nothing goes. */
+		if (v.ino && stat_ino(p->fd, name) == v.ino)
+			v.ino = 0;
+	}
 	if (track)
 		sq_pack_index_lock(fs->pack);
 	if (flags)
@@ -954,6 +1013,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (track)
 		sq_pack_index_unlock(fs->pack);
+	if (r == 0 && fs->track) {
+		/* A rename onto another link of the same file does nothing. */
+		if (oldp[0])
+			sq_track_renamed(fs->track, oldp, np->fd, newname);
+		if (oldnp[0])
+			sq_track_renamed(fs->track, oldnp, p->fd, name);
+	}
 	if (r == 0) {
 		/* A rename onto another link of the same file does nothing. */
 		if (v.i && v.i != src)

@@ -1318,6 +1318,16 @@ int sq_ctr_sync(struct sq_ctr *ctr)
 		if (!b || !(b->stale & (1u << s->slot)))
 			continue;
 		off = (uint64_t)sq_ctr_slot_off(ctr, s->idx, s->slot);
+		/* A slot starts 128 bytes into a page, after the end of the
+		 * previous slot's padding, which no record reaches (the
+		 * longest ends 4096 - 272 bytes before it): the punch takes
+		 * those bytes too, so the slot's first page is freed, not
+		 * only zeroed.  Not for the first slot: its page holds the
+		 * header. */
+		if (off > SQ_FMT_HDR_SIZE && off % 4096 <= SQ_FMT_HDR_SIZE) {
+			len += off % 4096;
+			off -= off % 4096;
+		}
 		if (off < ctr->phys_end) {
 			if (len > ctr->phys_end - off)
 				len = ctr->phys_end - off;

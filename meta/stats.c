@@ -174,7 +174,7 @@ static bool is_damage(int rc)
 enum stmt_id {
 	S_BEGIN, S_COMMIT, S_ROLLBACK,
 	S_FILE_UPSERT, S_BLOCKS_UPSERT, S_BLOCKS_PRUNE,
-	S_RENAME, S_UNLINK_BLOCKS, S_UNLINK_FILE,
+	S_RENAME, S_RENAME_TREE, S_FORGET_NAME, S_UNLINK_BLOCKS, S_UNLINK_FILE,
 	S_CODEC_UPSERT, S_LOG_INSERT,
 	S_FILE_GET, S_FILES_COLD, S_FILE_BLOCKS, S_CODECS_GET,
 	S_POLICY_DEL, S_POLICY_INS, S_POLICY_GET,
@@ -221,6 +221,12 @@ static const char *const stmt_sql[S_COUNT] = {
 	[S_BLOCKS_PRUNE] =
 	"DELETE FROM file_blocks WHERE file_id = ?1 AND blocks <= 0",
 	[S_RENAME] = "UPDATE files SET path = ?2 WHERE id = ?1",
+	/* Every path under directory ?1 moves under ?2 (substr() and
+	 * length() both count characters). */
+	[S_RENAME_TREE] = "UPDATE files SET path = ?2 || substr(path,"
+	" length(?1) + 1) WHERE substr(path, 1, length(?1) + 1) = ?1 || '/'",
+	[S_FORGET_NAME] =
+	"UPDATE files SET path = NULL WHERE id = ?1 AND path = ?2",
 	[S_UNLINK_BLOCKS] = "DELETE FROM file_blocks WHERE file_id = ?1",
 	[S_UNLINK_FILE] = "DELETE FROM files WHERE id = ?1",
 	[S_CODEC_UPSERT] =
@@ -582,7 +588,8 @@ out:
 
 /* ---- the batch ---- */
 
-enum op_kind { OP_FILE, OP_CODEC, OP_RENAME, OP_UNLINK, OP_LOG };
+enum op_kind { OP_FILE, OP_CODEC, OP_RENAME, OP_RENAME_TREE, OP_FORGET_NAME,
+	       OP_UNLINK, OP_LOG };
 
 struct op {
 	enum op_kind kind;
@@ -593,6 +600,7 @@ struct op {
 		struct {
 			int64_t id;
 			char *path;			/* owned, or NULL */
+			char *to;			/* owned, or NULL */
 		} ren;
 	} u;
 };
@@ -625,8 +633,11 @@ static void op_release(struct op *o)
 		free((char *)o->u.log.evidence);
 		break;
 	case OP_RENAME:
+	case OP_RENAME_TREE:
+	case OP_FORGET_NAME:
 	case OP_UNLINK:
 		free(o->u.ren.path);
+		free(o->u.ren.to);
 		break;
 	}
 }
@@ -746,6 +757,70 @@ int sq_stats_batch_rename(struct sq_stats_batch *b, int64_t id,
 	o->kind = OP_RENAME;
 	o->u.ren.id = id;
 	o->u.ren.path = dup_or_null(path, &fail);
+	o->u.ren.to = NULL;
+	if (fail)
+		return -ENOMEM;
+	b->n++;
+	return 0;
+}
+
+int sq_stats_batch_append(struct sq_stats_batch *dst,
+			  struct sq_stats_batch *src)
+{
+	if (dst->n + src->n > dst->cap) {
+		size_t cap = dst->n + src->n;
+		struct op *v = realloc(dst->ops, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		dst->ops = v;
+		dst->cap = cap;
+	}
+	memcpy(dst->ops + dst->n, src->ops, src->n * sizeof(*src->ops));
+	dst->n += src->n;
+	src->n = 0;	/* the strings moved with the ops */
+	return 0;
+}
+
+int sq_stats_batch_rename_tree(struct sq_stats_batch *b, const char *from,
+			       const char *to)
+{
+	struct op *o;
+	bool fail = false;
+
+	if (!from || !to || !from[0] || !to[0])
+		return -EINVAL;
+	o = op_slot(b);
+	if (!o)
+		return -ENOMEM;
+	o->kind = OP_RENAME_TREE;
+	o->u.ren.id = 0;
+	o->u.ren.path = dup_or_null(from, &fail);
+	o->u.ren.to = dup_or_null(to, &fail);
+	if (fail) {
+		free(o->u.ren.path);
+		free(o->u.ren.to);
+		return -ENOMEM;
+	}
+	b->n++;
+	return 0;
+}
+
+int sq_stats_batch_forget_name(struct sq_stats_batch *b, int64_t id,
+			       const char *path)
+{
+	struct op *o;
+	bool fail = false;
+
+	if (!path)
+		return -EINVAL;
+	o = op_slot(b);
+	if (!o)
+		return -ENOMEM;
+	o->kind = OP_FORGET_NAME;
+	o->u.ren.id = id;
+	o->u.ren.path = dup_or_null(path, &fail);
+	o->u.ren.to = NULL;
 	if (fail)
 		return -ENOMEM;
 	b->n++;
@@ -761,6 +836,7 @@ int sq_stats_batch_unlink(struct sq_stats_batch *b, int64_t id)
 	o->kind = OP_UNLINK;
 	o->u.ren.id = id;
 	o->u.ren.path = NULL;
+	o->u.ren.to = NULL;
 	b->n++;
 	return 0;
 }
@@ -913,6 +989,14 @@ static int apply_op(struct sq_stats *st, const struct op *o)
 		sqlite3_bind_int64(st->stmt[S_RENAME], 1, o->u.ren.id);
 		bind_text(st->stmt[S_RENAME], 2, o->u.ren.path);
 		return run(st, S_RENAME);
+	case OP_RENAME_TREE:
+		bind_text(st->stmt[S_RENAME_TREE], 1, o->u.ren.path);
+		bind_text(st->stmt[S_RENAME_TREE], 2, o->u.ren.to);
+		return run(st, S_RENAME_TREE);
+	case OP_FORGET_NAME:
+		sqlite3_bind_int64(st->stmt[S_FORGET_NAME], 1, o->u.ren.id);
+		bind_text(st->stmt[S_FORGET_NAME], 2, o->u.ren.path);
+		return run(st, S_FORGET_NAME);
 	case OP_UNLINK:
 		sqlite3_bind_int64(st->stmt[S_UNLINK_BLOCKS], 1, o->u.ren.id);
 		err = run(st, S_UNLINK_BLOCKS);

@@ -102,6 +102,10 @@ int sq_stats_batch_new(struct sq_stats_batch **out);
 void sq_stats_batch_free(struct sq_stats_batch *b);
 /* Empties the batch, keeping its memory for the next round. */
 void sq_stats_batch_clear(struct sq_stats_batch *b);
+/* Moves every operation of @src to the end of @dst, leaving @src empty.
+ * Returns 0 or -ENOMEM (both unchanged). */
+int sq_stats_batch_append(struct sq_stats_batch *dst,
+			  struct sq_stats_batch *src);
 /* Operations in the batch. */
 size_t sq_stats_batch_count(const struct sq_stats_batch *b);
 
@@ -180,6 +184,14 @@ int sq_stats_batch_codec(struct sq_stats_batch *b,
 /* The file @id is now called @path (nothing when there is no row). */
 int sq_stats_batch_rename(struct sq_stats_batch *b, int64_t id,
 			  const char *path);
+/* Every file under directory @from (relative to BACKING) is now under
+ * @to: a directory was renamed.  -EINVAL for an empty or NULL path. */
+int sq_stats_batch_rename_tree(struct sq_stats_batch *b, const char *from,
+			       const char *to);
+/* The name @path of file @id is gone (another link remains): the row's
+ * path is cleared when it was that name. */
+int sq_stats_batch_forget_name(struct sq_stats_batch *b, int64_t id,
+			       const char *path);
 /* The file @id is gone: its row and its file_blocks rows go.  Its log
  * rows stay. */
 int sq_stats_batch_unlink(struct sq_stats_batch *b, int64_t id);

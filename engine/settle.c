@@ -1,0 +1,588 @@
+/*
+ * engine/settle.c - recompresses quiet files with the settle policy (see
+ * settle.h).
+ */
+#include "engine/settle.h"
+
+#include "analyzer/analyzer.h"
+#include "codec/codec.h"
+#include "engine/engine.h"
+#include "engine/log.h"
+#include "engine/pack_store.h"
+#include "engine/track.h"
+#include "engine/workq.h"
+#include "meta/container.h"
+#include "meta/format.h"
+#include "meta/pack.h"
+#include "meta/stats.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define ROUND_FILES 32		/* candidates taken per round */
+#define SYNC_EVERY 64		/* blocks between syncs of a file */
+#define IDLE_GAP_NS 50000000ull	/* quiet time the foreground needs */
+
+struct sq_settle {
+	/* Immutable after start. */
+	struct sq_fs *fs;
+	struct sq_track *track;
+	struct sq_settle_opts o;
+	struct sq_an *an;	/* the settle policy */
+	struct sq_an *an_read;	/* the same, no slow decoders */
+	struct sq_wq *wq;	/* one thread */
+
+	/* The thread's (one job runs at a time). */
+	struct sq_wq_job round;
+	bool prio_set;
+	bool nodb_said;
+	struct sq_codec_ctx *cctx;
+	uint8_t *buf, *scratch;
+	struct cand {
+		int64_t id;
+		char *path;
+		uint64_t reads_bytes, logical;
+	} cand[ROUND_FILES];
+	size_t ncand;
+	/* This round's totals, for the log. */
+	uint64_t files, before, after, blocks;
+	double secs;
+};
+
+int sq_settle_parse(const char *s, enum sq_settle_mode *out)
+{
+	if (!strcmp(s, "off"))
+		*out = SQ_SETTLE_OFF;
+	else if (!strcmp(s, "balanced"))
+		*out = SQ_SETTLE_BALANCED;
+	else if (!strcmp(s, "max"))
+		*out = SQ_SETTLE_MAX;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static uint64_t mono_ns(void)
+{
+	return sq_wq_now_ns();
+}
+
+static uint64_t cpu_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ull),
+			       .tv_nsec = (long)(ns % 1000000000ull) };
+
+	nanosleep(&ts, NULL);
+}
+
+/* Idle CPU and I/O priority for this thread: the foreground never waits
+ * for a settle. */
+static void set_prio(struct sq_settle *s)
+{
+	struct sched_param sp = { 0 };
+
+	if (s->prio_set)
+		return;
+	s->prio_set = true;
+	sched_setscheduler(0, SCHED_IDLE, &sp);
+	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
+	/* IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_IDLE = 3 << 13 */
+	syscall(SYS_ioprio_set, 1, (int)syscall(SYS_gettid), 3 << 13);
+}
+
+/* Waits while foreground requests are in flight or were a moment ago. */
+static void yield_to_foreground(struct sq_settle *s)
+{
+	struct sq_fs *fs = s->fs;
+
+	while (!sq_wq_stopping(s->wq)) {
+		uint64_t last = atomic_load(&fs->fg_last_ns);
+
+		if (!atomic_load(&fs->fg_active) &&
+		    mono_ns() - last >= IDLE_GAP_NS)
+			return;
+		sleep_ns(IDLE_GAP_NS / 2);
+	}
+}
+
+/* Whether someone has @i open (or a job of the packer holds it). */
+static bool busy(struct sq_fs *fs, struct sq_inode *i)
+{
+	bool r;
+
+	if (i->file)
+		return true;
+	pthread_mutex_lock(&fs->itable_lock);
+	r = i->nopen > 0;
+	pthread_mutex_unlock(&fs->itable_lock);
+	return r;
+}
+
+/* Whether a block stored as @codec:@level needs no other try. */
+static bool settled_codec(const struct sq_an *an, int codec, int level)
+{
+	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
+		int pc, pl;
+
+		if (sq_an_policy_get(an, c, &pc, &pl) == 0 &&
+		    pc != SQ_CODEC_NONE && pc == codec && pl == level)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Pages of BACKING a record of @len payload bytes takes in slot @slot of
+ * block @idx (docs/FORMAT.md: every slot starts 128 bytes into a page; a
+ * record header is well under 64 bytes).  Block 0's slot 0 shares its
+ * first page with the header, which stays in any case.  A block is
+ * settled only when it then takes fewer pages: a few bytes saved inside
+ * a page save nothing.
+ */
+static uint64_t rec_pages(uint64_t idx, int slot, uint32_t len)
+{
+	uint64_t p = (SQ_FMT_HDR_SIZE + SQ_FMT_REC_PREFIX + 64 + (uint64_t)len +
+		      4095) / 4096;
+
+	return idx == 0 && slot == 0 ? p - 1 : p;
+}
+
+enum outcome { DONE, GONE, BUSY, SKIP, FAILED };
+
+struct result {
+	uint64_t before, after;		/* allocated bytes */
+	uint64_t blocks, changed;
+	double secs;
+	const char *why;
+};
+
+/* Settles the file @c.  No lock held. */
+static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
+				struct result *res)
+{
+	struct sq_fs *fs = s->fs;
+	const struct sq_an *an = s->an;
+	struct sq_an_file *af = NULL;
+	struct sq_inode *i = NULL;
+	struct sq_ctr *ctr = NULL;
+	struct stat st, st0;
+	uint64_t t0 = mono_ns(), wgen, nblocks, since_sync = 0;
+	enum outcome out = FAILED;
+	int fd, rwfd = -1, r;
+
+	memset(res, 0, sizeof(*res));
+	res->why = "";
+	if (!c->path) {
+		res->why = "no known name";
+		return SKIP;
+	}
+	fd = openat(fs->root_fd, c->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return GONE;
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+	    sq_stats_file_id(st.st_ino) != c->id) {
+		close(fd);
+		return GONE;
+	}
+	res->before = res->after = (uint64_t)st.st_blocks * 512;
+	if (st.st_size <= SQ_PACK_STUB_LEN) {
+		close(fd);
+		res->why = "packed or empty";
+		return SKIP;
+	}
+	if ((uint64_t)st.st_blocks * 512 <= 4096) {
+		close(fd);
+		res->why = "one page";
+		return SKIP;
+	}
+	if (sq_inode_get(fs, fd, &st, SQ_IREF_PIN, &i)) {
+		close(fd);
+		return FAILED;
+	}
+	/* A file read through at least once since its last write is read
+	 * often: it keeps a fast decoder. */
+	if (c->logical && c->reads_bytes >= c->logical)
+		an = s->an_read;
+	if (sq_an_file_new(&af))
+		goto out;
+
+	pthread_mutex_lock(&i->lock);
+	if (busy(fs, i) || i->settling) {
+		pthread_mutex_unlock(&i->lock);
+		out = BUSY;
+		goto out;
+	}
+	wgen = i->wgen;
+	rwfd = sq_inode_open(i, O_RDWR | O_NOATIME);
+	r = rwfd < 0 ? -errno : fstat(rwfd, &st0) ? -errno : 0;
+	if (!r && st0.st_size <= SQ_PACK_STUB_LEN)
+		r = -ENODATA;
+	if (!r)
+		r = sq_ctr_open(rwfd, 0, &ctr);
+	if (r) {
+		pthread_mutex_unlock(&i->lock);
+		res->why = r == -ENODATA ? "packed" : "not a readable container";
+		out = r == -ENODATA ? SKIP : FAILED;
+		goto out;
+	}
+	/* The packer leaves it alone meanwhile. */
+	i->settling = true;
+	nblocks = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
+		  sq_ctr_block_shift(ctr);
+	pthread_mutex_unlock(&i->lock);
+
+	for (uint64_t idx = 0; idx < nblocks; idx++) {
+		struct sq_ctr_block_info info, now;
+		struct sq_an_result ar;
+		uint64_t cpu0;
+		ssize_t n;
+
+		if (sq_wq_stopping(s->wq)) {
+			out = BUSY;
+			goto unmark;
+		}
+		yield_to_foreground(s);
+		cpu0 = cpu_ns();
+		pthread_mutex_lock(&i->lock);
+		if (busy(fs, i) || i->wgen != wgen) {
+			pthread_mutex_unlock(&i->lock);
+			out = BUSY;
+			goto unmark;
+		}
+		r = sq_ctr_block_info(ctr, idx, &info);
+		if (r || !info.present || info.zero ||
+		    settled_codec(an, info.codec, info.level)) {
+			pthread_mutex_unlock(&i->lock);
+			continue;
+		}
+		n = sq_ctr_read_block(ctr, s->cctx, idx, s->buf);
+		pthread_mutex_unlock(&i->lock);
+		res->blocks++;
+		if (n <= 0)
+			continue;	/* damaged: fsck's, never ours */
+		if (sq_an_store(an, af, idx, s->cctx, s->buf, (size_t)n,
+				s->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
+				&ar) || ar.zero ||
+		    rec_pages(idx, 1 - info.slot, ar.len) >=
+			    rec_pages(idx, info.slot, info.stored_len) ||
+		    (ar.codec == info.codec && ar.level == info.level))
+			goto pace;
+		pthread_mutex_lock(&i->lock);
+		/* Opened, or the block changed, meanwhile: the user's
+		 * version stays, ours is dropped. */
+		if (busy(fs, i) || i->wgen != wgen ||
+		    sq_ctr_block_info(ctr, idx, &now) || now.gen != info.gen) {
+			pthread_mutex_unlock(&i->lock);
+			out = BUSY;
+			goto unmark;
+		}
+		r = sq_ctr_write_block(ctr, idx, ar.codec, ar.level,
+				       (uint32_t)n, ar.payload,
+				       (uint32_t)ar.len);
+		if (!r) {
+			res->changed++;
+			since_sync++;
+		}
+		if (!r && since_sync >= SYNC_EVERY) {
+			r = sq_ctr_sync(ctr);
+			since_sync = 0;
+		}
+		pthread_mutex_unlock(&i->lock);
+		if (r) {
+			res->why = strerror(-r);
+			goto unmark;
+		}
+pace:
+		/* The CPU budget: sleep so that this thread's CPU time stays
+		 * within o.cpu percent of the time that passes. */
+		if (s->o.cpu < 100) {
+			uint64_t used = cpu_ns() - cpu0;
+
+			sleep_ns(used * (100 - s->o.cpu) / s->o.cpu);
+		}
+	}
+	out = DONE;
+unmark:
+	pthread_mutex_lock(&i->lock);
+	/* Free the old slots and put the mtime back while the file is
+	 * still ours; once opened, its new handle owns the container. */
+	if (!busy(fs, i) && i->wgen == wgen) {
+		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+					  st0.st_mtim };
+
+		if (res->changed)
+			r = sq_ctr_sync(ctr);
+		else
+			r = 0;
+		if (r && out == DONE) {
+			out = FAILED;
+			res->why = strerror(-r);
+		}
+		if (res->changed)
+			futimens(rwfd, ts);
+		if (fstat(rwfd, &st) == 0)
+			res->after = (uint64_t)st.st_blocks * 512;
+		/* The container changed: the next stat reads it anew. */
+		i->size_cached = false;
+	}
+	i->settling = false;
+	pthread_mutex_unlock(&i->lock);
+out:
+	sq_ctr_close(ctr);
+	if (rwfd >= 0)
+		close(rwfd);
+	sq_an_file_free(af);
+	if (i)
+		sq_inode_put(fs, i, SQ_IREF_PIN, 1);
+	res->secs = (double)(mono_ns() - t0) / 1e9;
+	return out;
+}
+
+/* ---- rounds ---- */
+
+static int collect_row(void *arg, const struct sq_stats_file *row)
+{
+	struct sq_settle *s = arg;
+	struct cand *c = &s->cand[s->ncand];
+
+	c->id = row->id;
+	c->path = row->path ? strdup(row->path) : NULL;
+	c->logical = row->logical_bytes;
+	c->reads_bytes = row->bytes_read;
+	return ++s->ncand == ROUND_FILES ? 1 : 0;
+}
+
+static int collect(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
+{
+	struct sq_settle *s = arg;
+
+	(void)b;
+	s->ncand = 0;
+	if (!db)
+		return -ENODEV;
+	return sq_stats_files_cold(db, (int64_t)time(NULL) -
+				   (int64_t)s->o.after, collect_row, s);
+}
+
+struct record {
+	struct sq_settle *s;
+	const struct cand *c;
+	enum outcome out;
+	const struct result *res;
+};
+
+static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
+{
+	struct record *rc = arg;
+	struct sq_stats_file_delta d;
+	struct sq_stats_log_entry e;
+	char ev[256];
+	int64_t now = (int64_t)time(NULL);
+
+	(void)db;
+	if (rc->out == GONE)
+		return sq_stats_batch_unlink(b, rc->c->id);
+	memset(&d, 0, sizeof(d));
+	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
+		d.blocks[k].codec = -1;
+	d.id = rc->c->id;
+	if (rc->out == BUSY) {
+		/* In use: to the back of the queue. */
+		d.set = SQ_STATS_SET_LAST_WRITE;
+		d.last_write = now;
+		return sq_stats_batch_file(b, &d);
+	}
+	d.set = SQ_STATS_SET_STATE | SQ_STATS_SET_LAST_SETTLED |
+		SQ_STATS_SET_STORED;
+	d.state = rc->out == FAILED ? SQ_STATS_PINNED : SQ_STATS_SETTLED;
+	d.last_settled = now;
+	d.stored_bytes = rc->res->after;
+	if (sq_stats_batch_file(b, &d))
+		return -ENOMEM;
+	snprintf(ev, sizeof(ev),
+		 "{\"policy\":\"%s\",\"blocks\":%llu,\"recompressed\":%llu,"
+		 "\"seconds\":%.3f,\"read_often\":%s%s%s%s}",
+		 rc->s->o.mode == SQ_SETTLE_MAX ? "max" : "balanced",
+		 (unsigned long long)rc->res->blocks,
+		 (unsigned long long)rc->res->changed, rc->res->secs,
+		 rc->c->logical && rc->c->reads_bytes >= rc->c->logical ?
+			 "true" : "false",
+		 rc->res->why[0] ? ",\"why\":\"" : "", rc->res->why,
+		 rc->res->why[0] ? "\"" : "");
+	memset(&e, 0, sizeof(e));
+	e.time = now;
+	e.has_file = true;
+	e.file_id = rc->c->id;
+	e.action = rc->out == FAILED ? "pin" :
+		   rc->out == SKIP ? "skip" : "settle";
+	e.bytes_before = (int64_t)rc->res->before;
+	e.bytes_after = (int64_t)rc->res->after;
+	e.evidence = ev;
+	return sq_stats_batch_log(b, &e);
+}
+
+static void round_job(struct sq_wq_job *job)
+{
+	struct sq_settle *s = sq_container_of(job, struct sq_settle, round);
+	uint64_t next = (uint64_t)(s->o.after < 5 ? s->o.after : 5) *
+			1000000000ull;
+	size_t n;
+	int r;
+
+	if (sq_wq_stopping(s->wq))
+		return;
+	set_prio(s);
+	r = sq_track_with_db(s->track, collect, s);
+	if (r == -ENODEV && !s->nodb_said) {
+		s->nodb_said = true;
+		sq_log(SQ_LOG_WARN, "settle: no statistics store, nothing "
+		       "settles until it is back");
+	} else if (r != -ENODEV) {
+		s->nodb_said = false;
+	}
+	n = s->ncand;
+	for (size_t k = 0; k < n; k++) {
+		struct cand *c = &s->cand[k];
+		struct result res;
+		struct record rc = { s, c, DONE, &res };
+
+		if (sq_wq_stopping(s->wq)) {
+			free(c->path);
+			continue;
+		}
+		rc.out = settle_file(s, c, &res);
+		sq_track_with_db(s->track, record, &rc);
+		if (rc.out == DONE && res.changed) {
+			s->files++;
+			s->before += res.before;
+			s->after += res.after;
+			s->blocks += res.changed;
+			s->secs += res.secs;
+			sq_log(SQ_LOG_DEBUG, "settle: %s: %llu -> %llu bytes, "
+			       "%llu of %llu blocks, %.2f s", c->path,
+			       (unsigned long long)res.before,
+			       (unsigned long long)res.after,
+			       (unsigned long long)res.changed,
+			       (unsigned long long)res.blocks, res.secs);
+		} else if (rc.out == FAILED) {
+			sq_log(SQ_LOG_WARN, "settle: %s left as it is: %s",
+			       c->path ? c->path : "?", res.why);
+		}
+		free(c->path);
+	}
+	/* Said when a run of work is over, not per file. */
+	if (n < ROUND_FILES && s->files) {
+		sq_log(SQ_LOG_INFO, "settle: %llu files settled, %llu blocks "
+		       "recompressed: %.1f -> %.1f MiB allocated (saved "
+		       "%.1f%%) in %.1f s",
+		       (unsigned long long)s->files,
+		       (unsigned long long)s->blocks,
+		       (double)s->before / 1048576.0,
+		       (double)s->after / 1048576.0,
+		       s->before ? 100.0 * (double)(s->before - s->after) /
+					   (double)s->before : 0.0,
+		       s->secs);
+		s->files = s->before = s->after = s->blocks = 0;
+		s->secs = 0;
+	}
+	if (sq_wq_stopping(s->wq))
+		return;
+	sq_wq_push_after(s->wq, &s->round, n == ROUND_FILES ? 0 : next);
+}
+
+/* The analyzer of @mode, with slow decoders replaced by zstd:19 when
+ * @fast_decode. */
+static int settle_an(const struct sq_settle_opts *o, bool fast_decode,
+		     struct sq_an **out)
+{
+	enum sq_an_policy p = o->mode == SQ_SETTLE_MAX ? SQ_AN_POLICY_MAX :
+			      SQ_AN_POLICY_BALANCED;
+	int r = sq_an_new("auto", p, o->min_saving, out);
+
+	if (r || !fast_decode)
+		return r;
+	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
+		int codec, level;
+
+		if (sq_an_policy_get(*out, c, &codec, &level) == 0 &&
+		    (codec == SQ_CODEC_BROTLI || codec == SQ_CODEC_ZLIB))
+			sq_an_policy_set(*out, c, SQ_CODEC_ZSTD, 19);
+	}
+	return 0;
+}
+
+int sq_settle_start(struct sq_fs *fs, struct sq_track *t,
+		    const struct sq_settle_opts *o, struct sq_settle **out)
+{
+	struct sq_settle *s;
+	int r = -ENOMEM;
+
+	*out = NULL;
+	if (!t || o->mode == SQ_SETTLE_OFF)
+		return 0;
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fs = fs;
+	s->track = t;
+	s->o = *o;
+	if (s->o.cpu == 0 || s->o.cpu > 100)
+		s->o.cpu = SQ_SETTLE_CPU_DEFAULT;
+	s->buf = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
+	s->scratch = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
+	if (!s->buf || !s->scratch || sq_codec_ctx_new(&s->cctx))
+		goto fail;
+	r = settle_an(&s->o, false, &s->an);
+	if (!r)
+		r = settle_an(&s->o, true, &s->an_read);
+	if (!r)
+		r = sq_wq_new("sq-settle", 1, &s->wq);
+	if (r)
+		goto fail;
+	s->round.run = round_job;
+	sq_wq_push_after(s->wq, &s->round,
+			 (uint64_t)(s->o.after < 5 ? s->o.after : 5) *
+				 1000000000ull);
+	*out = s;
+	return 0;
+fail:
+	sq_an_free(s->an);
+	sq_an_free(s->an_read);
+	sq_codec_ctx_free(s->cctx);
+	free(s->buf);
+	free(s->scratch);
+	free(s);
+	return r;
+}
+
+void sq_settle_free(struct sq_settle *s)
+{
+	if (!s)
+		return;
+	/* The round at hand stops at its next block (sq_wq_stopping()). */
+	sq_wq_free(s->wq, -1);
+	sq_an_free(s->an);
+	sq_an_free(s->an_read);
+	sq_codec_ctx_free(s->cctx);
+	free(s->buf);
+	free(s->scratch);
+	free(s);
+}
