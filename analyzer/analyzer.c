@@ -68,6 +68,7 @@ struct sq_an {
 	double reject_bits;	/* sample entropy from which it is hopeless */
 	sq_an_trace_fn trace;	/* see sq_an_set_trace() */
 	void *trace_arg;
+	bool no_payoff;		/* see sq_an_set_payoff() */
 	/* Rewritten at run time by sq_an_policy_set(). */
 	_Atomic uint32_t table[SQ_AN_CLASS_COUNT];
 	/* Counters, relaxed atomics: each is exact, rows are not a cut. */
@@ -588,6 +589,41 @@ static int an_payoff_check(const struct sq_an *an, struct sq_an_file *af,
 	return 0;
 }
 
+void sq_an_set_payoff(struct sq_an *an, bool on)
+{
+	an->no_payoff = !on;
+}
+
+int sq_an_classify_block(const struct sq_an *an, struct sq_an_file *af,
+			 uint64_t block_idx, const void *src, size_t len)
+{
+	struct sq_an_features ft;
+	struct sq_an_input in;
+
+	if (an->forced_codec >= 0)
+		return SQ_AN_CLASS_UNKNOWN;
+	if (sq_an_is_zero(src, len))
+		return SQ_AN_CLASS_ZERO;
+	in.prior = SQ_AN_CLASS_UNKNOWN;
+	in.db_page = 0;
+	if (af) {
+		af_lock(af);
+		if (block_idx == 0) {
+			af->prior = sq_an_magic_class(src, len);
+			af->db_page = sq_an_sqlite_page(src, len);
+		}
+		in.prior = af->prior;
+		in.db_page = af->db_page;
+		af_unlock(af);
+	}
+	sq_an_features(src, len, &ft);
+	in.src = src;
+	in.len = len;
+	in.block_idx = block_idx;
+	in.reject_bits = an->reject_bits;
+	return sq_an_classify(&in, &ft);
+}
+
 int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 		uint64_t block_idx, struct sq_codec_ctx *cctx,
 		const void *src, size_t len, void *scratch, size_t cap,
@@ -600,6 +636,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 	int ccodec = SQ_CODEC_NONE, clevel = 0, mode = AN_SLOW;
 
 	memset(res, 0, sizeof(*res));
+	res->in_len = len;
 	if (af) {
 		af_lock(af);
 		if (block_idx == 0) {
@@ -662,7 +699,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 			level = 1;
 		}
 	}
-	if (!res->trial && af &&
+	if (!res->trial && af && !an->no_payoff &&
 	    an_cheaper(res->cls, codec, level, &ccodec, &clevel)) {
 		af_lock(af);
 		mode = an_payoff_mode(af, res->cls);

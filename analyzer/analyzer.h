@@ -142,6 +142,7 @@ struct sq_an_result {
 	int level;
 	const void *payload;	/* borrowed: src (raw) or the scratch buffer */
 	size_t len;		/* stored length */
+	size_t in_len;		/* the block's length (@len of the store) */
 	/* What the analyzer saw and did (statistics, tests, debug logs). */
 	int cls;		/* enum sq_an_class */
 	int how;		/* enum sq_an_how */
@@ -165,6 +166,22 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 		uint64_t block_idx, struct sq_codec_ctx *cctx,
 		const void *src, size_t len, void *scratch, size_t cap,
 		struct sq_an_result *res);
+
+/*
+ * Pay-off checks (SQ_AN_PAYOFF_FIRST) on or off (on by default).  Off for
+ * the settle loop, which has the time to run the policy's codec on every
+ * block.  Set before blocks are stored.
+ */
+void sq_an_set_payoff(struct sq_an *an, bool on);
+
+/*
+ * The class sq_an_store() would give the @len bytes at @src, block
+ * @block_idx of @af (which takes its prior from block 0, as a store
+ * does), without running a codec or counting anything.
+ * SQ_AN_CLASS_UNKNOWN with a forced codec.
+ */
+int sq_an_classify_block(const struct sq_an *an, struct sq_an_file *af,
+			 uint64_t block_idx, const void *src, size_t len);
 
 /* The features of one block's sample; exposed for tests and tools. */
 struct sq_an_features {

@@ -40,6 +40,8 @@ struct sq_settle {
 	struct sq_settle_opts o;
 	struct sq_an *an;	/* the settle policy */
 	struct sq_an *an_read;	/* the same, no slow decoders */
+	struct sq_an *an_probe;	/* the settle policy as configured: probes
+				 * of classes that do not pay */
 	struct sq_wq *wq;	/* one thread */
 
 	/* The thread's (one job runs at a time). */
@@ -54,6 +56,20 @@ struct sq_settle {
 		uint64_t reads_bytes, logical;
 	} cand[ROUND_FILES];
 	size_t ncand;
+	/* Re-scoring (see choose()): per class, whether settling it pays,
+	 * and the measurements of the current window. */
+	bool paused[SQ_AN_CLASS_COUNT];
+	struct window {
+		uint64_t blocks, raw, fg, settled, ns, seen;
+	} win[SQ_AN_CLASS_COUNT];
+	bool policy_dirty;	/* the settle table changed: persist it */
+	char *decisions[SQ_AN_CLASS_COUNT];	/* log evidence to write */
+	/* Codec counters since the last record(), for the codecs table. */
+	struct cstat {
+		int cls, codec, level;
+		uint64_t in, out, ns, blocks, fallbacks;
+	} cstat[32];
+	size_t ncstat;
 	/* This round's totals, for the log. */
 	uint64_t files, before, after, blocks;
 	double secs;
@@ -165,6 +181,186 @@ static uint64_t rec_pages(uint64_t idx, int slot, uint32_t len)
 	return idx == 0 && slot == 0 ? p - 1 : p;
 }
 
+/* ---- re-scoring ---- */
+
+static const char *codec_name(int id)
+{
+	const struct sq_codec_info *ci = sq_codec_info(id);
+
+	return ci ? ci->name : "?";
+}
+
+/*
+ * Per class, the loop measures what settling saves over the foreground's
+ * stored bytes and what it costs, over windows of RESCORE_BLOCKS blocks.
+ * A class whose settling saves less than min_saving stops being settled
+ * (its blocks are classified, then left alone); one block in PROBE_EVERY
+ * of it is still tried with the settle policy's codec, and when those
+ * probes save RESUME_FACTOR times min_saving, it is settled again.  The
+ * two thresholds keep it from flapping.  Each change goes to the log
+ * table with its evidence and to the policy table ("settle"), which the
+ * next mount starts from.
+ */
+#define RESCORE_BLOCKS 64
+#define PROBE_EVERY 16
+#define RESUME_FACTOR 1.5
+
+/* The analyzer to settle a block of class @cls with, NULL to leave it. */
+static const struct sq_an *choose(struct sq_settle *s, int cls,
+				  const struct sq_an *an)
+{
+	if (cls <= SQ_AN_CLASS_ZERO || cls >= SQ_AN_CLASS_COUNT)
+		return an;
+	if (!s->paused[cls])
+		return an;
+	return s->win[cls].seen++ % PROBE_EVERY == PROBE_EVERY - 1 ?
+		       s->an_probe : NULL;
+}
+
+static void count_codec(struct sq_settle *s, const struct sq_an_result *ar,
+			uint32_t raw)
+{
+	struct cstat *c = NULL;
+
+	for (size_t k = 0; k < s->ncstat; k++)
+		if (s->cstat[k].cls == ar->cls &&
+		    s->cstat[k].codec == ar->codec &&
+		    s->cstat[k].level == ar->level)
+			c = &s->cstat[k];
+	if (!c && s->ncstat < sizeof(s->cstat) / sizeof(s->cstat[0])) {
+		c = &s->cstat[s->ncstat++];
+		memset(c, 0, sizeof(*c));
+		c->cls = ar->cls;
+		c->codec = ar->codec;
+		c->level = ar->level;
+	}
+	if (!c)
+		return;
+	c->in += raw;
+	c->out += ar->len;
+	c->ns += ar->ns_codec;
+	c->blocks++;
+	if (ar->how == SQ_AN_HOW_FALLBACK)
+		c->fallbacks++;
+}
+
+/* Notes what settling block did: @raw bytes, stored in @fg bytes by the
+ * foreground, @ar->len by the settle analyzer. */
+static void score(struct sq_settle *s, const struct sq_an_result *ar,
+		  uint32_t raw, uint32_t fg)
+{
+	int cls = ar->cls;
+	struct window *w;
+	double saving, need = s->o.min_saving;
+	char *ev;
+	int codec, level;
+
+	count_codec(s, ar, raw);
+	if (cls <= SQ_AN_CLASS_ZERO || cls >= SQ_AN_CLASS_COUNT)
+		return;
+	w = &s->win[cls];
+	w->blocks++;
+	w->raw += raw;
+	w->fg += fg;
+	w->settled += ar->len < fg ? ar->len : fg;
+	w->ns += ar->ns_codec;
+	if (w->blocks < RESCORE_BLOCKS)
+		return;
+	saving = w->fg ? 1.0 - (double)w->settled / (double)w->fg : 0.0;
+	sq_an_policy_get(s->an_probe, cls, &codec, &level);
+	if (!s->paused[cls] && saving < need)
+		s->paused[cls] = true;
+	else if (s->paused[cls] && saving >= need * RESUME_FACTOR)
+		s->paused[cls] = false;
+	else
+		goto reset;
+	s->policy_dirty = true;
+	if (asprintf(&ev, "{\"class\":\"%s\",\"decision\":\"%s\","
+		     "\"codec\":\"%s:%d\",\"blocks\":%llu,"
+		     "\"raw_bytes\":%llu,\"foreground_bytes\":%llu,"
+		     "\"settled_bytes\":%llu,\"saving\":%.4f,"
+		     "\"min_saving\":%.4f,\"cpu_seconds\":%.3f}",
+		     sq_an_class_name(cls),
+		     s->paused[cls] ? "stop settling" : "settle again",
+		     codec_name(codec), level,
+		     (unsigned long long)w->blocks,
+		     (unsigned long long)w->raw, (unsigned long long)w->fg,
+		     (unsigned long long)w->settled, saving,
+		     s->paused[cls] ? need : need * RESUME_FACTOR,
+		     (double)w->ns / 1e9) >= 0) {
+		free(s->decisions[cls]);
+		s->decisions[cls] = ev;
+	}
+	sq_log(SQ_LOG_INFO, "settle: %s data: %s %s:%d saves %.1f%% over "
+	       "the foreground's codecs on %llu blocks (threshold %.1f%%)",
+	       sq_an_class_name(cls),
+	       s->paused[cls] ? "no longer settled," : "settled again,",
+	       codec_name(codec), level, 100.0 * saving,
+	       (unsigned long long)w->blocks,
+	       100.0 * (s->paused[cls] ? need : need * RESUME_FACTOR));
+reset:
+	memset(w, 0, sizeof(*w));
+}
+
+/* The settle table as it is to be persisted: a paused class maps to the
+ * foreground's codec (settling with it changes nothing). */
+static size_t policy_rows(struct sq_settle *s, struct sq_stats_policy *rows)
+{
+	size_t n = 0;
+
+	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
+		int codec, level;
+
+		if (s->paused[c])
+			sq_an_policy_get(s->fs->an, c, &codec, &level);
+		else
+			sq_an_policy_get(s->an_probe, c, &codec, &level);
+		rows[n].cls = sq_an_class_name(c);
+		rows[n].codec = codec;
+		rows[n].level = level;
+		n++;
+	}
+	return n;
+}
+
+struct loaded {
+	struct sq_settle *s;
+	size_t paused;
+};
+
+static int load_row(void *arg, const struct sq_stats_policy *row)
+{
+	struct loaded *l = arg;
+	struct sq_settle *s = l->s;
+	int fc, fl, pc, pl;
+
+	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
+		if (strcmp(row->cls, sq_an_class_name(c)))
+			continue;
+		sq_an_policy_get(s->fs->an, c, &fc, &fl);
+		sq_an_policy_get(s->an_probe, c, &pc, &pl);
+		/* The foreground's codec, and not what the settle policy
+		 * would pick anyway: a class that did not pay. */
+		if (row->codec == fc && row->level == fl &&
+		    !(fc == pc && fl == pl)) {
+			s->paused[c] = true;
+			l->paused++;
+		}
+	}
+	return 0;
+}
+
+static int load_policy(void *arg, struct sq_stats *db,
+		       struct sq_stats_batch *b)
+{
+	struct loaded *l = arg;
+
+	(void)b;
+	if (!db)
+		return 0;
+	return sq_stats_policy_get(db, SQ_STATS_SETTLE, load_row, l, NULL);
+}
+
 enum outcome { DONE, GONE, BUSY, SKIP, FAILED };
 
 struct result {
@@ -251,7 +447,9 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 
 	for (uint64_t idx = 0; idx < nblocks; idx++) {
 		struct sq_ctr_block_info info, now;
+		const struct sq_an *use;
 		struct sq_an_result ar;
+		int cls;
 		uint64_t cpu0;
 		ssize_t n;
 
@@ -278,9 +476,17 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 		res->blocks++;
 		if (n <= 0)
 			continue;	/* damaged: fsck's, never ours */
-		if (sq_an_store(an, af, idx, s->cctx, s->buf, (size_t)n,
+		cls = sq_an_classify_block(s->an, af, idx, s->buf, (size_t)n);
+		use = choose(s, cls, an);
+		if (!use)
+			goto pace;	/* settling this class does not pay */
+		if (sq_an_store(use, af, idx, s->cctx, s->buf, (size_t)n,
 				s->scratch, (size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT,
-				&ar) || ar.zero ||
+				&ar))
+			goto pace;
+		if (!ar.zero)
+			score(s, &ar, (uint32_t)n, info.stored_len);
+		if (ar.zero ||
 		    rec_pages(idx, 1 - info.slot, ar.len) >=
 			    rec_pages(idx, info.slot, info.stored_len) ||
 		    (ar.codec == info.codec && ar.level == info.level))
@@ -389,6 +595,44 @@ struct record {
 	const struct result *res;
 };
 
+/* Writes the codec counters and the re-scoring decisions gathered since
+ * the last call. */
+static void save_scores(struct sq_settle *s, struct sq_stats *db,
+			struct sq_stats_batch *b, int64_t now)
+{
+	for (size_t k = 0; k < s->ncstat; k++) {
+		struct cstat *c = &s->cstat[k];
+		struct sq_stats_codec_delta d = {
+			.cls = sq_an_class_name(c->cls), .codec = c->codec,
+			.level = c->level, .bytes_in = c->in,
+			.bytes_out = c->out, .compress_ns = c->ns,
+			.blocks = c->blocks, .fallbacks = c->fallbacks };
+
+		sq_stats_batch_codec(b, &d);
+	}
+	s->ncstat = 0;
+	if (!db || !s->policy_dirty)
+		return;
+	for (int c = 0; c < SQ_AN_CLASS_COUNT; c++) {
+		struct sq_stats_log_entry e = { .time = now,
+						.action = "policy" };
+
+		if (!s->decisions[c])
+			continue;
+		e.evidence = s->decisions[c];
+		sq_stats_batch_log(b, &e);
+		free(s->decisions[c]);
+		s->decisions[c] = NULL;
+	}
+	{
+		struct sq_stats_policy rows[SQ_AN_CLASS_COUNT];
+		size_t n = policy_rows(s, rows);
+
+		if (sq_stats_policy_set(db, SQ_STATS_SETTLE, rows, n) == 0)
+			s->policy_dirty = false;
+	}
+}
+
 static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 {
 	struct record *rc = arg;
@@ -397,7 +641,7 @@ static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 	char ev[256];
 	int64_t now = (int64_t)time(NULL);
 
-	(void)db;
+	save_scores(rc->s, db, b, now);
 	if (rc->out == GONE)
 		return sq_stats_batch_unlink(b, rc->c->id);
 	memset(&d, 0, sizeof(d));
@@ -517,8 +761,12 @@ static int settle_an(const struct sq_settle_opts *o, bool fast_decode,
 			      SQ_AN_POLICY_BALANCED;
 	int r = sq_an_new("auto", p, o->min_saving, out);
 
-	if (r || !fast_decode)
+	if (r)
 		return r;
+	/* Every block gets the policy's codec: there is time for it. */
+	sq_an_set_payoff(*out, false);
+	if (!fast_decode)
+		return 0;
 	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
 		int codec, level;
 
@@ -554,9 +802,20 @@ int sq_settle_start(struct sq_fs *fs, struct sq_track *t,
 	if (!r)
 		r = settle_an(&s->o, true, &s->an_read);
 	if (!r)
+		r = settle_an(&s->o, false, &s->an_probe);
+	if (!r)
 		r = sq_wq_new("sq-settle", 1, &s->wq);
 	if (r)
 		goto fail;
+	{
+		struct loaded l = { s, 0 };
+
+		sq_track_with_db(t, load_policy, &l);
+		if (l.paused)
+			sq_log(SQ_LOG_INFO, "settle: %zu classes not settled: "
+			       "it did not pay on this mount (stats.db's "
+			       "policy table)", l.paused);
+	}
 	s->round.run = round_job;
 	sq_wq_push_after(s->wq, &s->round,
 			 (uint64_t)(s->o.after < 5 ? s->o.after : 5) *
@@ -566,6 +825,7 @@ int sq_settle_start(struct sq_fs *fs, struct sq_track *t,
 fail:
 	sq_an_free(s->an);
 	sq_an_free(s->an_read);
+	sq_an_free(s->an_probe);
 	sq_codec_ctx_free(s->cctx);
 	free(s->buf);
 	free(s->scratch);
@@ -581,6 +841,9 @@ void sq_settle_free(struct sq_settle *s)
 	sq_wq_free(s->wq, -1);
 	sq_an_free(s->an);
 	sq_an_free(s->an_read);
+	sq_an_free(s->an_probe);
+	for (int c = 0; c < SQ_AN_CLASS_COUNT; c++)
+		free(s->decisions[c]);
 	sq_codec_ctx_free(s->cctx);
 	free(s->buf);
 	free(s->scratch);

@@ -4,6 +4,8 @@
  */
 #include "engine/track.h"
 
+#include "analyzer/analyzer.h"
+
 #include "engine/engine.h"
 #include "engine/log.h"
 #include "engine/pack_store.h"
@@ -52,6 +54,12 @@ struct sq_track {
 	size_t nentries;
 	struct sq_stats_batch *ops;	/* renames, unlinks, in order */
 	bool dropped_said;
+	/* The foreground's blocks per class x codec x level. */
+	struct cstat {
+		int cls, codec, level;
+		uint64_t in, out, ns, blocks, fallbacks;
+	} cstat[48];
+	size_t ncstat;
 
 	pthread_mutex_t db_lock;
 	/* Guarded by db_lock. */
@@ -282,6 +290,41 @@ void sq_track_unlinked(struct sq_track *t, ino_t ino, const char *path,
 	pthread_mutex_unlock(&t->lock);
 }
 
+/* The analyzer's hook: counts each block the foreground stores. */
+static void trace(void *arg, const struct sq_an_file *af, uint64_t idx,
+		  const struct sq_an_result *res)
+{
+	struct sq_track *t = arg;
+	struct cstat *c = NULL;
+
+	(void)af;
+	(void)idx;
+	if (res->zero)
+		return;
+	pthread_mutex_lock(&t->lock);
+	for (size_t k = 0; k < t->ncstat && !c; k++)
+		if (t->cstat[k].cls == res->cls &&
+		    t->cstat[k].codec == res->codec &&
+		    t->cstat[k].level == res->level)
+			c = &t->cstat[k];
+	if (!c && t->ncstat < sizeof(t->cstat) / sizeof(t->cstat[0])) {
+		c = &t->cstat[t->ncstat++];
+		memset(c, 0, sizeof(*c));
+		c->cls = res->cls;
+		c->codec = res->codec;
+		c->level = res->level;
+	}
+	if (c) {
+		c->in += res->in_len;
+		c->blocks++;
+		c->out += res->len;
+		c->ns += res->ns_codec;
+		if (res->how == SQ_AN_HOW_FALLBACK)
+			c->fallbacks++;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
 /* ---- the database ---- */
 
 /* Logs @what once until the state changes. */
@@ -407,6 +450,17 @@ static void take_pending(struct sq_track *t)
 			sq_stats_batch_append(t->carry, tmp);
 		}
 	}
+	for (size_t k = 0; k < t->ncstat; k++) {
+		struct cstat *c = &t->cstat[k];
+		struct sq_stats_codec_delta cd = {
+			.cls = sq_an_class_name(c->cls), .codec = c->codec,
+			.level = c->level, .bytes_in = c->in,
+			.bytes_out = c->out, .compress_ns = c->ns,
+			.blocks = c->blocks, .fallbacks = c->fallbacks };
+
+		sq_stats_batch_codec(t->carry, &cd);
+	}
+	t->ncstat = 0;
 	for (size_t b = 0; b < BUCKETS; b++) {
 		for (e = t->bucket[b]; e; e = next) {
 			next = e->next;
@@ -635,6 +689,10 @@ int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, struct sq_track **out)
 	pthread_mutex_lock(&t->db_lock);
 	db_open(t);
 	pthread_mutex_unlock(&t->db_lock);
+	/* The foreground's choices, for the codecs table. */
+	sq_an_set_trace(fs->an, trace, t);
+	if (fs->an_hot != fs->an)
+		sq_an_set_trace(fs->an_hot, trace, t);
 	t->flush.run = flush_job;
 	/* The first flush at once: it runs a scan that is due. */
 	sq_wq_push(wq, &t->flush);
