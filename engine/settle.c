@@ -19,7 +19,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,19 +108,22 @@ static void sleep_ns(uint64_t ns)
 	nanosleep(&ts, NULL);
 }
 
-/* Idle CPU and I/O priority for this thread: the foreground never waits
- * for a settle. */
+/*
+ * The lowest CPU and I/O priority that still runs: nice 19 and the
+ * best-effort I/O class's lowest level.  Not SCHED_IDLE nor the idle I/O
+ * class: this thread holds an inode's lock while it reads a block, and a
+ * machine busy with other work would starve it there, and the user's
+ * open() of that file with it (and an unmount for as long).  Yielding to
+ * our own foreground is yield_to_foreground()'s job.
+ */
 static void set_prio(struct sq_settle *s)
 {
-	struct sched_param sp = { 0 };
-
 	if (s->prio_set)
 		return;
 	s->prio_set = true;
-	sched_setscheduler(0, SCHED_IDLE, &sp);
 	setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19);
-	/* IOPRIO_WHO_PROCESS = 1, IOPRIO_CLASS_IDLE = 3 << 13 */
-	syscall(SYS_ioprio_set, 1, (int)syscall(SYS_gettid), 3 << 13);
+	/* IOPRIO_WHO_PROCESS = 1; IOPRIO_CLASS_BE = 2 << 13, level 7 */
+	syscall(SYS_ioprio_set, 1, (int)syscall(SYS_gettid), (2 << 13) | 7);
 }
 
 /* Waits while foreground requests are in flight or were a moment ago. */

@@ -73,7 +73,7 @@ def test_policy_stores_by_class(make_mount, policy):
         assert h["c"] == CODEC_IDS["none"], "random block not raw: %r" % h
         assert h["s"] == h["r"]
 
-    codec, level = TEXT_CODEC[policy or "balanced"]
+    codec, level = TEXT_CODEC[policy or "fast"]
     recs = records(m.bpath("notes.txt"))
     assert len(recs) == 4
     for h in recs:
