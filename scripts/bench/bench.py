@@ -21,6 +21,7 @@ import re
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -191,8 +192,7 @@ class Plain(System):
         return {}
 
     def stored(self):
-        return {"bytes": du_bytes(self.dir), "alloc": du_bytes(self.dir,
-                                                                False)}
+        return {"bytes": du_bytes(self.dir), "alloc": backing_alloc(self)}
 
     def category_bytes(self, apparent=True):
         return {c: du_bytes(os.path.join(self.dir, c), apparent)
@@ -535,6 +535,104 @@ def wl_fio(sysm, fio_size, runtime):
     return res
 
 
+def backing_alloc(sysm):
+    """Allocated bytes of a squeezefs backing dir, without its statistics
+    database (packs count: they hold small files)."""
+    total = du_bytes(sysm.dir, False)
+    sq = os.path.join(sysm.dir, ".squeezefs")
+    if os.path.isdir(sq):
+        for n in os.listdir(sq):
+            if n.startswith("stats.db"):
+                total -= os.lstat(os.path.join(sq, n)).st_blocks * 512
+    return total
+
+
+def settle_state(sysm):
+    """(files still hot, settle decisions so far) from the mount's
+    stats.db; (None, 0) while it cannot be read."""
+    db = os.path.join(sysm.dir, ".squeezefs", "stats.db")
+    try:
+        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    except sqlite3.Error:
+        return None, 0
+    try:
+        hot = con.execute("SELECT count(*) FROM files WHERE state = 'hot'"
+                          ).fetchone()[0]
+        done = con.execute("SELECT count(*) FROM log WHERE action = "
+                           "'settle'").fetchone()[0]
+        return hot, done
+    except sqlite3.Error:
+        return None, 0
+    finally:
+        con.close()
+
+
+def wl_settle(sysm, corpus, logical, timeout):
+    """Copy-in with the default options, then wait until every file has
+    settled: the allocated size after settling and how long it took
+    (from the end of the copy, settle_after included)."""
+    dst = sysm.mount()
+    t0 = time.monotonic()
+    timed(["cp", "-a", corpus + "/.", dst])
+    os.sync()
+    t1 = time.monotonic()
+    res = {"settle_copy_mibs": logical / MiB / (t1 - t0),
+           "alloc_before_settle": backing_alloc(sysm)}
+    while time.monotonic() - t1 < timeout:
+        hot, done = settle_state(sysm)
+        if hot == 0 and done:
+            break
+        time.sleep(2)
+    else:
+        sysm.notes.append("settling did not finish in %d s" % timeout)
+    res["settle_s"] = time.monotonic() - t1
+    res["alloc_settled"] = backing_alloc(sysm)
+    sysm.unmount()
+    return res
+
+
+def wl_busy(sysm, corpus, logical, fio_size, timeout):
+    """The foreground while a previous tree settles: copy-in of the corpus,
+    a cold read of the settling tree and fio sequential reads, to set
+    against the idle figures of copyread and fio."""
+    dst = sysm.mount()
+    os.makedirs(os.path.join(dst, "old"))
+    timed(["cp", "-a", corpus + "/.", os.path.join(dst, "old")])
+    f = os.path.join(dst, "old", "fio.dat")
+    fio(["--filename=" + f, "--size=%d" % fio_size, "--ioengine=psync",
+         "--rw=write", "--bs=1M", "--buffer_compress_percentage=60",
+         "--refill_buffers", "--end_fsync=1"], "prep")
+    os.sync()
+    t1 = time.monotonic()
+    res = {}
+    while time.monotonic() - t1 < timeout:
+        hot, done = settle_state(sysm)
+        if done:
+            break
+        time.sleep(1)
+    else:
+        sysm.notes.append("settling did not start in %d s" % timeout)
+    t0 = time.monotonic()
+    timed(["cp", "-a", corpus + "/.", os.path.join(dst, "new")])
+    os.sync()
+    res["busy_copy_mibs"] = logical / MiB / (time.monotonic() - t0)
+    drop_caches()
+    wall, _ = timed("tar -cf - old | cat > /dev/null", shell=True, cwd=dst)
+    res["busy_read_mibs"] = (logical + fio_size) / MiB / wall
+    drop_caches()
+    job = fio(["--filename=" + f, "--size=%d" % fio_size,
+               "--ioengine=psync", "--rw=read", "--bs=1M"], "busyread")
+    res["busy_seqread_mibs"] = job["read"]["bw_bytes"] / MiB
+    hot, _ = settle_state(sysm)
+    # Measured while settling ran throughout (else the figures are idle
+    # ones, and say so).
+    res["busy_settling"] = 1 if hot else 0
+    if not hot:
+        sysm.notes.append("settling ended before the busy measures did")
+    sysm.unmount()
+    return res
+
+
 def wl_meta(sysm, nfiles):
     dst = sysm.mount()
     top = os.path.join(dst, "meta")
@@ -824,6 +922,39 @@ def markdown(meta, systems, summ, tgts, zest, logical):
             if zest:
                 row.append(fmt(zest["cat"].get(c, 0) / MiB))
             L.append("| " + " | ".join(row) + " |")
+    # Settling (issue 19): what the default mount ends up storing, and
+    # what the foreground keeps while it runs.
+    srows = [s for s in systems if summ[s.name].get("alloc_settled")]
+    if srows:
+        L.append("")
+        L.append("Settling (default options: the foreground writes with "
+                 "`fast`, quiet files are recompressed in the background):")
+        L.append("")
+        L.append("| system | copy-in MiB/s | allocated MiB after copy | "
+                 "after settling MiB | time to settle s | after settling "
+                 "/ btrfs | busy copy-in / idle | busy cold read / idle | "
+                 "busy fio seq read / idle |")
+        L.append("|---" * 9 + "|")
+        bt = summ.get("btrfs", {}).get("alloc")
+        for s in srows:
+            r = summ[s.name]
+
+            def rel(a, b):
+                return fmt(r[a] / r[b], 2) if r.get(a) and r.get(b) \
+                    else "n/a"
+            L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                s.label, fmt(r.get("settle_copy_mibs")),
+                fmt(r["alloc_before_settle"] / MiB),
+                fmt(r["alloc_settled"] / MiB), fmt(r.get("settle_s"), 0),
+                fmt(r["alloc_settled"] / bt, 3) if bt else "n/a",
+                rel("busy_copy_mibs", "copy_mibs"),
+                rel("busy_read_mibs", "read_mibs"),
+                rel("busy_seqread_mibs", "seqread_mibs")))
+        L.append("")
+        L.append("Time to settle counts from the end of the copy, the "
+                 "default settle_after (60 s) included.  Busy figures: "
+                 "measured while the tree copied before them settles "
+                 "(the cold read reads that tree).")
     L.append("")
     L.append("Notes:")
     for n in meta["notes"]:
@@ -871,7 +1002,13 @@ def main():
     ap.add_argument("--systems", help="comma list of plain,bindfs,fast,"
                     "balanced,max,wb,btrfs (default all) and none "
                     "(squeezefs -o codec=none, only when listed)")
-    ap.add_argument("--workloads", default="copyread,fio,meta")
+    ap.add_argument("--workloads", default="copyread,fio,meta,settle,busy",
+                    help="settle: copy-in, then the time until every file "
+                    "settled and the allocated size after; busy: "
+                    "copy-in, cold read and fio seq read while another "
+                    "tree settles (both only for the default squeezefs)")
+    ap.add_argument("--settle-timeout", type=int, default=3600,
+                    help="seconds to wait for settling (default 3600)")
     ap.add_argument("--baseline", help="another squeezefs binary (an older "
                     "build) run with the default options beside the others, "
                     "as system `base`: a change's effect measured in one "
@@ -995,6 +1132,11 @@ def main():
         for wl in wls:
             for rep in range(a.reps):
                 for s in systems:
+                    # Settling is the default squeezefs's (and the
+                    # baseline's, when it has it): the others skip it.
+                    if wl in ("settle", "busy") and \
+                            s.name not in (defpol, "base"):
+                        continue
                     log("%s rep %d: %s" % (wl, rep + 1, s.label))
                     s.setup(os.path.join(runroot, "%s-%s-%d" % (
                         s.name, wl, rep)))
@@ -1005,6 +1147,12 @@ def main():
                             r = wl_fio(s, fio_size, runtime)
                         elif wl == "meta":
                             r = wl_meta(s, nmeta)
+                        elif wl == "settle":
+                            r = wl_settle(s, corpus, logical,
+                                          a.settle_timeout)
+                        elif wl == "busy":
+                            r = wl_busy(s, corpus, logical, fio_size,
+                                        a.settle_timeout)
                         else:
                             raise SystemExit("unknown workload " + wl)
                     except (RuntimeError, OSError,
