@@ -366,7 +366,8 @@ def squeezefs_policies(binary, workdir):
     """(supported, default policy).  Trusts a trial mount, not --help."""
     h = run([binary, "--help"], check=False).stdout
     default = "balanced"
-    m = re.search(r"policy=\S*.*?default[:= ]+(fast|balanced|max)", h)
+    # The option's help may wrap: up to its "(default X".
+    m = re.search(r"policy=\S*[^(]*\(default[:= ]+(fast|balanced|max)", h)
     if m:
         default = m.group(1)
     if "policy" not in h:
