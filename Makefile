@@ -126,9 +126,12 @@ integration: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 # the files whose code paths it does not change: the golden and damaged
 # directories (read only), the command line and its options, the
 # analyzer's choices, mount(8), fstab and unprivileged mounts (their
-# mounts take no extra options), and fsck on copies of BACKING.
+# mounts take no extra options), fsck on copies of BACKING, and settling
+# and its statistics (they work on closed files, after the kernel's
+# writeback is done).
 WB_SKIP := test_golden.py test_cli.py test_analyzer_eval.py \
-	test_mounting.py test_backup_copies.py test_unprivileged.py
+	test_mounting.py test_backup_copies.py test_unprivileged.py \
+	test_settle.py test_stats_db.py
 integration-wb: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration \
 	  PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"
