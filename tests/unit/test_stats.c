@@ -410,6 +410,85 @@ static void test_rename(void **state)
 			       " path = 'new/dir/name'"), 1);
 }
 
+static void test_rename_tree(void **state)
+{
+	struct fx *f = *state;
+	static const char *const paths[] = { "a/x", "a/b/y", "ab/z", "a", "b/a/w" };
+	struct sq_stats_file row;
+
+	open_ok(f, NULL);
+	for (int k = 0; k < 5; k++) {
+		struct sq_stats_file_delta d = {
+			.id = 20 + k, .set = SQ_STATS_SET_PATH,
+			.path = paths[k], .writes = 1,
+		};
+
+		add_file(f, &d);
+	}
+	apply(f);
+	/* Only what lies under "a/": not "ab/z", not "a" itself. */
+	assert_int_equal(sq_stats_batch_rename_tree(f->b, "a", "c/d"), 0);
+	apply(f);
+	static const char *const want[] = { "c/d/x", "c/d/b/y", "ab/z", "a",
+					    "b/a/w" };
+	for (int k = 0; k < 5; k++) {
+		get(f, 20 + k, &row);
+		assert_string_equal(row.path, want[k]);
+		sq_stats_file_release(&row);
+	}
+	assert_int_equal(sq_stats_batch_rename_tree(f->b, "", "x"), -EINVAL);
+	assert_int_equal(sq_stats_batch_rename_tree(f->b, "a", NULL), -EINVAL);
+}
+
+static void test_forget_name(void **state)
+{
+	struct fx *f = *state;
+	struct sq_stats_file_delta d = {
+		.id = 30, .set = SQ_STATS_SET_PATH, .path = "one", .writes = 1,
+	};
+	struct sq_stats_file row;
+
+	open_ok(f, NULL);
+	add_file(f, &d);
+	apply(f);
+	/* Another name of the file went: the row keeps its path. */
+	assert_int_equal(sq_stats_batch_forget_name(f->b, 30, "two"), 0);
+	apply(f);
+	get(f, 30, &row);
+	assert_string_equal(row.path, "one");
+	sq_stats_file_release(&row);
+	/* Its own name went: the path is cleared, the row stays. */
+	assert_int_equal(sq_stats_batch_forget_name(f->b, 30, "one"), 0);
+	apply(f);
+	get(f, 30, &row);
+	assert_null(row.path);
+	assert_int_equal(row.writes, 1);
+	sq_stats_file_release(&row);
+}
+
+static void test_batch_append(void **state)
+{
+	struct fx *f = *state;
+	struct sq_stats_batch *b2;
+	struct sq_stats_file_delta d = { .id = 40, .writes = 2 };
+	struct sq_stats_file row;
+
+	open_ok(f, NULL);
+	assert_int_equal(sq_stats_batch_new(&b2), 0);
+	add_file(f, &d);
+	assert_int_equal(sq_stats_batch_rename(b2, 40, "moved"), 0);
+	assert_int_equal(sq_stats_batch_unlink(b2, 41), 0);
+	assert_int_equal(sq_stats_batch_append(f->b, b2), 0);
+	assert_int_equal(sq_stats_batch_count(b2), 0);
+	assert_int_equal(sq_stats_batch_count(f->b), 3);
+	sq_stats_batch_free(b2);	/* the moved strings are f->b's now */
+	apply(f);
+	get(f, 40, &row);
+	assert_string_equal(row.path, "moved");
+	assert_int_equal(row.writes, 2);
+	sq_stats_file_release(&row);
+}
+
 static void test_unlink(void **state)
 {
 	struct fx *f = *state;
@@ -1003,6 +1082,9 @@ int main(void)
 		T(test_fields_set),
 		T(test_codecs),
 		T(test_rename),
+		T(test_rename_tree),
+		T(test_forget_name),
+		T(test_batch_append),
 		T(test_unlink),
 		T(test_order_in_batch),
 		T(test_batch_refuses),
