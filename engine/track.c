@@ -65,6 +65,7 @@ struct sq_track {
 	/* Guarded by db_lock. */
 	struct sq_stats *db;
 	ino_t db_ino;		/* of stats.db when opened */
+	struct stat db_st;	/* stats.db as our last write left it */
 	struct sq_stats_batch *carry;	/* the flush's batch */
 	bool scan_needed;
 	int64_t scan_hot_since;	/* files written since go hot */
@@ -198,6 +199,37 @@ void sq_track_closed(struct sq_track *t, const struct sq_inode *i,
 			e->last_write = now_s();
 			e->set |= SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
 		}
+		if (p) {
+			free(e->path);
+			e->path = p;
+			p = NULL;
+			e->set |= SQ_STATS_SET_PATH;
+		}
+	}
+	pthread_mutex_unlock(&t->lock);
+	free(p);
+}
+
+void sq_track_created(struct sq_track *t, int fd, int dirfd,
+		      const char *name)
+{
+	char path[PATH_MAX];
+	struct entry *e;
+	struct stat st;
+	char *p;
+
+	if (!t || fstat(fd, &st) ||
+	    sq_track_path(t, dirfd, name, path, sizeof(path)))
+		return;
+	p = strdup(path);
+	pthread_mutex_lock(&t->lock);
+	e = entry_get(t, st.st_ino);
+	if (e) {
+		e->logical = 0;
+		e->stored = (uint64_t)st.st_blocks * 512;
+		e->last_write = now_s();
+		e->set |= SQ_STATS_SET_LOGICAL | SQ_STATS_SET_STORED |
+			  SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
 		if (p) {
 			free(e->path);
 			e->path = p;
@@ -365,11 +397,17 @@ static void db_open(struct sq_track *t)
 		    "statistics", r);
 		return;
 	}
-	if (fstatat(t->fs->root_fd, SQ_STATS_DB, &st, 0) == 0)
+	if (fstatat(t->fs->root_fd, SQ_STATS_DB, &st, 0) == 0) {
 		t->db_ino = st.st_ino;
+		t->db_st = st;
+	}
 	if (rep.damaged) {
 		char msg[320];
 
+		/* One line: quick_check's findings come one per line. */
+		for (char *c = rep.why; *c; c++)
+			if (*c == '\n' || *c == '\r')
+				*c = ' ';
 		snprintf(msg, sizeof(msg), "stats.db was damaged (%s), moved "
 			 "to %s; rebuilding it from BACKING", rep.why,
 			 rep.moved_to);
@@ -377,10 +415,13 @@ static void db_open(struct sq_track *t)
 		say(t, 3, SQ_LOG_WARN, msg, 0);
 		t->scan_needed = true;
 		t->scan_hot_since = 0;
-	} else if (rep.created) {
+	} else if (rep.created || rep.from_version == 0) {
+		/* None, or an empty file (emptied by hand, or a crash while
+		 * it was first made): whatever it held is gone. */
 		t->said = 0;
-		say(t, 4, SQ_LOG_INFO, "new stats.db; filling it from BACKING",
-		    0);
+		say(t, 4, SQ_LOG_INFO, rep.created ?
+		    "new stats.db; filling it from BACKING" :
+		    "stats.db was empty; filling it from BACKING", 0);
 		t->scan_needed = true;
 		t->scan_hot_since = 0;
 	} else if (t->said) {
@@ -399,6 +440,27 @@ static bool db_same(struct sq_track *t)
 	       st.st_ino == t->db_ino;
 }
 
+/*
+ * Whether someone else wrote stats.db itself since our last write.  In
+ * WAL mode, SQLite writes the main file only when it checkpoints (ours
+ * run within our own transactions); another writer, a checkpoint by a
+ * `sqlite3` session, or damage changes it behind our page cache, which
+ * would then hide the damage until it was written back over.  The
+ * handle is made anew then, and sq_stats_open() checks the file.
+ */
+static bool db_touched(struct sq_track *t)
+{
+	struct stat st;
+
+	if (fstatat(t->fs->root_fd, SQ_STATS_DB, &st, 0))
+		return true;
+	return st.st_size != t->db_st.st_size ||
+	       st.st_mtim.tv_sec != t->db_st.st_mtim.tv_sec ||
+	       st.st_mtim.tv_nsec != t->db_st.st_mtim.tv_nsec ||
+	       st.st_ctim.tv_sec != t->db_st.st_ctim.tv_sec ||
+	       st.st_ctim.tv_nsec != t->db_st.st_ctim.tv_nsec;
+}
+
 /* Applies @b, reopening a database that went bad once.  Returns 0 or
  * -errno; @b is cleared unless the database was busy. */
 static int db_apply(struct sq_track *t, struct sq_stats_batch *b)
@@ -408,6 +470,9 @@ static int db_apply(struct sq_track *t, struct sq_stats_batch *b)
 	if (t->db && !db_same(t)) {
 		say(t, 5, SQ_LOG_WARN, "stats.db was removed or replaced "
 		    "while mounted; making it anew", 0);
+		db_close(t);
+	} else if (t->db && db_touched(t)) {
+		/* Reopened quietly: sq_stats_open() says what it finds. */
 		db_close(t);
 	}
 	db_open(t);
@@ -421,6 +486,19 @@ static int db_apply(struct sq_track *t, struct sq_stats_batch *b)
 		db_close(t);
 		db_open(t);
 		r = t->db ? sq_stats_apply(t->db, b) : -ENODEV;
+	}
+	if (r == -EBUSY)
+		say(t, 1, SQ_LOG_WARN, "stats.db is locked by another "
+		    "process; keeping the statistics until it is free", 0);
+	else if (r == 0 && t->said == 1) {
+		t->said = 0;
+		sq_log(SQ_LOG_INFO, "statistics: stats.db is free again");
+	}
+	if (t->db) {
+		struct stat st;
+
+		if (fstatat(t->fs->root_fd, SQ_STATS_DB, &st, 0) == 0)
+			t->db_st = st;
 	}
 	t->clean = r == 0;
 	if (r == 0 || (r != -EBUSY && r != -ENODEV) ||
@@ -634,6 +712,13 @@ int sq_track_with_db(struct sq_track *t, sq_track_db_fn fn, void *arg)
 	take_pending(t);
 	db_apply(t, t->carry);
 	r = fn(arg, t->db, t->carry);
+	if (t->db) {
+		struct stat st;
+
+		/* @fn's own writes (a policy table) are not someone else's. */
+		if (fstatat(t->fs->root_fd, SQ_STATS_DB, &st, 0) == 0)
+			t->db_st = st;
+	}
 	db_apply(t, t->carry);
 	pthread_mutex_unlock(&t->db_lock);
 	return r;

@@ -64,6 +64,10 @@ void sq_track_io(struct sq_track *t, const struct sq_inode *i, bool write,
  */
 void sq_track_closed(struct sq_track *t, const struct sq_inode *i,
 		     bool wrote, uint64_t logical, uint64_t stored);
+/* A regular file was made at @dirfd/@name (open as @fd) and not opened
+ * through the mount (mknod): its row, empty and hot. */
+void sq_track_created(struct sq_track *t, int fd, int dirfd,
+		      const char *name);
 /* After renameat(): the object now at @dirfd/@name was called @old_path
  * (relative to BACKING, from sq_track_path()). */
 void sq_track_renamed(struct sq_track *t, const char *old_path, int dirfd,

@@ -365,10 +365,12 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 		 * One only read is as it was: what the cache says holds. */
 		if (known && wrote && !r &&
 		    fstatat(i->fd, "", &st,
-			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
-		    st.st_size > 0) {
+			    AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0)
 			sq_track_closed(fs->track, i, true, size,
 					(uint64_t)st.st_blocks * 512);
+		else
+			st.st_size = 0;
+		if (known && wrote && !r && st.st_size > 0) {
 			/* A small container may go into a pack now. */
 			wrote = wrote && st.st_blocks <= SQ_PACK_SMALL_BLOCKS;
 			sq_attr_cache_size(i, &st, size, -1);
@@ -667,10 +669,12 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 				O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
 				create_mode(req, mode) & 07777);
 
-		if (fd < 0)
+		if (fd < 0) {
 			r = -errno;
-		else
+		} else {
+			sq_track_created(fs_of(req)->track, fd, p->fd, name);
 			close(fd);
+		}
 	} else if (mknodat(p->fd, name, (mode & S_IFMT) |
 			   (create_mode(req, mode) & 07777), rdev)) {
 		r = -errno;
@@ -1223,8 +1227,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	sq_prune_note(sq_mount_of(fs), i, p, name);
 	/* We made it: it has no capability (see op_getxattr). */
-	if (created)
+	if (created) {
 		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
+		sq_track_closed(fs->track, i, true, 0,
+				(uint64_t)st.st_blocks * 512);
+	}
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
 		r = get_file(fs, i, SQ_OPEN_TRUNC, -1);

@@ -258,7 +258,7 @@ def test_kill9_while_settling(mk, tmp_path):
     rnd = random.Random(99)
     killed_mid = 0
     for r in range(rounds):
-        time.sleep(rnd.uniform(0.0, 1.5))
+        time.sleep(rnd.uniform(0.0, 1.0))
         if states(m).get("hot", 0):
             killed_mid += 1
         m.kill()
