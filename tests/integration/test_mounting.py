@@ -221,7 +221,16 @@ def test_sigint_and_sighup_also_end_cleanly(make_mount):
             f.write(b"kept\n" * 1000)
         time.sleep(0.1)
         m.proc.send_signal(sig)
-        assert m.proc.wait(timeout=60) == 0, m.read_log()[-2000:]
+        try:
+            rc = m.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            # Where every thread is, for the failure report.
+            bt = subprocess.run(["gdb", "-batch", "-p", str(m.proc.pid),
+                                 "-ex", "thread apply all bt"],
+                                capture_output=True, text=True).stdout
+            raise AssertionError("no exit 60 s after signal %d:\n%s\n%s" %
+                                 (sig, m.read_log()[-2000:], bt[-12000:]))
+        assert rc == 0, m.read_log()[-2000:]
         m.proc = None
         assert wait_for(lambda: not os.path.ismount(m.mnt), timeout=10)
         m.start()
