@@ -45,6 +45,7 @@ struct sq_track {
 	/* Immutable after start. */
 	struct sq_fs *fs;
 	struct sq_wq *wq;
+	uint64_t flush_ns;	/* between flushes */
 	char *prefix;		/* BACKING's real path, for readlink() */
 	size_t prefix_len;
 
@@ -700,8 +701,7 @@ static void flush_job(struct sq_wq_job *job)
 	flush_locked(t);
 	pthread_mutex_unlock(&t->db_lock);
 	if (!sq_wq_stopping(t->wq))
-		sq_wq_push_after(t->wq, &t->flush,
-				 (uint64_t)SQ_TRACK_FLUSH_SECS * 1000000000ull);
+		sq_wq_push_after(t->wq, &t->flush, t->flush_ns);
 }
 
 int sq_track_with_db(struct sq_track *t, sq_track_db_fn fn, void *arg)
@@ -726,7 +726,8 @@ int sq_track_with_db(struct sq_track *t, sq_track_db_fn fn, void *arg)
 
 /* ---- start and stop ---- */
 
-int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, struct sq_track **out)
+int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, unsigned flush_secs,
+		   struct sq_track **out)
 {
 	struct sq_track *t;
 	char real[PATH_MAX], link[64];
@@ -741,6 +742,8 @@ int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, struct sq_track **out)
 		return -ENOMEM;
 	t->fs = fs;
 	t->wq = wq;
+	t->flush_ns = (uint64_t)(flush_secs ? flush_secs : SQ_TRACK_FLUSH_SECS) *
+		      1000000000ull;
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fs->root_fd);
 	n = readlink(link, real, sizeof(real) - 1);
 	if (n <= 0 || !(t->prefix = strndup(real, (size_t)n)) ||
@@ -765,8 +768,8 @@ int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, struct sq_track **out)
 		    wal.st_mtim.tv_sec > st.st_mtim.tv_sec)
 			st.st_mtim = wal.st_mtim;
 		t->scan_needed = true;
-		t->scan_hot_since = st.st_mtim.tv_sec -
-				    2 * SQ_TRACK_FLUSH_SECS;
+		t->scan_hot_since = st.st_mtim.tv_sec - 2 *
+				    (int64_t)(t->flush_ns / 1000000000ull);
 		sq_log(SQ_LOG_INFO, "statistics: the last mount did not end "
 		       "cleanly; looking for files written since its last "
 		       "flush");

@@ -45,11 +45,12 @@ struct sq_wq;
 #define SQ_TRACK_CLEAN ".squeezefs/stats.clean"
 
 /*
- * Starts tracking for @fs, with flushes on @wq (fs->bg).  Never fails
+ * Starts tracking for @fs, with flushes on @wq (fs->bg) every @flush_secs
+ * (0: SQ_TRACK_FLUSH_SECS).  Never fails
  * for a database problem (logged; the mount runs without); returns
  * -ENOMEM only.  A read-only mount (fs->ro) tracks nothing: *@out NULL.
  */
-int sq_track_start(struct sq_fs *fs, struct sq_wq *wq,
+int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, unsigned flush_secs,
 		   struct sq_track **out);
 /* After @wq stopped: a last flush, then the clean mark.  NULL is fine. */
 void sq_track_free(struct sq_track *t);

@@ -47,6 +47,7 @@ struct sq_opts {
 	char *settle;
 	char *settle_after;
 	char *settle_cpu;
+	char *stats_flush;
 	int writeback_cache;
 	int nopack;
 	int shared;		/* allow_other or allow_root given */
@@ -67,6 +68,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("settle=%s", settle),
 	SQ_OPT("settle_after=%s", settle_after),
 	SQ_OPT("settle_cpu=%s", settle_cpu),
+	SQ_OPT("stats_flush=%s", stats_flush),
 	{ "writeback_cache", offsetof(struct sq_opts, writeback_cache), 1 },
 	{ "nopack", offsetof(struct sq_opts, nopack), 1 },
 	FUSE_OPT_KEY("allow_other", KEY_SHARED),
@@ -101,6 +103,9 @@ static void usage(const char *prog)
 	       "file settles (60)\n"
 	       "    -o settle_cpu=P        settling's CPU budget, percent of "
 	       "one core (50)\n"
+	       "    -o stats_flush=N       seconds between writes of the "
+	       "statistics to\n"
+	       "                           BACKING/.squeezefs/stats.db (5)\n"
 	       "    -o min_saving=F        store raw unless compression saves "
 	       "F (0..0.9 or 12.5%%; default 12.5%%)\n"
 	       "    -o writeback_cache     let the kernel gather writes in its "
@@ -470,6 +475,7 @@ int main(int argc, char **argv)
 					SQ_SETTLE_AFTER_DEFAULT,
 					SQ_SETTLE_CPU_DEFAULT, 0 };
 	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
+	unsigned stats_flush = 0;
 	int ret = 1, r;
 
 	if (argc >= 2 && (strcmp(argv[1], "fsck") == 0 ||
@@ -544,6 +550,14 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		sopts.cpu = (unsigned)v;
+	}
+	if (o.stats_flush) {
+		if (parse_size(o.stats_flush, &v) || v < 1 || v > 3600) {
+			ret = fail("bad stats_flush '%s': want seconds from 1 "
+				   "to 3600", o.stats_flush);
+			goto out;
+		}
+		stats_flush = (unsigned)v;
 	}
 	/* A forced codec is the user's choice for every block: nothing to
 	 * settle.  Without settling, the writer pays for small files. */
@@ -701,7 +715,7 @@ int main(int argc, char **argv)
 	}
 	if (!o.ro) {
 		sopts.min_saving = min_saving;
-		r = sq_track_start(fs, fs->bg, &fs->track);
+		r = sq_track_start(fs, fs->bg, stats_flush, &fs->track);
 		if (!r)
 			r = sq_settle_start(fs, fs->track, &sopts,
 					    &fs->settle);
@@ -768,6 +782,7 @@ out:
 	free(o.settle);
 	free(o.settle_after);
 	free(o.settle_cpu);
+	free(o.stats_flush);
 	free(o.min_saving);
 	fuse_opt_free_args(&args);
 	return ret;

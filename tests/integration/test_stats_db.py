@@ -16,7 +16,8 @@ happened in one line (not one per flush), and once the problem is gone
 the statistics come back: after unmount stats.db is a sound SQLite
 database whose rows agree with the containers, as in (A).
 
-Statistics are flushed every 5 s (SQ_TRACK_FLUSH_SECS) and at unmount,
+Statistics are flushed every second here (-o stats_flush=1; 5 s by
+default) and at unmount,
 so the rows are compared after m.stop() or after waiting for a flush.
 The database is read with Python's sqlite3, as a user would read it."""
 
@@ -34,7 +35,7 @@ from sqfs_util import (read_file, skip_under, wait_for,  # noqa: E402
                        wait_packed, write_file)
 
 DB = os.path.join(".squeezefs", "stats.db")
-FLUSH_SECS = 5          # SQ_TRACK_FLUSH_SECS
+FLUSH_SECS = 1          # -o stats_flush=1 on every mount here
 BUSY_SECS = 2           # SQ_STATS_BUSY_MS_DEFAULT
 
 # engine/track.c's log lines
@@ -184,6 +185,14 @@ def assert_rows_agree(m, sizes, where, exact_path=()):
     probs = row_problems(m, sizes, exact_path)
     assert not probs, "%s: files rows disagree with BACKING:\n  %s" % (
         where, "\n  ".join(probs[:30]))
+
+
+@pytest.fixture
+def make_mount(make_mount):
+    """conftest's, with statistics flushed every second."""
+    def factory(opts=None, **kw):
+        return make_mount(opts=["stats_flush=1"] + list(opts or []), **kw)
+    return factory
 
 
 def stat_lines(log):
