@@ -589,6 +589,24 @@ static int an_payoff_check(const struct sq_an *an, struct sq_an_file *af,
 	return 0;
 }
 
+/* The file's prior (its magic bytes, taken from block 0) into @in. */
+static void an_prior(struct sq_an_file *af, uint64_t block_idx,
+		     const void *src, size_t len, struct sq_an_input *in)
+{
+	in->prior = SQ_AN_CLASS_UNKNOWN;
+	in->db_page = 0;
+	if (!af)
+		return;
+	af_lock(af);
+	if (block_idx == 0) {
+		af->prior = sq_an_magic_class(src, len);
+		af->db_page = sq_an_sqlite_page(src, len);
+	}
+	in->prior = af->prior;
+	in->db_page = af->db_page;
+	af_unlock(af);
+}
+
 void sq_an_set_payoff(struct sq_an *an, bool on)
 {
 	an->no_payoff = !on;
@@ -604,18 +622,7 @@ int sq_an_classify_block(const struct sq_an *an, struct sq_an_file *af,
 		return SQ_AN_CLASS_UNKNOWN;
 	if (sq_an_is_zero(src, len))
 		return SQ_AN_CLASS_ZERO;
-	in.prior = SQ_AN_CLASS_UNKNOWN;
-	in.db_page = 0;
-	if (af) {
-		af_lock(af);
-		if (block_idx == 0) {
-			af->prior = sq_an_magic_class(src, len);
-			af->db_page = sq_an_sqlite_page(src, len);
-		}
-		in.prior = af->prior;
-		in.db_page = af->db_page;
-		af_unlock(af);
-	}
+	an_prior(af, block_idx, src, len, &in);
 	sq_an_features(src, len, &ft);
 	in.src = src;
 	in.len = len;
@@ -637,19 +644,7 @@ int sq_an_store(const struct sq_an *an, struct sq_an_file *af,
 
 	memset(res, 0, sizeof(*res));
 	res->in_len = len;
-	if (af) {
-		af_lock(af);
-		if (block_idx == 0) {
-			af->prior = sq_an_magic_class(src, len);
-			af->db_page = sq_an_sqlite_page(src, len);
-		}
-		in.prior = af->prior;
-		in.db_page = af->db_page;
-		af_unlock(af);
-	} else {
-		in.prior = SQ_AN_CLASS_UNKNOWN;
-		in.db_page = 0;
-	}
+	an_prior(af, block_idx, src, len, &in);
 	if (sq_an_is_zero(src, len)) {
 		res->zero = true;
 		res->codec = SQ_CODEC_NONE;

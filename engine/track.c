@@ -156,6 +156,17 @@ static void entry_drop(struct sq_track *t, ino_t ino)
 		}
 }
 
+/* Gives *@p (malloc'd, or NULL) to @e as its path.  lock held. */
+static void entry_set_path(struct entry *e, char **p)
+{
+	if (!*p)
+		return;
+	free(e->path);
+	e->path = *p;
+	*p = NULL;
+	e->set |= SQ_STATS_SET_PATH;
+}
+
 void sq_track_io(struct sq_track *t, const struct sq_inode *i, bool write,
 		 uint64_t bytes)
 {
@@ -200,12 +211,7 @@ void sq_track_closed(struct sq_track *t, const struct sq_inode *i,
 			e->last_write = now_s();
 			e->set |= SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
 		}
-		if (p) {
-			free(e->path);
-			e->path = p;
-			p = NULL;
-			e->set |= SQ_STATS_SET_PATH;
-		}
+		entry_set_path(e, &p);
 	}
 	pthread_mutex_unlock(&t->lock);
 	free(p);
@@ -231,12 +237,7 @@ void sq_track_created(struct sq_track *t, int fd, int dirfd,
 		e->last_write = now_s();
 		e->set |= SQ_STATS_SET_LOGICAL | SQ_STATS_SET_STORED |
 			  SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
-		if (p) {
-			free(e->path);
-			e->path = p;
-			p = NULL;
-			e->set |= SQ_STATS_SET_PATH;
-		}
+		entry_set_path(e, &p);
 	}
 	pthread_mutex_unlock(&t->lock);
 	free(p);

@@ -743,25 +743,34 @@ int sq_stats_batch_codec(struct sq_stats_batch *b,
 	return 0;
 }
 
+/* Adds an operation on names: @path (and @to) are copied in. */
+static int batch_name_op(struct sq_stats_batch *b, enum op_kind kind,
+			 int64_t id, const char *path, const char *to)
+{
+	struct op *o = op_slot(b);
+	bool fail = false;
+
+	if (!o)
+		return -ENOMEM;
+	o->kind = kind;
+	o->u.ren.id = id;
+	o->u.ren.path = dup_or_null(path, &fail);
+	o->u.ren.to = dup_or_null(to, &fail);
+	if (fail) {
+		free(o->u.ren.path);
+		free(o->u.ren.to);
+		return -ENOMEM;
+	}
+	b->n++;
+	return 0;
+}
+
 int sq_stats_batch_rename(struct sq_stats_batch *b, int64_t id,
 			  const char *path)
 {
-	struct op *o;
-	bool fail = false;
-
 	if (!path)
 		return -EINVAL;
-	o = op_slot(b);
-	if (!o)
-		return -ENOMEM;
-	o->kind = OP_RENAME;
-	o->u.ren.id = id;
-	o->u.ren.path = dup_or_null(path, &fail);
-	o->u.ren.to = NULL;
-	if (fail)
-		return -ENOMEM;
-	b->n++;
-	return 0;
+	return batch_name_op(b, OP_RENAME, id, path, NULL);
 }
 
 int sq_stats_batch_append(struct sq_stats_batch *dst,
@@ -785,46 +794,17 @@ int sq_stats_batch_append(struct sq_stats_batch *dst,
 int sq_stats_batch_rename_tree(struct sq_stats_batch *b, const char *from,
 			       const char *to)
 {
-	struct op *o;
-	bool fail = false;
-
 	if (!from || !to || !from[0] || !to[0])
 		return -EINVAL;
-	o = op_slot(b);
-	if (!o)
-		return -ENOMEM;
-	o->kind = OP_RENAME_TREE;
-	o->u.ren.id = 0;
-	o->u.ren.path = dup_or_null(from, &fail);
-	o->u.ren.to = dup_or_null(to, &fail);
-	if (fail) {
-		free(o->u.ren.path);
-		free(o->u.ren.to);
-		return -ENOMEM;
-	}
-	b->n++;
-	return 0;
+	return batch_name_op(b, OP_RENAME_TREE, 0, from, to);
 }
 
 int sq_stats_batch_forget_name(struct sq_stats_batch *b, int64_t id,
 			       const char *path)
 {
-	struct op *o;
-	bool fail = false;
-
 	if (!path)
 		return -EINVAL;
-	o = op_slot(b);
-	if (!o)
-		return -ENOMEM;
-	o->kind = OP_FORGET_NAME;
-	o->u.ren.id = id;
-	o->u.ren.path = dup_or_null(path, &fail);
-	o->u.ren.to = NULL;
-	if (fail)
-		return -ENOMEM;
-	b->n++;
-	return 0;
+	return batch_name_op(b, OP_FORGET_NAME, id, path, NULL);
 }
 
 int sq_stats_batch_unlink(struct sq_stats_batch *b, int64_t id)

@@ -417,6 +417,33 @@ def tree_paths(root, skip_reserved=True):
     return sorted(out)
 
 
+def files_alloc(root):
+    """Bytes allocated (st_blocks) to the files under `root`, the
+    top-level .squeezefs left out."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root) and ".squeezefs" in dirnames:
+            dirnames.remove(".squeezefs")
+        for n in filenames:
+            total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
+    return total
+
+
+def words_text(n, seed, words):
+    """n bytes of compressible, non-repeating text: numbered lines of 3 to
+    12 of `words` (bytes strings or str) drawn at random."""
+    import random
+    rnd = random.Random(seed)
+    words = [w if isinstance(w, str) else w.decode() for w in words]
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += b"%d %s\n" % (i, " ".join(rnd.choice(words) for _ in
+                                         range(rnd.randint(3, 12))).encode())
+        i += 1
+    return bytes(out[:n])
+
+
 WRITE_CHUNK = 1 << 20
 
 

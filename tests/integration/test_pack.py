@@ -33,6 +33,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sqfs_util import (EXIT_DAEMON_GONE, PACK_WAIT, STUB_LEN,  # noqa: E402
+                       files_alloc, words_text,
                        faultinj_env, flip_byte, fsck_clean, read_file,
                        run_fsck, skip_under, start_writer_script,
                        stop_writer, wait_for, wait_packed, write_fault_ctl,
@@ -54,14 +55,7 @@ WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do "
 
 def text(n, seed):
     """n bytes of compressible, non-repeating text."""
-    rnd = random.Random(seed)
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += b"%d %s\n" % (i, " ".join(rnd.choice(WORDS) for _ in
-                                         range(rnd.randint(3, 12))).encode())
-        i += 1
-    return bytes(out[:n])
+    return words_text(n, seed, WORDS)
 
 
 def ref_of(bpath):
@@ -109,13 +103,7 @@ def pack_alloc(m):
 
 def backing_alloc(m):
     """Bytes allocated to every file of BACKING: containers and packs."""
-    total = 0
-    for dirpath, dirnames, filenames in os.walk(m.backing):
-        if dirpath == m.backing and ".squeezefs" in dirnames:
-            dirnames.remove(".squeezefs")
-        for n in filenames:
-            total += os.lstat(os.path.join(dirpath, n)).st_blocks * 512
-    return total + pack_alloc(m)
+    return files_alloc(m.backing) + pack_alloc(m)
 
 
 def image_bytes(m, ref):

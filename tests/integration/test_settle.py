@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from sqfs_util import (LONG, Mount, fsck_clean, skip_under, wait_for,
+from sqfs_util import (LONG, Mount, files_alloc, fsck_clean, skip_under,
+                       wait_for,
                        write_and_sync)
 
 STATS = os.path.join(".squeezefs", "stats.db")
@@ -58,14 +59,9 @@ def make_tree(m, nfiles=12, size=512 << 10, seed=1):
 
 
 def allocated(m):
-    """Bytes BACKING's files take, outside .squeezefs."""
-    total = 0
-    for root, dirs, names in os.walk(m.backing):
-        if root == m.backing and ".squeezefs" in dirs:
-            dirs.remove(".squeezefs")
-        for n in names:
-            total += os.lstat(os.path.join(root, n)).st_blocks * 512
-    return total
+    """Bytes BACKING's files take, outside .squeezefs (settling leaves the
+    packs as they are)."""
+    return files_alloc(m.backing)
 
 
 def db_query(m, sql):

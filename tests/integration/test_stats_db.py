@@ -32,6 +32,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sqfs_util import (read_file, skip_under, wait_for,  # noqa: E402
+                       words_text,
                        wait_packed, write_file)
 
 DB = os.path.join(".squeezefs", "stats.db")
@@ -55,14 +56,7 @@ WORDS = ("statistics row inode container rename link unlink truncate "
 
 def text(n, seed):
     """n bytes of compressible, non-repeating text."""
-    rnd = random.Random(seed)
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += b"%d %s\n" % (i, " ".join(rnd.choice(WORDS) for _ in
-                                         range(rnd.randint(3, 12))).encode())
-        i += 1
-    return bytes(out[:n])
+    return words_text(n, seed, WORDS)
 
 
 def noise(n, seed):
