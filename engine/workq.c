@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,6 +104,7 @@ int sq_wq_new(const char *name, unsigned nthreads, struct sq_wq **out)
 {
 	struct sq_wq *q = calloc(1, sizeof(*q));
 	pthread_condattr_t ca;
+	sigset_t block, old;
 	int r = 0;
 
 	*out = NULL;
@@ -122,6 +124,19 @@ int sq_wq_new(const char *name, unsigned nthreads, struct sq_wq **out)
 	pthread_cond_init(&q->done, &ca);
 	pthread_condattr_destroy(&ca);
 	q->ready_tail = &q->ready;
+	/*
+	 * The signals that end a process go to the thread that waits for
+	 * them (the front end's session loop), never to ours: a handler run
+	 * here would mark the session exited while the loop sleeps on, and
+	 * the daemon would hang until the next request.  The threads inherit
+	 * the mask they are created with.
+	 */
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGQUIT);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
 	for (unsigned i = 0; i < nthreads; i++) {
 		r = pthread_create(&q->threads[i], NULL, wq_main, q);
 		if (r)
@@ -132,6 +147,7 @@ int sq_wq_new(const char *name, unsigned nthreads, struct sq_wq **out)
 		pthread_mutex_unlock(&q->lock);
 		q->nthreads = i + 1;
 	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r) {
 		sq_wq_free(q, -1);
 		return -r;

@@ -2,6 +2,7 @@
 directory mounted at a fresh mount point, always unmounted afterwards."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -9,6 +10,15 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sqfs_util import BIN, EXTRA_OPTS, Mount  # noqa: E402
+
+# A suite started in the background of a non-interactive shell (`make test
+# &`) inherits SIGINT ignored, and so would every daemon it starts: libfuse
+# leaves an ignored signal ignored (as nohup wants for SIGHUP), and the
+# tests that end a daemon with SIGINT would wait for nothing.  Daemons get
+# the default disposition (a handler here becomes the default across
+# exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter is set up
