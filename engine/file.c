@@ -1648,6 +1648,14 @@ unsigned sq_file_bshift(struct sq_inode *ino)
 	return ino->file ? ino->file->bshift : 0;
 }
 
+void sq_file_an_stats(struct sq_inode *ino, struct sq_an_stats *out)
+{
+	if (ino->file && ino->file->af)
+		sq_an_file_stats_get(ino->file->af, out);
+	else
+		memset(out, 0, sizeof(*out));
+}
+
 bool sq_file_modified(struct sq_inode *ino)
 {
 	return ino->file && ino->file->modified;

@@ -74,6 +74,10 @@ off_t sq_file_lseek(struct sq_fs *fs, struct sq_inode *ino, off_t off,
 void sq_file_stat(struct sq_inode *ino, struct stat *st);
 /* log2 of the open file's block size; 0 when not open.  Lock held. */
 unsigned sq_file_bshift(struct sq_inode *ino);
+struct sq_an_stats;
+/* The analyzer's counters of the blocks stored since the file was opened
+ * (all zero when none).  Lock held. */
+void sq_file_an_stats(struct sq_inode *ino, struct sq_an_stats *out);
 /* Whether the open file was changed (written, truncated, punched). */
 bool sq_file_modified(struct sq_inode *ino);
 /* Sets the logical mtime (after the caller changed the container's); it

@@ -39,6 +39,8 @@ struct entry {
 	uint64_t logical, stored;
 	int64_t last_read, last_write;
 	uint64_t reads, writes, bytes_read, bytes_written;
+	int cls;		/* enum sq_an_class, when SQ_STATS_SET_CLASS */
+	uint64_t compress_ns;
 };
 
 struct sq_track {
@@ -186,6 +188,25 @@ void sq_track_io(struct sq_track *t, const struct sq_inode *i, bool write,
 		e->bytes_read += bytes;
 		e->last_read = now_s();
 		e->set |= SQ_STATS_SET_LAST_READ;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+void sq_track_coded(struct sq_track *t, const struct sq_inode *i, int cls,
+		    uint64_t compress_ns)
+{
+	struct entry *e;
+
+	if (!t)
+		return;
+	pthread_mutex_lock(&t->lock);
+	e = entry_get(t, i->src_ino);
+	if (e) {
+		e->compress_ns += compress_ns;
+		if (cls > SQ_AN_CLASS_ZERO && cls < SQ_AN_CLASS_COUNT) {
+			e->cls = cls;
+			e->set |= SQ_STATS_SET_CLASS;
+		}
 	}
 	pthread_mutex_unlock(&t->lock);
 }
@@ -559,6 +580,9 @@ static void take_pending(struct sq_track *t)
 			d.writes = e->writes;
 			d.bytes_read = e->bytes_read;
 			d.bytes_written = e->bytes_written;
+			d.compress_ns = e->compress_ns;
+			d.cls = e->set & SQ_STATS_SET_CLASS ?
+					sq_an_class_name(e->cls) : NULL;
 			for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
 				d.blocks[k].codec = -1;
 			sq_stats_batch_file(t->carry, &d);

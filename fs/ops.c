@@ -7,6 +7,7 @@
  */
 #include "fs/fs_i.h"
 
+#include "analyzer/analyzer.h"
 #include "engine/attr.h"
 #include "engine/cache.h"
 #include "engine/file.h"
@@ -332,6 +333,25 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, int mode,
 	return r;
 }
 
+/* The class and the codec time of the blocks @i's last opening stored,
+ * for its statistics.  Lock held. */
+static void track_coded(struct sq_fs *fs, struct sq_inode *i)
+{
+	struct sq_an_stats as;
+	uint64_t ns = 0, most = 0;
+	int cls = -1;
+
+	sq_file_an_stats(i, &as);
+	for (int c = 0; c < SQ_AN_CLASS_COUNT; c++) {
+		ns += as.cls[c].ns_codec;
+		if (c > SQ_AN_CLASS_ZERO && as.cls[c].bytes_in > most) {
+			most = as.cls[c].bytes_in;
+			cls = c;
+		}
+	}
+	sq_track_coded(fs->track, i, cls, ns);
+}
+
 static int put_file(struct sq_fs *fs, struct sq_inode *i)
 {
 	bool last, wrote = false;
@@ -356,6 +376,8 @@ static int put_file(struct sq_fs *fs, struct sq_inode *i)
 			sq_file_stat(i, &st);
 			wrote = sq_file_modified(i);
 		}
+		if (known && wrote && fs->track)
+			track_coded(fs, i);
 		size = (uint64_t)st.st_size;
 		e = sq_file_close(fs, i);
 		if (!r)

@@ -610,3 +610,26 @@ def test_stats_db_trouble(make_mount, problem, when):
                 "locked" in l or "not end cleanly" in l or
                 "new stats.db" in l], again
     assert_rows_agree(m, sizes, "after a remount")
+
+
+def test_class_and_compression_time(make_mount):
+    """files.class is the class most of a file's bytes had when it was last
+    written, compress_ns the codec time its stores took (added up)."""
+    skip_under("codec", reason="a forced codec classifies nothing")
+    m = make_mount(opts=["settle=off"])
+    write_file(m.path("notes.txt"), text(600000, 7))
+    write_file(m.path("noise.bin"), noise(600000, 8))
+    m.stop()
+    rows = {p: (c, ns) for p, c, ns in query(
+        m, "SELECT path, class, compress_ns FROM files")}
+    assert rows["notes.txt"][0] == "text", rows
+    assert rows["notes.txt"][1] > 0, rows
+    # Random bytes are stored raw without running a codec (but trials).
+    assert rows["noise.bin"][0] == "random", rows
+    m.start()
+    with open(m.path("notes.txt"), "ab") as f:
+        f.write(text(300000, 9))
+    m.stop()
+    ns2 = query(m, "SELECT compress_ns FROM files WHERE path = "
+                "'notes.txt'")[0][0]
+    assert ns2 > rows["notes.txt"][1]
