@@ -65,6 +65,7 @@ struct sq_file {
 	blkcnt_t packed_blocks;	/* > 0: a packed file read from memory */
 	bool lazy_write;	/* ... opened for writing: make_writable() */
 	bool modified;		/* written, truncated, punched or unpacked */
+	uint64_t rewrites;	/* blocks stored that were changed in part */
 };
 
 /* ---- per-thread codec state ---- */
@@ -416,6 +417,8 @@ static int store(struct sq_fs *fs, struct sq_inode *ino,
 	if (atomic_load(&fs->backing_full))
 		atomic_store(&fs->backing_full, false);
 	f->touched = true;
+	if (d->rewrite)
+		f->rewrites++;
 	sq_dirty_remove(&f->dirty, d);
 	atomic_fetch_sub(&fs->dirty_bytes, f->bsize);
 	if (res->zero)
@@ -1646,6 +1649,11 @@ void sq_file_stat(struct sq_inode *ino, struct stat *st)
 unsigned sq_file_bshift(struct sq_inode *ino)
 {
 	return ino->file ? ino->file->bshift : 0;
+}
+
+uint64_t sq_file_rewrites(struct sq_inode *ino)
+{
+	return ino->file ? ino->file->rewrites : 0;
 }
 
 void sq_file_an_stats(struct sq_inode *ino, struct sq_an_stats *out)

@@ -78,6 +78,9 @@ struct sq_an_stats;
 /* The analyzer's counters of the blocks stored since the file was opened
  * (all zero when none).  Lock held. */
 void sq_file_an_stats(struct sq_inode *ino, struct sq_an_stats *out);
+/* Blocks stored since the file was opened that were changed in part (a
+ * block of data rewritten in place).  Lock held. */
+uint64_t sq_file_rewrites(struct sq_inode *ino);
 /* Whether the open file was changed (written, truncated, punched). */
 bool sq_file_modified(struct sq_inode *ino);
 /* Sets the logical mtime (after the caller changed the container's); it

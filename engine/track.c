@@ -40,7 +40,7 @@ struct entry {
 	int64_t last_read, last_write;
 	uint64_t reads, writes, bytes_read, bytes_written;
 	int cls;		/* enum sq_an_class, when SQ_STATS_SET_CLASS */
-	uint64_t compress_ns;
+	uint64_t compress_ns, rewrites;
 };
 
 struct sq_track {
@@ -193,7 +193,7 @@ void sq_track_io(struct sq_track *t, const struct sq_inode *i, bool write,
 }
 
 void sq_track_coded(struct sq_track *t, const struct sq_inode *i, int cls,
-		    uint64_t compress_ns)
+		    uint64_t compress_ns, uint64_t rewrites)
 {
 	struct entry *e;
 
@@ -203,6 +203,7 @@ void sq_track_coded(struct sq_track *t, const struct sq_inode *i, int cls,
 	e = entry_get(t, i->src_ino);
 	if (e) {
 		e->compress_ns += compress_ns;
+		e->rewrites += rewrites;
 		if (cls > SQ_AN_CLASS_ZERO && cls < SQ_AN_CLASS_COUNT) {
 			e->cls = cls;
 			e->set |= SQ_STATS_SET_CLASS;
@@ -581,6 +582,7 @@ static void take_pending(struct sq_track *t)
 			d.bytes_read = e->bytes_read;
 			d.bytes_written = e->bytes_written;
 			d.compress_ns = e->compress_ns;
+			d.rewrites = e->rewrites;
 			d.cls = e->set & SQ_STATS_SET_CLASS ?
 					sq_an_class_name(e->cls) : NULL;
 			for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)

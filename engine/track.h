@@ -68,10 +68,11 @@ void sq_track_closed(struct sq_track *t, const struct sq_inode *i,
 /*
  * What storing @i's blocks since it was opened cost and found: @cls, the
  * class most of their bytes had (enum sq_an_class; < 0: none), and
- * @compress_ns, the time the codecs took.  Before sq_track_closed().
+ * @compress_ns, the time the codecs took, and @rewrites, the blocks
+ * rewritten in place among them.  Before sq_track_closed().
  */
 void sq_track_coded(struct sq_track *t, const struct sq_inode *i, int cls,
-		    uint64_t compress_ns);
+		    uint64_t compress_ns, uint64_t rewrites);
 /* A regular file was made at @dirfd/@name (open as @fd) and not opened
  * through the mount (mknod): its row, empty and hot. */
 void sq_track_created(struct sq_track *t, int fd, int dirfd,

@@ -333,8 +333,8 @@ static int get_file(struct sq_fs *fs, struct sq_inode *i, int mode,
 	return r;
 }
 
-/* The class and the codec time of the blocks @i's last opening stored,
- * for its statistics.  Lock held. */
+/* The class, the codec time and the rewrites in place of the blocks @i's
+ * last opening stored, for its statistics.  Lock held. */
 static void track_coded(struct sq_fs *fs, struct sq_inode *i)
 {
 	struct sq_an_stats as;
@@ -349,7 +349,7 @@ static void track_coded(struct sq_fs *fs, struct sq_inode *i)
 			cls = c;
 		}
 	}
-	sq_track_coded(fs->track, i, cls, ns);
+	sq_track_coded(fs->track, i, cls, ns, sq_file_rewrites(i));
 }
 
 static int put_file(struct sq_fs *fs, struct sq_inode *i)

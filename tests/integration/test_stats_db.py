@@ -614,7 +614,8 @@ def test_stats_db_trouble(make_mount, problem, when):
 
 def test_class_and_compression_time(make_mount):
     """files.class is the class most of a file's bytes had when it was last
-    written, compress_ns the codec time its stores took (added up)."""
+    written, compress_ns the codec time its stores took and rewrites the
+    blocks changed in part (both added up)."""
     skip_under("codec", reason="a forced codec classifies nothing")
     m = make_mount(opts=["settle=off"])
     write_file(m.path("notes.txt"), text(600000, 7))
@@ -633,3 +634,16 @@ def test_class_and_compression_time(make_mount):
     ns2 = query(m, "SELECT compress_ns FROM files WHERE path = "
                 "'notes.txt'")[0][0]
     assert ns2 > rows["notes.txt"][1]
+    # Rewrites in place: three blocks of data changed in part (the append
+    # rewrote the last block, which it filled up).
+    r0 = query(m, "SELECT rewrites FROM files WHERE path = 'notes.txt'"
+               )[0][0]
+    assert r0 == 1
+    m.start()
+    with open(m.path("notes.txt"), "r+b") as f:
+        for off in (1000, 300000, 500000):
+            f.seek(off)
+            f.write(b"changed in place")
+    m.stop()
+    assert query(m, "SELECT rewrites FROM files WHERE path = 'notes.txt'"
+                 )[0][0] == r0 + 3
