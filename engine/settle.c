@@ -363,6 +363,18 @@ static int load_policy(void *arg, struct sq_stats *db,
 	return sq_stats_policy_get(db, SQ_STATS_SETTLE, load_row, l, NULL);
 }
 
+/* Puts back the mtime @before had: our writes and punches are not
+ * changes of the file's content. */
+static void keep_mtime(int fd, const struct stat *before)
+{
+	struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
+				  before->st_mtim };
+
+	if (futimens(fd, ts))
+		sq_log(SQ_LOG_WARN, "settle: cannot put the mtime back: %s",
+		       strerror(errno));
+}
+
 enum outcome { DONE, GONE, BUSY, SKIP, FAILED };
 
 struct result {
@@ -502,9 +514,13 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 			out = BUSY;
 			goto unmark;
 		}
-		r = sq_ctr_write_block(ctr, idx, ar.codec, ar.level,
-				       (uint32_t)n, ar.payload,
-				       (uint32_t)ar.len);
+		/* The mtime the file has now (a touch may have set it since:
+		 * a setattr takes this lock too) goes back after our write. */
+		r = fstat(rwfd, &st) ? -errno : 0;
+		if (!r)
+			r = sq_ctr_write_block(ctr, idx, ar.codec, ar.level,
+					       (uint32_t)n, ar.payload,
+					       (uint32_t)ar.len);
 		if (!r) {
 			res->changed++;
 			since_sync++;
@@ -513,6 +529,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 			r = sq_ctr_sync(ctr);
 			since_sync = 0;
 		}
+		keep_mtime(rwfd, &st);
 		pthread_mutex_unlock(&i->lock);
 		if (r) {
 			res->why = strerror(-r);
@@ -533,19 +550,15 @@ unmark:
 	/* Free the old slots and put the mtime back while the file is
 	 * still ours; once opened, its new handle owns the container. */
 	if (!busy(fs, i) && i->wgen == wgen) {
-		struct timespec ts[2] = { { .tv_nsec = UTIME_OMIT },
-					  st0.st_mtim };
-
-		if (res->changed)
+		r = 0;
+		if (res->changed && fstat(rwfd, &st) == 0) {
 			r = sq_ctr_sync(ctr);
-		else
-			r = 0;
+			keep_mtime(rwfd, &st);
+		}
 		if (r && out == DONE) {
 			out = FAILED;
 			res->why = strerror(-r);
 		}
-		if (res->changed)
-			futimens(rwfd, ts);
 		if (fstat(rwfd, &st) == 0)
 			res->after = (uint64_t)st.st_blocks * 512;
 		/* The container changed: the next stat reads it anew. */

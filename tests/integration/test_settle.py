@@ -325,3 +325,28 @@ def test_rescoring_stops_paying_and_persists(mk):
     assert blocks == 32 and changed <= blocks // 8, ev
     with open(m.path("new.h"), "rb") as f:
         assert f.read() == text
+
+
+def test_settling_keeps_the_mtime_a_user_sets(mk):
+    """Settling puts the mtime back after its own writes, and a touch while
+    a file settles wins over the mtime the file had before."""
+    m = mk("settle_after=1", "settle_cpu=100")
+    files = make_tree(m, nfiles=10, seed=11)
+    names = sorted(files)
+    before = {n: os.stat(m.path(n)).st_mtime_ns for n in names}
+    assert wait_for(lambda: settle_count(m) > 0, timeout=60)
+    t = 1_600_000_000 * 10**9
+    touched = {}
+    for k, n in enumerate(names):
+        if k % 2:
+            touched[n] = t + k * 10**9
+            os.utime(m.path(n), ns=(t, touched[n]))
+    assert wait_for(lambda: all_settled(m, len(files)), timeout=120), \
+        states(m)
+    for where in ("mounted", "after remount"):
+        for n in names:
+            assert os.stat(m.path(n)).st_mtime_ns == touched.get(
+                n, before[n]), (where, n)
+        if where == "mounted":
+            m.stop()
+            m.start()
