@@ -120,15 +120,25 @@ static size_t hash(ino_t ino)
 	return ((uint64_t)ino * 0x9E3779B97F4A7C15ull >> 40) & (BUCKETS - 1);
 }
 
+/* The entry of @ino, or NULL.  lock held. */
+static struct entry *entry_find(struct sq_track *t, ino_t ino)
+{
+	struct entry *e;
+
+	for (e = t->bucket[hash(ino)]; e; e = e->next)
+		if (e->ino == ino)
+			return e;
+	return NULL;
+}
+
 /* The entry of @ino, created when missing; NULL when full or out of
  * memory (counted as dropped).  lock held. */
 static struct entry *entry_get(struct sq_track *t, ino_t ino)
 {
-	struct entry **pp = &t->bucket[hash(ino)], *e;
+	struct entry **pp = &t->bucket[hash(ino)], *e = entry_find(t, ino);
 
-	for (e = *pp; e; e = e->next)
-		if (e->ino == ino)
-			return e;
+	if (e)
+		return e;
 	e = t->nentries < SQ_TRACK_MAX_PENDING ? calloc(1, sizeof(*e)) : NULL;
 	if (!e) {
 		if (!t->dropped_said)
@@ -294,7 +304,7 @@ void sq_track_renamed(struct sq_track *t, const char *old_path, int dirfd,
 	if (S_ISREG(st.st_mode)) {
 		if (sq_stats_batch_rename(t->ops, sq_stats_file_id(st.st_ino),
 					  path) == 0) {
-			e = entry_get(t, st.st_ino);
+			e = entry_find(t, st.st_ino);
 			if (e && e->path) {
 				char *p = strdup(path);
 
@@ -335,13 +345,12 @@ void sq_track_unlinked(struct sq_track *t, ino_t ino, const char *path,
 		struct entry *e;
 
 		sq_stats_batch_forget_name(t->ops, id, path);
-		for (e = t->bucket[hash(ino)]; e; e = e->next)
-			if (e->ino == ino && e->path &&
-			    !strcmp(e->path, path)) {
-				free(e->path);
-				e->path = NULL;
-				e->set &= ~SQ_STATS_SET_PATH;
-			}
+		e = entry_find(t, ino);
+		if (e && e->path && !strcmp(e->path, path)) {
+			free(e->path);
+			e->path = NULL;
+			e->set &= ~SQ_STATS_SET_PATH;
+		}
 	}
 	pthread_mutex_unlock(&t->lock);
 }
