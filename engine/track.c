@@ -831,6 +831,9 @@ void sq_track_free(struct sq_track *t)
 
 	if (!t)
 		return;
+	sq_an_set_trace(t->fs->an, NULL, NULL);
+	if (t->fs->an_hot != t->fs->an)
+		sq_an_set_trace(t->fs->an_hot, NULL, NULL);
 	pthread_mutex_lock(&t->db_lock);
 	take_pending(t);
 	db_apply(t, t->carry);

@@ -52,7 +52,8 @@ struct sq_wq;
  */
 int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, unsigned flush_secs,
 		   struct sq_track **out);
-/* After @wq stopped: a last flush, then the clean mark.  NULL is fine. */
+/* Once no request, job or block store can run any more (each store counts
+ * in the statistics): a last flush, then the clean mark.  NULL is fine. */
 void sq_track_free(struct sq_track *t);
 
 /* A read (@write false) or write of @bytes to @i.  NULL @t is fine. */

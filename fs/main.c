@@ -341,14 +341,15 @@ static bool fs_teardown(struct sq_fs *fs)
 	/* Packs what is waiting (the packer's pins go with it). */
 	sq_wq_free(fs->bg, -1);
 	fs->bg = NULL;
-	/* The last flush of the statistics. */
-	sq_track_free(fs->track);
-	fs->track = NULL;
 	if (fs->itable)
 		ok = sq_itable_release(fs);
 	/* After the files above: closing them may still queue blocks. */
 	sq_wq_free(fs->wq, -1);
 	fs->wq = NULL;
+	/* The last flush of the statistics, once no block can be stored
+	 * any more (each store counts in them). */
+	sq_track_free(fs->track);
+	fs->track = NULL;
 	sq_packer_free(fs->packer);
 	sq_pack_close(fs->pack);
 	sq_cache_free(fs->cache);
