@@ -221,6 +221,8 @@ tsan:
 	  tests/integration/test_concurrency.py tests/integration/test_limits.py
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_random_ops.py -k "codecs or many_files"
+	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
+	  tests/integration/test_settle.py -k "writer or reads or mtime"
 
 # 1,000,000 random operations with remounts (long; not part of CI).
 soak: $(BIN)
