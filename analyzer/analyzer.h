@@ -69,8 +69,8 @@ enum sq_an_policy {
 					 * and databases: CPU first */
 	SQ_AN_POLICY_BALANCED,		/* brotli:5 for text and binaries,
 					 * zstd:6 for databases (default) */
-	SQ_AN_POLICY_MAX,		/* brotli:9 for text, zstd:15 for
-					 * binaries, zstd:12 for databases */
+	SQ_AN_POLICY_MAX,		/* brotli:11 for text, brotli:10
+					 * for binaries and databases */
 	SQ_AN_POLICY_COUNT
 };
 

@@ -195,10 +195,11 @@ static const char *codec_name(int id)
 /*
  * Per class, the loop measures what settling saves over the foreground's
  * stored bytes and what it costs, over windows of RESCORE_BLOCKS blocks.
- * A class whose settling saves less than min_saving stops being settled
- * (its blocks are classified, then left alone); one block in PROBE_EVERY
- * of it is still tried with the settle policy's codec, and when those
- * probes save RESUME_FACTOR times min_saving, it is settled again.  The
+ * A class whose settling saves less than rescore_saving (the option
+ * settle_min_saving) stops being settled (its blocks are classified,
+ * then left alone); one block in PROBE_EVERY of it is still tried with
+ * the settle policy's codec, and when those probes save RESUME_FACTOR
+ * times that, it is settled again.  The
  * two thresholds keep it from flapping.  Each change goes to the log
  * table with its evidence and to the policy table ("settle"), which the
  * next mount starts from.
@@ -253,7 +254,7 @@ static void score(struct sq_settle *s, const struct sq_an_result *ar,
 {
 	int cls = ar->cls;
 	struct window *w;
-	double saving, need = s->o.min_saving;
+	double saving, need = s->o.rescore_saving;
 	char *ev;
 	int codec, level;
 
@@ -423,10 +424,8 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 		res->why = "one page";
 		return SKIP;
 	}
-	if (sq_inode_get(fs, fd, &st, SQ_IREF_PIN, &i)) {
-		close(fd);
-		return FAILED;
-	}
+	if (sq_inode_get(fs, fd, &st, SQ_IREF_PIN, &i))
+		return FAILED;	/* the fd is gone with it */
 	/* A file read through at least once since its last write is read
 	 * often: it keeps a fast decoder. */
 	if (c->logical && c->reads_bytes >= c->logical)

@@ -37,12 +37,16 @@ enum sq_settle_mode { SQ_SETTLE_OFF = 0, SQ_SETTLE_BALANCED, SQ_SETTLE_MAX };
 
 #define SQ_SETTLE_AFTER_DEFAULT 60	/* seconds */
 #define SQ_SETTLE_CPU_DEFAULT 50	/* percent of one core */
+#define SQ_SETTLE_MIN_SAVING_DEFAULT 0.03
 
 struct sq_settle_opts {
 	enum sq_settle_mode mode;
 	unsigned after;		/* seconds without writes */
 	unsigned cpu;		/* 1..100 */
-	double min_saving;	/* as the foreground's */
+	double min_saving;	/* the settle analyzer's raw fallback: as
+				 * the foreground's */
+	double rescore_saving;	/* a class whose settling saves less over
+				 * the foreground's codecs stops settling */
 };
 
 /* "off", "balanced", "max"; -EINVAL otherwise. */

@@ -47,6 +47,7 @@ struct sq_opts {
 	char *settle;
 	char *settle_after;
 	char *settle_cpu;
+	char *settle_min_saving;
 	char *stats_flush;
 	int writeback_cache;
 	int nopack;
@@ -68,6 +69,7 @@ static const struct fuse_opt sq_opt_spec[] = {
 	SQ_OPT("settle=%s", settle),
 	SQ_OPT("settle_after=%s", settle_after),
 	SQ_OPT("settle_cpu=%s", settle_cpu),
+	SQ_OPT("settle_min_saving=%s", settle_min_saving),
 	SQ_OPT("stats_flush=%s", stats_flush),
 	{ "writeback_cache", offsetof(struct sq_opts, writeback_cache), 1 },
 	{ "nopack", offsetof(struct sq_opts, nopack), 1 },
@@ -103,6 +105,11 @@ static void usage(const char *prog)
 	       "file settles (60)\n"
 	       "    -o settle_cpu=P        settling's CPU budget, percent of "
 	       "one core (50)\n"
+	       "    -o settle_min_saving=F stop settling a kind of data that "
+	       "saves less than F\n"
+	       "                           over the writer's codecs "
+	       "(default min_saving when\n"
+	       "                           given, else 3%%)\n"
 	       "    -o stats_flush=N       seconds between writes of the "
 	       "statistics to\n"
 	       "                           BACKING/.squeezefs/stats.db (5)\n"
@@ -474,7 +481,8 @@ int main(int argc, char **argv)
 	enum sq_an_policy policy = SQ_AN_POLICY_FAST;
 	struct sq_settle_opts sopts = { SQ_SETTLE_MAX,
 					SQ_SETTLE_AFTER_DEFAULT,
-					SQ_SETTLE_CPU_DEFAULT, 0 };
+					SQ_SETTLE_CPU_DEFAULT, 0,
+					SQ_SETTLE_MIN_SAVING_DEFAULT };
 	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
 	unsigned stats_flush = 0;
 	int ret = 1, r;
@@ -574,6 +582,17 @@ int main(int argc, char **argv)
 	if (o.min_saving && sq_an_parse_saving(o.min_saving, &min_saving)) {
 		ret = fail("bad min_saving '%s': want a fraction from 0 to 0.9 "
 			   "or a percentage such as 12.5%%", o.min_saving);
+		goto out;
+	}
+	/* Settling is paid once and saves for as long as the data stays:
+	 * its own, lower threshold, unless the user set one. */
+	if (o.min_saving)
+		sopts.rescore_saving = min_saving;
+	if (o.settle_min_saving &&
+	    sq_an_parse_saving(o.settle_min_saving, &sopts.rescore_saving)) {
+		ret = fail("bad settle_min_saving '%s': want a fraction from 0 "
+			   "to 0.9 or a percentage such as 3%%",
+			   o.settle_min_saving);
 		goto out;
 	}
 	r = sq_an_new(o.codec ? o.codec : "auto", policy, min_saving, &fs->an);
@@ -783,6 +802,7 @@ out:
 	free(o.settle);
 	free(o.settle_after);
 	free(o.settle_cpu);
+	free(o.settle_min_saving);
 	free(o.stats_flush);
 	free(o.min_saving);
 	fuse_opt_free_args(&args);

@@ -134,6 +134,10 @@ def test_settles_smaller_identical_and_logged(mk):
     assert rows, "no settle decision logged"
     assert all(a <= b for _, b, a, _ in rows), rows
     assert all('"policy":"max"' in ev for *_, ev in rows)
+    # It pays on text (about 20% over zstd:1): the default threshold
+    # (settle_min_saving, 3%) keeps text settling.
+    assert not db_query(m, "SELECT evidence FROM log WHERE action = "
+                        "'policy' AND evidence LIKE '%\"class\":\"text\"%'")
     m.stop()
     assert "settle:" in m.read_log() and "files settled" in m.read_log()
     fsck_clean(m, "after settling")
@@ -157,7 +161,9 @@ def test_settle_off_keeps_balanced(mk):
 
 @pytest.mark.parametrize("opt", ["settle=sometimes", "settle_after=-1",
                                  "settle_cpu=0", "settle_cpu=101",
-                                 "stats_flush=0", "stats_flush=x"])
+                                 "stats_flush=0", "stats_flush=x",
+                                 "settle_min_saving=95%",
+                                 "settle_min_saving=x"])
 def test_bad_settle_options(tmp_path, opt):
     m = Mount(tmp_path / "b", tmp_path / "m", opts=[opt])
     with pytest.raises(RuntimeError) as e:
@@ -284,7 +290,7 @@ def test_rescoring_stops_paying_and_persists(mk):
     """Where the settle codec saves less than min_saving over the
     foreground's, the loop stops settling that class, says why in the log
     table, and the next mount starts from that choice."""
-    # brotli:9 saves about 20% over zstd:1 on C headers: under 30%.
+    # brotli:11 saves about 20% over zstd:1 on C headers: under 30%.
     m = mk("settle_after=1", "settle_cpu=100", "min_saving=30%")
     files = make_tree(m, nfiles=20, size=640 << 10, seed=5)
     files = {n: d for n, d in files.items() if n.startswith("t/")}
@@ -325,6 +331,21 @@ def test_rescoring_stops_paying_and_persists(mk):
     assert blocks == 32 and changed <= blocks // 8, ev
     with open(m.path("new.h"), "rb") as f:
         assert f.read() == text
+
+
+def test_settle_min_saving_is_the_settle_loops_own(mk):
+    """settle_min_saving sets the re-scoring threshold without touching
+    the writer's min_saving; by default (3%) text keeps settling."""
+    m = mk("settle_after=1", "settle_cpu=100", "settle_min_saving=30%")
+    make_tree(m, nfiles=20, size=640 << 10, seed=5)
+
+    def decided():
+        return db_query(m, "SELECT evidence FROM log WHERE action = "
+                        "'policy' AND evidence LIKE '%\"class\":\"text\"%'")
+    assert wait_for(lambda: decided(), timeout=180), m.read_log()[-2000:]
+    ev = decided()[0][0]
+    assert '"decision":"stop settling"' in ev, ev
+    assert '"min_saving":0.3000' in ev, ev
 
 
 def test_settling_keeps_the_mtime_a_user_sets(mk):
