@@ -308,6 +308,29 @@ static int fail(const char *fmt, ...)
 	return 1;
 }
 
+/*
+ * An option that counts seconds or percent, @s (NULL: not given, *@out
+ * unchanged): a plain decimal number from @min to @max, no size suffix.
+ * Says what is wrong (@want) and returns -EINVAL otherwise.
+ */
+static int parse_count(const char *name, const char *s, unsigned min,
+		       unsigned max, const char *want, unsigned *out)
+{
+	unsigned long v;
+	char *end;
+
+	if (!s)
+		return 0;
+	errno = 0;
+	v = *s >= '0' && *s <= '9' ? strtoul(s, &end, 10) : 0;
+	if (*s < '0' || *s > '9' || errno || *end || v < min || v > max) {
+		fail("bad %s '%s': want %s", name, s, want);
+		return -EINVAL;
+	}
+	*out = (unsigned)v;
+	return 0;
+}
+
 /* True when @inner is @outer or below it (both canonical). */
 static bool inside(const char *inner, const char *outer)
 {
@@ -544,30 +567,13 @@ int main(int argc, char **argv)
 			   o.settle);
 		goto out;
 	}
-	if (o.settle_after) {
-		if (parse_size(o.settle_after, &v) || v > 365ull * 86400) {
-			ret = fail("bad settle_after '%s': want seconds, up to "
-				   "a year", o.settle_after);
-			goto out;
-		}
-		sopts.after = (unsigned)v;
-	}
-	if (o.settle_cpu) {
-		if (parse_size(o.settle_cpu, &v) || v < 1 || v > 100) {
-			ret = fail("bad settle_cpu '%s': want a percentage "
-				   "from 1 to 100", o.settle_cpu);
-			goto out;
-		}
-		sopts.cpu = (unsigned)v;
-	}
-	if (o.stats_flush) {
-		if (parse_size(o.stats_flush, &v) || v < 1 || v > 3600) {
-			ret = fail("bad stats_flush '%s': want seconds from 1 "
-				   "to 3600", o.stats_flush);
-			goto out;
-		}
-		stats_flush = (unsigned)v;
-	}
+	if (parse_count("settle_after", o.settle_after, 0, 365u * 86400,
+			"seconds, up to a year", &sopts.after) ||
+	    parse_count("settle_cpu", o.settle_cpu, 1, 100,
+			"a percentage from 1 to 100", &sopts.cpu) ||
+	    parse_count("stats_flush", o.stats_flush, 1, 3600,
+			"seconds from 1 to 3600", &stats_flush))
+		goto out;
 	/* A forced codec is the user's choice for every block: nothing to
 	 * settle.  Without settling, the writer pays for small files. */
 	if (o.codec && strcmp(o.codec, "auto"))

@@ -160,7 +160,8 @@ def test_settle_off_keeps_balanced(mk):
 
 
 @pytest.mark.parametrize("opt", ["settle=sometimes", "settle_after=-1",
-                                 "settle_cpu=0", "settle_cpu=101",
+                                 "settle_after=60K", "settle_cpu=0",
+                                 "settle_cpu=101",
                                  "stats_flush=0", "stats_flush=x",
                                  "settle_min_saving=95%",
                                  "settle_min_saving=x"])
