@@ -64,11 +64,7 @@ struct sq_settle {
 	bool policy_dirty;	/* the settle table changed: persist it */
 	char *decisions[SQ_AN_CLASS_COUNT];	/* log evidence to write */
 	/* Codec counters since the last record(), for the codecs table. */
-	struct cstat {
-		int cls, codec, level;
-		uint64_t in, out, ns, blocks, fallbacks;
-	} cstat[32];
-	size_t ncstat;
+	struct sq_stats_tally codecs;
 	/* This round's totals, for the log. */
 	uint64_t files, before, after, blocks;
 	double secs;
@@ -220,33 +216,6 @@ static const struct sq_an *choose(struct sq_settle *s, int cls,
 		       s->an_probe : NULL;
 }
 
-static void count_codec(struct sq_settle *s, const struct sq_an_result *ar,
-			uint32_t raw)
-{
-	struct cstat *c = NULL;
-
-	for (size_t k = 0; k < s->ncstat; k++)
-		if (s->cstat[k].cls == ar->cls &&
-		    s->cstat[k].codec == ar->codec &&
-		    s->cstat[k].level == ar->level)
-			c = &s->cstat[k];
-	if (!c && s->ncstat < sizeof(s->cstat) / sizeof(s->cstat[0])) {
-		c = &s->cstat[s->ncstat++];
-		memset(c, 0, sizeof(*c));
-		c->cls = ar->cls;
-		c->codec = ar->codec;
-		c->level = ar->level;
-	}
-	if (!c)
-		return;
-	c->in += raw;
-	c->out += ar->len;
-	c->ns += ar->ns_codec;
-	c->blocks++;
-	if (ar->how == SQ_AN_HOW_FALLBACK)
-		c->fallbacks++;
-}
-
 /* Notes what settling block did: @raw bytes, stored in @fg bytes by the
  * foreground, @ar->len by the settle analyzer. */
 static void score(struct sq_settle *s, const struct sq_an_result *ar,
@@ -258,7 +227,9 @@ static void score(struct sq_settle *s, const struct sq_an_result *ar,
 	char *ev;
 	int codec, level;
 
-	count_codec(s, ar, raw);
+	sq_stats_tally_add(&s->codecs, sq_an_class_name(ar->cls), ar->codec,
+			   ar->level, raw, ar->len, ar->ns_codec,
+			   ar->how == SQ_AN_HOW_FALLBACK);
 	if (cls <= SQ_AN_CLASS_ZERO || cls >= SQ_AN_CLASS_COUNT)
 		return;
 	w = &s->win[cls];
@@ -614,17 +585,7 @@ struct record {
 static void save_scores(struct sq_settle *s, struct sq_stats *db,
 			struct sq_stats_batch *b, int64_t now)
 {
-	for (size_t k = 0; k < s->ncstat; k++) {
-		struct cstat *c = &s->cstat[k];
-		struct sq_stats_codec_delta d = {
-			.cls = sq_an_class_name(c->cls), .codec = c->codec,
-			.level = c->level, .bytes_in = c->in,
-			.bytes_out = c->out, .compress_ns = c->ns,
-			.blocks = c->blocks, .fallbacks = c->fallbacks };
-
-		sq_stats_batch_codec(b, &d);
-	}
-	s->ncstat = 0;
+	sq_stats_tally_flush(&s->codecs, b);
 	if (!db || !s->policy_dirty)
 		return;
 	for (int c = 0; c < SQ_AN_CLASS_COUNT; c++) {

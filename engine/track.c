@@ -57,12 +57,7 @@ struct sq_track {
 	size_t nentries;
 	struct sq_stats_batch *ops;	/* renames, unlinks, in order */
 	bool dropped_said;
-	/* The foreground's blocks per class x codec x level. */
-	struct cstat {
-		int cls, codec, level;
-		uint64_t in, out, ns, blocks, fallbacks;
-	} cstat[48];
-	size_t ncstat;
+	struct sq_stats_tally codecs;	/* the foreground's blocks */
 
 	pthread_mutex_t db_lock;
 	/* Guarded by db_lock. */
@@ -360,33 +355,15 @@ static void trace(void *arg, const struct sq_an_file *af, uint64_t idx,
 		  const struct sq_an_result *res)
 {
 	struct sq_track *t = arg;
-	struct cstat *c = NULL;
 
 	(void)af;
 	(void)idx;
 	if (res->zero)
 		return;
 	pthread_mutex_lock(&t->lock);
-	for (size_t k = 0; k < t->ncstat && !c; k++)
-		if (t->cstat[k].cls == res->cls &&
-		    t->cstat[k].codec == res->codec &&
-		    t->cstat[k].level == res->level)
-			c = &t->cstat[k];
-	if (!c && t->ncstat < sizeof(t->cstat) / sizeof(t->cstat[0])) {
-		c = &t->cstat[t->ncstat++];
-		memset(c, 0, sizeof(*c));
-		c->cls = res->cls;
-		c->codec = res->codec;
-		c->level = res->level;
-	}
-	if (c) {
-		c->in += res->in_len;
-		c->blocks++;
-		c->out += res->len;
-		c->ns += res->ns_codec;
-		if (res->how == SQ_AN_HOW_FALLBACK)
-			c->fallbacks++;
-	}
+	sq_stats_tally_add(&t->codecs, sq_an_class_name(res->cls), res->codec,
+			   res->level, res->in_len, res->len, res->ns_codec,
+			   res->how == SQ_AN_HOW_FALLBACK);
 	pthread_mutex_unlock(&t->lock);
 }
 
@@ -561,17 +538,7 @@ static void take_pending(struct sq_track *t)
 			sq_stats_batch_append(t->carry, tmp);
 		}
 	}
-	for (size_t k = 0; k < t->ncstat; k++) {
-		struct cstat *c = &t->cstat[k];
-		struct sq_stats_codec_delta cd = {
-			.cls = sq_an_class_name(c->cls), .codec = c->codec,
-			.level = c->level, .bytes_in = c->in,
-			.bytes_out = c->out, .compress_ns = c->ns,
-			.blocks = c->blocks, .fallbacks = c->fallbacks };
-
-		sq_stats_batch_codec(t->carry, &cd);
-	}
-	t->ncstat = 0;
+	sq_stats_tally_flush(&t->codecs, t->carry);
 	for (size_t b = 0; b < BUCKETS; b++) {
 		for (e = t->bucket[b]; e; e = next) {
 			next = e->next;

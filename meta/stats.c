@@ -723,6 +723,47 @@ int sq_stats_batch_file(struct sq_stats_batch *b,
 	return 0;
 }
 
+void sq_stats_tally_add(struct sq_stats_tally *t, const char *cls, int codec,
+			int level, uint64_t bytes_in, uint64_t bytes_out,
+			uint64_t compress_ns, bool fallback)
+{
+	struct sq_stats_codec_delta *r = NULL;
+
+	for (size_t k = 0; k < t->n && !r; k++)
+		if (t->row[k].codec == codec && t->row[k].level == level &&
+		    !strcmp(t->row[k].cls, cls))
+			r = &t->row[k];
+	if (!r) {
+		if (t->n == SQ_STATS_TALLY_MAX)
+			return;
+		r = &t->row[t->n++];
+		memset(r, 0, sizeof(*r));
+		r->cls = cls;
+		r->codec = codec;
+		r->level = level;
+	}
+	r->bytes_in += bytes_in;
+	r->bytes_out += bytes_out;
+	r->compress_ns += compress_ns;
+	r->blocks++;
+	if (fallback)
+		r->fallbacks++;
+}
+
+int sq_stats_tally_flush(struct sq_stats_tally *t, struct sq_stats_batch *b)
+{
+	int ret = 0;
+
+	for (size_t k = 0; k < t->n; k++) {
+		int r = sq_stats_batch_codec(b, &t->row[k]);
+
+		if (r && !ret)
+			ret = r;
+	}
+	t->n = 0;
+	return ret;
+}
+
 int sq_stats_batch_codec(struct sq_stats_batch *b,
 			 const struct sq_stats_codec_delta *d)
 {

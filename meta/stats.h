@@ -181,6 +181,24 @@ int sq_stats_batch_file(struct sq_stats_batch *b,
 /* -EINVAL for a bad codec or a NULL class. */
 int sq_stats_batch_codec(struct sq_stats_batch *b,
 			 const struct sq_stats_codec_delta *d);
+/*
+ * Codec counters gathered between two batches, per class x codec x level:
+ * what sq_stats_batch_codec() then adds to the codecs table.  A plain
+ * value, embedded by whoever gathers (and serializes the calls); @cls is
+ * a string that outlives the tally (a class name).  A combination past
+ * SQ_STATS_TALLY_MAX in one period is not counted.
+ */
+#define SQ_STATS_TALLY_MAX 48
+struct sq_stats_tally {
+	struct sq_stats_codec_delta row[SQ_STATS_TALLY_MAX];
+	size_t n;
+};
+void sq_stats_tally_add(struct sq_stats_tally *t, const char *cls, int codec,
+			int level, uint64_t bytes_in, uint64_t bytes_out,
+			uint64_t compress_ns, bool fallback);
+/* Adds every row to @b and empties @t: 0 or the first error. */
+int sq_stats_tally_flush(struct sq_stats_tally *t, struct sq_stats_batch *b);
+
 /* The file @id is now called @path (nothing when there is no row). */
 int sq_stats_batch_rename(struct sq_stats_batch *b, int64_t id,
 			  const char *path);

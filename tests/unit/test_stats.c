@@ -385,6 +385,49 @@ static void test_codecs(void **state)
 			       " class = 'binary' AND codec = 'brotli'"), 1);
 }
 
+/* A tally sums per class x codec x level, caps its rows, and empties
+ * into a batch. */
+static void test_tally(void **state)
+{
+	struct fx *f = *state;
+	struct sq_stats_tally t;
+	struct sq_stats_codec got;
+	char cls[SQ_STATS_TALLY_MAX + 1][16];
+
+	memset(&t, 0, sizeof(t));
+	open_ok(f, NULL);
+	for (int i = 0; i < 10; i++)
+		sq_stats_tally_add(&t, "text", SQ_CODEC_BROTLI, 5, 65536,
+				   20000, 1000, i & 1);
+	/* Another level and another class are rows of their own. */
+	sq_stats_tally_add(&t, "text", SQ_CODEC_BROTLI, 6, 1, 1, 1, false);
+	sq_stats_tally_add(&t, "binary", SQ_CODEC_BROTLI, 5, 1, 1, 1, false);
+	assert_int_equal(t.n, 3);
+	/* Past the cap, new combinations are not counted; known ones are. */
+	for (int i = 0; i <= SQ_STATS_TALLY_MAX; i++) {
+		snprintf(cls[i], sizeof(cls[i]), "c%d", i);
+		sq_stats_tally_add(&t, cls[i], SQ_CODEC_LZ4, 1, 1, 1, 1, false);
+	}
+	assert_int_equal(t.n, SQ_STATS_TALLY_MAX);
+	sq_stats_tally_add(&t, "text", SQ_CODEC_BROTLI, 5, 65536, 20000, 1000,
+			   false);
+	assert_int_equal(sq_stats_tally_flush(&t, f->b), 0);
+	assert_int_equal(t.n, 0);
+	apply(f);
+	memset(&got, 0, sizeof(got));
+	assert_int_equal(sq_stats_codecs_get(f->st, "binary", codec_sum,
+					     &got), 0);
+	assert_int_equal(got.blocks, 1);
+	assert_int_equal(count(f, "SELECT blocks FROM codecs WHERE class ="
+			       " 'text' AND level = 5"), 11);
+	assert_int_equal(count(f, "SELECT fallbacks FROM codecs WHERE class ="
+			       " 'text' AND level = 5"), 5);
+	assert_int_equal(count(f, "SELECT bytes_in FROM codecs WHERE class ="
+			       " 'text' AND level = 5"), 11 * 65536);
+	assert_int_equal(count(f, "SELECT count(*) FROM codecs"),
+			 SQ_STATS_TALLY_MAX);
+}
+
 static void test_rename(void **state)
 {
 	struct fx *f = *state;
@@ -1081,6 +1124,7 @@ int main(void)
 		T(test_counters_add),
 		T(test_fields_set),
 		T(test_codecs),
+		T(test_tally),
 		T(test_rename),
 		T(test_rename_tree),
 		T(test_forget_name),
