@@ -354,7 +354,82 @@ struct result {
 	uint64_t blocks, changed;
 	double secs;
 	const char *why;
+	/* The file's blocks per codec and level once done, for file_blocks
+	 * (dist_ok: every block was counted). */
+	struct { int codec, level; int64_t n; } dist[SQ_STATS_DELTA_BLOCKS];
+	size_t ndist;
+	bool dist_ok;
 };
+
+/* Counts one stored block of @res's file as @codec:@level.  A file of
+ * more kinds than a delta holds keeps its old rows. */
+static void note_block(struct result *res, int codec, int level)
+{
+	for (size_t k = 0; k < res->ndist; k++)
+		if (res->dist[k].codec == codec && res->dist[k].level == level) {
+			res->dist[k].n++;
+			return;
+		}
+	if (res->ndist == SQ_STATS_DELTA_BLOCKS) {
+		res->dist_ok = false;
+		return;
+	}
+	res->dist[res->ndist].codec = codec;
+	res->dist[res->ndist].level = level;
+	res->dist[res->ndist++].n = 1;
+}
+
+/* Counts every block of the container @ctr into @res (a file left as it
+ * is still gets its file_blocks rows). */
+static void note_blocks(struct sq_ctr *ctr, struct result *res)
+{
+	uint64_t n = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
+		     sq_ctr_block_shift(ctr);
+
+	res->dist_ok = true;
+	for (uint64_t idx = 0; idx < n && res->dist_ok; idx++) {
+		struct sq_ctr_block_info info;
+
+		if (sq_ctr_block_info(ctr, idx, &info))
+			res->dist_ok = false;
+		else if (info.present && !info.zero)
+			note_block(res, info.codec, info.level);
+	}
+}
+
+/* note_blocks() of the file at @path that is not settled: a small
+ * container, or a packed file's image.  Best effort. */
+static void note_blocks_at(struct sq_settle *s, const char *path,
+			   struct result *res)
+{
+	struct sq_ctr *ctr = NULL;
+	struct sq_pack_ref ref;
+	struct stat st;
+	uint8_t *image = NULL;
+	int fd = openat(s->fs->root_fd, path,
+			O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st))
+		goto out;
+	if (st.st_size > SQ_PACK_STUB_LEN) {
+		if (sq_ctr_open(fd, 0, &ctr) == 0)
+			note_blocks(ctr, res);
+	} else if (s->fs->pack && sq_pack_get_ref(fd, NULL, &ref) == 0 &&
+		   (image = malloc(ref.len)) &&
+		   sq_pack_load(s->fs->pack, &ref, image) == 0 &&
+		   sq_ctr_open_image(image, ref.len, &ctr) == 0) {
+		image = NULL;	/* the handle's now */
+		note_blocks(ctr, res);
+	} else if (st.st_size == 0) {
+		res->dist_ok = true;	/* empty: no blocks */
+	}
+out:
+	sq_ctr_close(ctr);
+	free(image);
+	close(fd);
+}
 
 /* Settles the file @c.  No lock held. */
 static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
@@ -388,11 +463,13 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	if (st.st_size <= SQ_PACK_STUB_LEN) {
 		close(fd);
 		res->why = "packed or empty";
+		note_blocks_at(s, c->path, res);
 		return SKIP;
 	}
 	if ((uint64_t)st.st_blocks * 512 <= 4096) {
 		close(fd);
 		res->why = "one page";
+		note_blocks_at(s, c->path, res);
 		return SKIP;
 	}
 	if (sq_inode_get(fs, fd, &st, SQ_IREF_PIN, &i))
@@ -425,6 +502,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	}
 	/* The packer leaves it alone meanwhile. */
 	i->settling = true;
+	res->dist_ok = true;
 	nblocks = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
 		  sq_ctr_block_shift(ctr);
 	pthread_mutex_unlock(&i->lock);
@@ -433,7 +511,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 		struct sq_ctr_block_info info, now;
 		const struct sq_an *use;
 		struct sq_an_result ar;
-		int cls;
+		int cls, codec, level;
 		uint64_t cpu0;
 		ssize_t n;
 
@@ -450,16 +528,22 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 			goto unmark;
 		}
 		r = sq_ctr_block_info(ctr, idx, &info);
+		if (r)
+			res->dist_ok = false;
 		if (r || !info.present || info.zero ||
 		    settled_codec(an, info.codec, info.level)) {
 			pthread_mutex_unlock(&i->lock);
+			if (!r && info.present && !info.zero)
+				note_block(res, info.codec, info.level);
 			continue;
 		}
 		n = sq_ctr_read_block(ctr, s->cctx, idx, s->buf);
 		pthread_mutex_unlock(&i->lock);
 		res->blocks++;
+		codec = info.codec;
+		level = info.level;
 		if (n <= 0)
-			continue;	/* damaged: fsck's, never ours */
+			goto pace;	/* damaged: fsck's, never ours */
 		cls = sq_an_classify_block(s->an, af, idx, s->buf, (size_t)n);
 		use = choose(s, cls, an);
 		if (!use)
@@ -494,6 +578,8 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 		if (!r) {
 			res->changed++;
 			since_sync++;
+			codec = ar.codec;
+			level = ar.level;
 		}
 		if (!r && since_sync >= SYNC_EVERY) {
 			r = sq_ctr_sync(ctr);
@@ -506,6 +592,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 			goto unmark;
 		}
 pace:
+		note_block(res, codec, level);
 		/* The CPU budget: sleep so that this thread's CPU time stays
 		 * within o.cpu percent of the time that passes. */
 		if (s->o.cpu < 100) {
@@ -631,6 +718,14 @@ static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 	}
 	d.set = SQ_STATS_SET_STATE | SQ_STATS_SET_LAST_SETTLED |
 		SQ_STATS_SET_STORED;
+	if (rc->out != FAILED && rc->res->dist_ok) {
+		d.set |= SQ_STATS_SET_BLOCKS;
+		for (size_t k = 0; k < rc->res->ndist; k++) {
+			d.blocks[k].codec = rc->res->dist[k].codec;
+			d.blocks[k].level = rc->res->dist[k].level;
+			d.blocks[k].delta = rc->res->dist[k].n;
+		}
+	}
 	d.state = rc->out == FAILED ? SQ_STATS_PINNED : SQ_STATS_SETTLED;
 	d.last_settled = now;
 	d.stored_bytes = rc->res->after;

@@ -944,6 +944,10 @@ static int apply_file(struct sq_stats *st, const struct sq_stats_file_delta *d)
 	bind_u64(s, 15, d->compress_ns);
 	bind_u64(s, 16, d->decompress_ns);
 	err = run(st, S_FILE_UPSERT);
+	if (!err && (d->set & SQ_STATS_SET_BLOCKS)) {
+		sqlite3_bind_int64(st->stmt[S_UNLINK_BLOCKS], 1, d->id);
+		err = run(st, S_UNLINK_BLOCKS);
+	}
 	for (int i = 0; !err && i < SQ_STATS_DELTA_BLOCKS; i++) {
 		if (d->blocks[i].codec < 0 || !d->blocks[i].delta)
 			continue;

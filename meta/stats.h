@@ -118,9 +118,12 @@ size_t sq_stats_batch_count(const struct sq_stats_batch *b);
 #define SQ_STATS_SET_LAST_WRITE		0x020u
 #define SQ_STATS_SET_LAST_SETTLED	0x040u
 #define SQ_STATS_SET_STATE		0x080u
+/* blocks[] is the file's whole count per codec and level: it replaces
+ * the file's file_blocks rows instead of adding to them. */
+#define SQ_STATS_SET_BLOCKS		0x100u
 
 /* Blocks per codec and level one delta may change. */
-#define SQ_STATS_DELTA_BLOCKS 4
+#define SQ_STATS_DELTA_BLOCKS 8
 
 /*
  * A change to one file's row (created when missing, with zero counters,

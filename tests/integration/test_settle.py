@@ -14,9 +14,13 @@ import time
 
 import pytest
 
-from sqfs_util import (LONG, Mount, files_alloc, fsck_clean, skip_under,
-                       wait_for,
-                       write_and_sync)
+import sys
+
+from sqfs_util import (LONG, ROOT, Mount, files_alloc, fsck_clean,
+                       is_packed, skip_under, wait_for, write_and_sync)
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "tools"))
+import read_container as rc  # noqa: E402
 
 STATS = os.path.join(".squeezefs", "stats.db")
 
@@ -120,6 +124,10 @@ def mk(tmp_path):
 def test_settles_smaller_identical_and_logged(mk):
     m = mk("settle_after=2", "settle_cpu=100")
     files = make_tree(m)
+    # And a small file, which goes into a pack.
+    files["small.txt"] = text_corpus(2000)
+    with open(m.path("small.txt"), "wb") as f:
+        f.write(files["small.txt"])
     # Stored by the fast policy first: stat after the last close.
     subprocess.run(["sync"], check=True)
     before = allocated(m)
@@ -134,6 +142,22 @@ def test_settles_smaller_identical_and_logged(mk):
     assert rows, "no settle decision logged"
     assert all(a <= b for _, b, a, _ in rows), rows
     assert all('"policy":"max"' in ev for *_, ev in rows)
+    # file_blocks: each file's blocks per codec and level, as the
+    # independent reader finds them in its container (or pack image).
+    assert is_packed(m.bpath("small.txt"))
+    for name in files:
+        ino = os.stat(m.bpath(name)).st_ino
+        want = {}
+        with rc.Container(m.bpath(name), backing=m.backing) as ctr:
+            for i in range(ctr.nblocks):
+                kind, _, h = ctr.current(i)
+                if kind == "record" and h["c"] != rc.CODEC_ZERO:
+                    key = (rc.CODEC_NAMES[h["c"]], h["l"])
+                    want[key] = want.get(key, 0) + 1
+        got = {(c, lv): n for c, lv, n in db_query(
+            m, "SELECT codec, level, blocks FROM file_blocks WHERE "
+            "file_id = %d" % ino)}
+        assert got == want, (name, got, want)
     # It pays on text (about 20% over zstd:1): the default threshold
     # (settle_min_saving, 3%) keeps text settling.
     assert not db_query(m, "SELECT evidence FROM log WHERE action = "

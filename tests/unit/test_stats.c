@@ -791,6 +791,51 @@ static int pol_collect(void *arg, const struct sq_stats_policy *p)
 	return 0;
 }
 
+/* SQ_STATS_SET_BLOCKS replaces a file's counts; other files keep theirs. */
+static void test_file_blocks_set(void **state)
+{
+	struct fx *f = *state;
+	struct sq_stats_file_delta d = {
+		.id = 8,
+		.blocks = { { SQ_CODEC_ZSTD, 1, 2 }, { SQ_CODEC_LZ4, 1, 5 } },
+	};
+	int64_t acc[SQ_CODEC_COUNT] = { 0 };
+
+	open_ok(f, NULL);
+	add_file(f, &d);
+	d.id = 9;
+	add_file(f, &d);
+	apply(f);
+	memset(&d, 0, sizeof(d));
+	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
+		d.blocks[k].codec = -1;
+	d.id = 8;
+	d.set = SQ_STATS_SET_BLOCKS;
+	d.blocks[0].codec = SQ_CODEC_BROTLI;
+	d.blocks[0].level = 11;
+	d.blocks[0].delta = 4;
+	d.blocks[7].codec = SQ_CODEC_NONE;
+	d.blocks[7].level = 0;
+	d.blocks[7].delta = 1;
+	add_file(f, &d);
+	apply(f);
+	assert_int_equal(sq_stats_file_blocks(f->st, 8, count_blocks, acc), 0);
+	assert_int_equal(acc[SQ_CODEC_BROTLI], 411);
+	assert_int_equal(acc[SQ_CODEC_NONE], 100);
+	assert_int_equal(acc[SQ_CODEC_ZSTD], 0);
+	assert_int_equal(acc[SQ_CODEC_LZ4], 0);
+	memset(acc, 0, sizeof(acc));
+	assert_int_equal(sq_stats_file_blocks(f->st, 9, count_blocks, acc), 0);
+	assert_int_equal(acc[SQ_CODEC_ZSTD], 201);
+	assert_int_equal(acc[SQ_CODEC_LZ4], 501);
+	/* With nothing in blocks[], the file has no rows left. */
+	d.blocks[0].codec = d.blocks[7].codec = -1;
+	add_file(f, &d);
+	apply(f);
+	assert_int_equal(count(f, "SELECT count(*) FROM file_blocks WHERE"
+			       " file_id = 8"), 0);
+}
+
 static void test_policy_roundtrip(void **state)
 {
 	struct fx *f = *state;
@@ -1136,6 +1181,7 @@ int main(void)
 		T(test_log),
 		T(test_files_cold),
 		T(test_file_blocks),
+		T(test_file_blocks_set),
 		T(test_policy_roundtrip),
 		T(test_damaged_garbage),
 		T(test_damaged_truncated),
