@@ -21,7 +21,7 @@ BS128K = "block_size=128K"
 # What each policy stores text as: (codec id, level).
 TEXT_CODEC = {"fast": (CODEC_IDS["zstd"], 1),
               "balanced": (CODEC_IDS["brotli"], 5),
-              "max": (CODEC_IDS["brotli"], 9)}
+              "max": (CODEC_IDS["brotli"], 11)}
 
 WORDS = ("the of and to in a is that for it as was with be by on not he "
          "this are or his from at which but block compression filesystem "
