@@ -431,6 +431,23 @@ out:
 	close(fd);
 }
 
+/* Marks the file @arg (an int64_t id) as being settled: a crash leaves
+ * it so, and the next mount takes it up again (sq_stats_files_cold()). */
+static int mark_settling(void *arg, struct sq_stats *db,
+			 struct sq_stats_batch *b)
+{
+	struct sq_stats_file_delta d;
+
+	(void)db;
+	memset(&d, 0, sizeof(d));
+	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
+		d.blocks[k].codec = -1;
+	d.id = *(const int64_t *)arg;
+	d.set = SQ_STATS_SET_STATE;
+	d.state = SQ_STATS_SETTLING;
+	return sq_stats_batch_file(b, &d);
+}
+
 /* Settles the file @c.  No lock held. */
 static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 				struct result *res)
@@ -506,6 +523,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	nblocks = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
 		  sq_ctr_block_shift(ctr);
 	pthread_mutex_unlock(&i->lock);
+	sq_track_with_db(s->track, mark_settling, (void *)&c->id);
 
 	for (uint64_t idx = 0; idx < nblocks; idx++) {
 		struct sq_ctr_block_info info, now;
@@ -711,9 +729,10 @@ static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 		d.blocks[k].codec = -1;
 	d.id = rc->c->id;
 	if (rc->out == BUSY) {
-		/* In use: to the back of the queue. */
-		d.set = SQ_STATS_SET_LAST_WRITE;
+		/* In use: hot again, at the back of the queue. */
+		d.set = SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
 		d.last_write = now;
+		d.state = SQ_STATS_HOT;
 		return sq_stats_batch_file(b, &d);
 	}
 	d.set = SQ_STATS_SET_STATE | SQ_STATS_SET_LAST_SETTLED |

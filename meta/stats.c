@@ -245,7 +245,8 @@ static const char *const stmt_sql[S_COUNT] = {
 	" evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
 	[S_FILE_GET] = "SELECT " FILE_COLS " FROM files WHERE id = ?1",
 	[S_FILES_COLD] = "SELECT " FILE_COLS " FROM files"
-	" WHERE state = 'hot' AND last_write < ?1 ORDER BY last_write, id",
+	" WHERE state IN ('hot', 'settling') AND last_write < ?1"
+	" ORDER BY last_write, id",
 	[S_FILE_BLOCKS] = "SELECT codec, level, blocks FROM file_blocks"
 	" WHERE file_id = ?1 ORDER BY codec, level",
 	[S_CODECS_GET] = "SELECT codec, level, bytes_in, bytes_out,"

@@ -557,7 +557,8 @@ def settle_state(sysm):
     except sqlite3.Error:
         return None, 0
     try:
-        hot = con.execute("SELECT count(*) FROM files WHERE state = 'hot'"
+        hot = con.execute("SELECT count(*) FROM files WHERE state IN "
+                          "('hot', 'settling')"
                           ).fetchone()[0]
         done = con.execute("SELECT count(*) FROM log WHERE action = "
                            "'settle'").fetchone()[0]
