@@ -19,6 +19,10 @@ from sqfs_util import BIN, EXTRA_OPTS, Mount  # noqa: E402
 # exec).
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+# The same for SIGHUP under nohup; this process keeps ignoring it (a
+# handler that does nothing), its daemons do not.
+if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+    signal.signal(signal.SIGHUP, lambda *_: None)
 
 
 @pytest.hookimpl(trylast=True)  # after the terminal reporter is set up
