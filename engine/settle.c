@@ -439,10 +439,7 @@ static int mark_settling(void *arg, struct sq_stats *db,
 	struct sq_stats_file_delta d;
 
 	(void)db;
-	memset(&d, 0, sizeof(d));
-	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
-		d.blocks[k].codec = -1;
-	d.id = *(const int64_t *)arg;
+	sq_stats_file_delta_init(&d, *(const int64_t *)arg);
 	d.set = SQ_STATS_SET_STATE;
 	d.state = SQ_STATS_SETTLING;
 	return sq_stats_batch_file(b, &d);
@@ -724,10 +721,7 @@ static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 	save_scores(rc->s, db, b, now);
 	if (rc->out == GONE)
 		return sq_stats_batch_unlink(b, rc->c->id);
-	memset(&d, 0, sizeof(d));
-	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
-		d.blocks[k].codec = -1;
-	d.id = rc->c->id;
+	sq_stats_file_delta_init(&d, rc->c->id);
 	if (rc->out == BUSY) {
 		/* In use: hot again, at the back of the queue. */
 		d.set = SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;

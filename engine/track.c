@@ -542,8 +542,7 @@ static void take_pending(struct sq_track *t)
 	for (size_t b = 0; b < BUCKETS; b++) {
 		for (e = t->bucket[b]; e; e = next) {
 			next = e->next;
-			memset(&d, 0, sizeof(d));
-			d.id = sq_stats_file_id(e->ino);
+			sq_stats_file_delta_init(&d, sq_stats_file_id(e->ino));
 			d.set = e->set;
 			if (!e->path)
 				d.set &= ~SQ_STATS_SET_PATH;
@@ -561,8 +560,6 @@ static void take_pending(struct sq_track *t)
 			d.rewrites = e->rewrites;
 			d.cls = e->set & SQ_STATS_SET_CLASS ?
 					sq_an_class_name(e->cls) : NULL;
-			for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
-				d.blocks[k].codec = -1;
 			sq_stats_batch_file(t->carry, &d);
 			free(e->path);
 			free(e);
@@ -590,10 +587,7 @@ static void scan_file(struct scan *s, int dirfd, const char *name,
 	uint64_t size = 0;
 	int fd;
 
-	memset(&d, 0, sizeof(d));
-	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
-		d.blocks[k].codec = -1;
-	d.id = sq_stats_file_id(st->st_ino);
+	sq_stats_file_delta_init(&d, sq_stats_file_id(st->st_ino));
 	d.path = s->path;
 	d.set = SQ_STATS_SET_PATH | SQ_STATS_SET_LOGICAL |
 		SQ_STATS_SET_STORED;

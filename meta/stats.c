@@ -724,6 +724,14 @@ int sq_stats_batch_file(struct sq_stats_batch *b,
 	return 0;
 }
 
+void sq_stats_file_delta_init(struct sq_stats_file_delta *d, int64_t id)
+{
+	memset(d, 0, sizeof(*d));
+	d->id = id;
+	for (int k = 0; k < SQ_STATS_DELTA_BLOCKS; k++)
+		d->blocks[k].codec = -1;
+}
+
 void sq_stats_tally_add(struct sq_stats_tally *t, const char *cls, int codec,
 			int level, uint64_t bytes_in, uint64_t bytes_out,
 			uint64_t compress_ns, bool fallback)

@@ -154,6 +154,9 @@ struct sq_stats_file_delta {
 	} blocks[SQ_STATS_DELTA_BLOCKS];
 };
 
+/* An empty delta for file @id: nothing set, nothing added, no blocks. */
+void sq_stats_file_delta_init(struct sq_stats_file_delta *d, int64_t id);
+
 /* Counters of one class x codec x level, all added. */
 struct sq_stats_codec_delta {
 	const char *cls;	/* content class name */
