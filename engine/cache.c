@@ -42,6 +42,7 @@ struct sq_cache {
 	struct centry lru;		/* list head (sentinel) */
 	size_t bytes, capacity;
 	const atomic_size_t *reserved;	/* dirty bytes, counted elsewhere */
+	uint64_t hits, misses;		/* sq_cache_read()'s answers */
 
 	pthread_mutex_t pool_lock;	/* a leaf, like lock */
 	/* Guarded by pool_lock: idle buffers by log2 of their size, linked
@@ -212,6 +213,9 @@ bool sq_cache_read(struct sq_cache *c, uint64_t serial, uint64_t idx,
 		memset((char *)dst + have, 0, len - have);
 		lru_unlink(e);
 		lru_push(c, e);
+		c->hits++;
+	} else {
+		c->misses++;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return e != NULL;
@@ -311,4 +315,14 @@ void sq_cache_drop(struct sq_cache *c, uint64_t serial, uint64_t from)
 		free(victims);
 		victims = n;
 	}
+}
+
+void sq_cache_counters(struct sq_cache *c, struct sq_cache_counters *out)
+{
+	pthread_mutex_lock(&c->lock);
+	out->bytes = c->bytes;
+	out->capacity = c->capacity;
+	out->hits = c->hits;
+	out->misses = c->misses;
+	pthread_mutex_unlock(&c->lock);
 }

@@ -64,4 +64,12 @@ void *sq_cache_take(struct sq_cache *c, uint64_t serial, uint64_t idx);
 /* Drops every block of @serial with index >= @from. */
 void sq_cache_drop(struct sq_cache *c, uint64_t serial, uint64_t from);
 
+/* What the cache holds and how often it answered (for the stats file). */
+struct sq_cache_counters {
+	size_t bytes;		/* decompressed blocks held */
+	size_t capacity;
+	uint64_t hits, misses;	/* sq_cache_read() calls */
+};
+void sq_cache_counters(struct sq_cache *c, struct sq_cache_counters *out);
+
 #endif /* SQ_CACHE_H */

@@ -68,6 +68,10 @@ struct sq_settle {
 	/* This round's totals, for the log. */
 	uint64_t files, before, after, blocks;
 	double secs;
+	/* Since mount, for sq_settle_info(): read by any thread. */
+	atomic_bool busy;
+	atomic_uint_fast64_t all_files, all_before, all_after;
+	_Atomic int64_t last_round;	/* unix s of the last round with work */
 };
 
 int sq_settle_parse(const char *s, enum sq_settle_mode *out)
@@ -786,6 +790,10 @@ static void round_job(struct sq_wq_job *job)
 		s->nodb_said = false;
 	}
 	n = s->ncand;
+	if (n) {
+		atomic_store(&s->busy, true);
+		atomic_store(&s->last_round, (int64_t)time(NULL));
+	}
 	for (size_t k = 0; k < n; k++) {
 		struct cand *c = &s->cand[k];
 		struct result res;
@@ -803,6 +811,9 @@ static void round_job(struct sq_wq_job *job)
 			s->after += res.after;
 			s->blocks += res.changed;
 			s->secs += res.secs;
+			atomic_fetch_add(&s->all_files, 1);
+			atomic_fetch_add(&s->all_before, res.before);
+			atomic_fetch_add(&s->all_after, res.after);
 			sq_log(SQ_LOG_DEBUG, "settle: %s: %llu -> %llu bytes, "
 			       "%llu of %llu blocks, %.2f s", c->path,
 			       (unsigned long long)res.before,
@@ -815,6 +826,7 @@ static void round_job(struct sq_wq_job *job)
 		}
 		free(c->path);
 	}
+	atomic_store(&s->busy, false);
 	/* Said when a run of work is over, not per file. */
 	if (n < ROUND_FILES && s->files) {
 		sq_log(SQ_LOG_INFO, "settle: %llu files settled, %llu blocks "
@@ -931,4 +943,29 @@ void sq_settle_free(struct sq_settle *s)
 	free(s->buf);
 	free(s->scratch);
 	free(s);
+}
+
+void sq_settle_info(struct sq_settle *s, struct sq_settle_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	if (!s)
+		return;
+	out->mode = s->o.mode;
+	out->after = s->o.after;
+	out->busy = atomic_load(&s->busy);
+	out->files = atomic_load(&s->all_files);
+	out->bytes_before = atomic_load(&s->all_before);
+	out->bytes_after = atomic_load(&s->all_after);
+	out->last_round = atomic_load(&s->last_round);
+}
+
+const char *sq_settle_mode_name(enum sq_settle_mode m)
+{
+	return m == SQ_SETTLE_MAX ? "max" :
+	       m == SQ_SETTLE_BALANCED ? "balanced" : "off";
+}
+
+const struct sq_an *sq_settle_an(const struct sq_settle *s)
+{
+	return s ? s->an : NULL;
 }

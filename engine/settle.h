@@ -27,6 +27,7 @@
 #define SQ_SETTLE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct sq_an;
 struct sq_fs;
@@ -61,5 +62,20 @@ int sq_settle_start(struct sq_fs *fs, struct sq_track *t,
 /* Stops the loop (a file half settled stays hot and consistent).  Before
  * sq_track_free(); NULL is fine. */
 void sq_settle_free(struct sq_settle *s);
+
+/* What the settle loop has done since mount (the stats file). */
+struct sq_settle_info {
+	enum sq_settle_mode mode;
+	unsigned after;		/* seconds */
+	bool busy;		/* a round is settling files now */
+	uint64_t files;		/* files recompressed */
+	uint64_t bytes_before, bytes_after;	/* their allocated bytes */
+	int64_t last_round;	/* unix s of the last round with work, 0 */
+};
+/* @s NULL (settle=off): all zero. */
+void sq_settle_info(struct sq_settle *s, struct sq_settle_info *out);
+const char *sq_settle_mode_name(enum sq_settle_mode m);
+/* The settle policy's analyzer (its table), NULL when off. */
+const struct sq_an *sq_settle_an(const struct sq_settle *s);
 
 #endif /* SQ_SETTLE_H */

@@ -177,7 +177,7 @@ enum stmt_id {
 	S_RENAME, S_RENAME_TREE, S_FORGET_NAME, S_UNLINK_BLOCKS, S_UNLINK_FILE,
 	S_CODEC_UPSERT, S_LOG_INSERT,
 	S_FILE_GET, S_FILES_COLD, S_FILE_BLOCKS, S_CODECS_GET,
-	S_POLICY_DEL, S_POLICY_INS, S_POLICY_GET,
+	S_POLICY_DEL, S_POLICY_INS, S_POLICY_GET, S_STATES,
 	S_COUNT
 };
 
@@ -257,6 +257,9 @@ static const char *const stmt_sql[S_COUNT] = {
 	" VALUES (?1, ?2, ?3, ?4)",
 	[S_POLICY_GET] = "SELECT class, codec, level FROM policy"
 	" WHERE which = ?1 ORDER BY class",
+	[S_STATES] = "SELECT coalesce(class, ''), state, count(*),"
+	" sum(logical_bytes), sum(stored_bytes) FROM files"
+	" GROUP BY 1, 2 ORDER BY 1, 2",
 };
 
 struct sq_stats {
@@ -1264,4 +1267,23 @@ int sq_stats_policy_get(struct sq_stats *st, enum sq_stats_which which,
 	if (skipped)
 		*skipped = bad;
 	return end_read(st, S_POLICY_GET, ret ? SQLITE_DONE : rc, ret);
+}
+
+int sq_stats_states(struct sq_stats *st, sq_stats_state_fn fn, void *arg)
+{
+	sqlite3_stmt *s = st->stmt[S_STATES];
+	struct sq_stats_state_row row;
+	int rc = SQLITE_DONE, ret = 0;
+
+	while (!ret && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+		row.cls = (const char *)sqlite3_column_text(s, 0);
+		row.state = sq_stats_state_parse((const char *)
+						 sqlite3_column_text(s, 1));
+		row.files = (uint64_t)sqlite3_column_int64(s, 2);
+		row.logical_bytes = (uint64_t)sqlite3_column_int64(s, 3);
+		row.stored_bytes = (uint64_t)sqlite3_column_int64(s, 4);
+		if (row.state >= 0)
+			ret = fn(arg, &row);
+	}
+	return end_read(st, S_STATES, ret ? SQLITE_DONE : rc, ret);
 }

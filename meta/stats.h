@@ -323,4 +323,17 @@ int sq_stats_policy_set(struct sq_stats *st, enum sq_stats_which which,
 int sq_stats_policy_get(struct sq_stats *st, enum sq_stats_which which,
 			sq_stats_policy_fn fn, void *arg, size_t *skipped);
 
+/* The files table summed per class and state (class "" for files
+ * whose class is not known yet). */
+struct sq_stats_state_row {
+	const char *cls;
+	int state;		/* enum sq_stats_state */
+	uint64_t files, logical_bytes, stored_bytes;
+};
+typedef int (*sq_stats_state_fn)(void *arg,
+				 const struct sq_stats_state_row *row);
+/* Calls @fn per row (a non-zero return stops and is returned): 0 or
+ * -errno as the other reads. */
+int sq_stats_states(struct sq_stats *st, sq_stats_state_fn fn, void *arg);
+
 #endif /* SQ_STATS_H */

@@ -1,0 +1,276 @@
+/*
+ * engine/usage.c - the walk behind the usage figures (usage.h).
+ */
+#include "engine/usage.h"
+
+#include "engine/engine.h"
+#include "engine/pack_store.h"
+#include "meta/container.h"
+#include "meta/pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void add_block(struct sq_usage *u, const struct sq_ctr_block_info *b)
+{
+	if (b->zero) {
+		u->zero_blocks++;
+		return;
+	}
+	u->blocks++;
+	for (size_t k = 0; k < u->ncodecs; k++) {
+		struct sq_usage_codec *c = &u->codecs[k];
+
+		if (c->codec == b->codec && c->level == b->level) {
+			c->blocks++;
+			c->raw_bytes += b->raw_len;
+			c->stored_bytes += b->stored_len;
+			return;
+		}
+	}
+	if (u->ncodecs == SQ_USAGE_CODECS) {
+		u->other_codec_blocks++;
+		return;
+	}
+	u->codecs[u->ncodecs++] = (struct sq_usage_codec){
+		.codec = b->codec, .level = b->level, .blocks = 1,
+		.raw_bytes = b->raw_len, .stored_bytes = b->stored_len };
+}
+
+/* Counts the blocks of @ctr; false when a header cannot be read. */
+static bool add_blocks(struct sq_ctr *ctr, struct sq_usage *u)
+{
+	uint64_t n = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
+		     sq_ctr_block_shift(ctr);
+
+	for (uint64_t idx = 0; idx < n; idx++) {
+		struct sq_ctr_block_info info;
+
+		if (sq_ctr_block_info(ctr, idx, &info))
+			return false;
+		if (info.present)
+			add_block(u, &info);
+	}
+	return true;
+}
+
+int sq_usage_file(struct sq_fs *fs, int fd, const struct stat *st,
+		  struct sq_usage *u)
+{
+	struct sq_ctr *ctr = NULL;
+	struct sq_pack_ref ref;
+	uint8_t *image = NULL;
+	int r;
+
+	u->files++;
+	u->allocated_bytes += (uint64_t)st->st_blocks * 512;
+	if (st->st_size <= SQ_PACK_STUB_LEN) {
+		r = sq_pack_get_ref(fd, NULL, &ref);
+		if (r == -ENODATA) {
+			/* Empty, or a stub that lost its reference. */
+			if (st->st_size)
+				u->damaged_files++;
+			return 0;
+		}
+		if (r) {
+			u->damaged_files++;
+			return 0;
+		}
+		u->packed_files++;
+		u->allocated_bytes += ref.len;
+		u->packed_bytes += ref.len;
+		u->logical_bytes += ref.size;
+		image = malloc(ref.len);
+		if (!image)
+			return -ENOMEM;
+		if (!fs->pack || sq_pack_load(fs->pack, &ref, image) ||
+		    sq_ctr_open_image(image, ref.len, &ctr)) {
+			free(image);
+			u->damaged_files++;
+			return 0;
+		}
+		/* The handle owns the image now. */
+	} else if (sq_ctr_open(fd, 0, &ctr)) {
+		u->damaged_files++;
+		return 0;
+	} else {
+		u->logical_bytes += sq_ctr_size(ctr);
+	}
+	if (!add_blocks(ctr, u))
+		u->damaged_files++;
+	sq_ctr_close(ctr);
+	return 0;
+}
+
+/* Inode numbers of hard-linked files already counted (open addressing). */
+struct seen {
+	ino_t *tab;
+	size_t cap, n;
+};
+
+/* Whether @ino was counted; remembers it.  -ENOMEM as a failure. */
+static int seen_add(struct seen *s, ino_t ino)
+{
+	size_t k;
+
+	if (2 * (s->n + 1) > s->cap) {
+		size_t ncap = s->cap ? 2 * s->cap : 256;
+		ino_t *nt = calloc(ncap, sizeof(*nt));
+
+		if (!nt)
+			return -ENOMEM;
+		for (size_t j = 0; j < s->cap; j++) {
+			if (!s->tab[j])
+				continue;
+			k = (size_t)(s->tab[j] * 0x9E3779B97F4A7C15ull) &
+			    (ncap - 1);
+			while (nt[k])
+				k = (k + 1) & (ncap - 1);
+			nt[k] = s->tab[j];
+		}
+		free(s->tab);
+		s->tab = nt;
+		s->cap = ncap;
+	}
+	/* Inode 0 is never a file's: it marks a free slot. */
+	k = (size_t)(ino * 0x9E3779B97F4A7C15ull) & (s->cap - 1);
+	while (s->tab[k]) {
+		if (s->tab[k] == ino)
+			return 1;
+		k = (k + 1) & (s->cap - 1);
+	}
+	s->tab[k] = ino;
+	s->n++;
+	return 0;
+}
+
+struct walk {
+	struct sq_fs *fs;
+	struct sq_usage *u;
+	struct seen links;
+	dev_t dev;
+	int64_t meta;	/* BACKING/.squeezefs's du */
+	bool in_meta;
+};
+
+static int walk_dir(struct walk *w, int dirfd, const struct stat *dst,
+		    bool top);
+
+static int walk_entry(struct walk *w, int dirfd, const char *name,
+		      bool top)
+{
+	struct stat st;
+	int fd, r = 0;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
+		return errno == ENOENT ? 0 : -errno;
+	if (st.st_dev != w->dev)
+		return 0;	/* another filesystem: not ours */
+	if (st.st_nlink > 1 && !S_ISDIR(st.st_mode)) {
+		r = seen_add(&w->links, st.st_ino);
+		if (r)
+			return r < 0 ? r : 0;
+	}
+	if (w->in_meta) {
+		w->meta += (int64_t)st.st_blocks * 512;
+		if (!S_ISDIR(st.st_mode))
+			return 0;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+			    O_CLOEXEC);
+		if (fd < 0)
+			return errno == ENOENT ? 0 : -errno;
+		if (top && !strcmp(name, SQ_RESERVED_NAME)) {
+			w->in_meta = true;
+			w->meta += (int64_t)st.st_blocks * 512;
+			r = walk_dir(w, fd, &st, false);
+			w->in_meta = false;
+		} else {
+			r = walk_dir(w, fd, &st, false);
+		}
+		close(fd);
+		return r;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		w->u->others++;
+		w->u->other_bytes += (uint64_t)st.st_blocks * 512;
+		return 0;
+	}
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME |
+		    O_CLOEXEC);
+	if (fd < 0 && errno == EPERM)	/* O_NOATIME on another's file */
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return 0;
+		/* Unreadable: its space still counts. */
+		w->u->files++;
+		w->u->damaged_files++;
+		w->u->allocated_bytes += (uint64_t)st.st_blocks * 512;
+		return 0;
+	}
+	r = sq_usage_file(w->fs, fd, &st, w->u);
+	close(fd);
+	return r;
+}
+
+static int walk_dir(struct walk *w, int dirfd, const struct stat *dst,
+		    bool top)
+{
+	struct dirent *de;
+	DIR *dp;
+	int fd, r = 0;
+
+	if (!w->in_meta) {
+		w->u->dirs++;
+		w->u->dir_bytes += (uint64_t)dst->st_blocks * 512;
+	}
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	while (r == 0 && (errno = 0, de = readdir(dp))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		r = walk_entry(w, dirfd, de->d_name, top);
+	}
+	if (r == 0 && errno)
+		r = -errno;
+	closedir(dp);
+	return r;
+}
+
+int sq_usage_tree(struct sq_fs *fs, int dirfd, bool whole,
+		  struct sq_usage *u)
+{
+	struct walk w = { .fs = fs, .u = u };
+	uint64_t packed = u->packed_bytes;
+	struct stat st;
+	int r;
+
+	if (fstat(dirfd, &st))
+		return -errno;
+	w.dev = st.st_dev;
+	r = walk_dir(&w, dirfd, &st, whole);
+	free(w.links.tab);
+	/* The packs hold the images counted with their files. */
+	if (whole)
+		u->meta_bytes += w.meta - (int64_t)(u->packed_bytes - packed);
+	return r;
+}
+
+uint64_t sq_usage_backing_bytes(const struct sq_usage *u)
+{
+	return u->allocated_bytes + u->dir_bytes + u->other_bytes +
+	       (uint64_t)u->meta_bytes;
+}
