@@ -12,7 +12,10 @@
 #include "engine/engine.h"
 
 #include <stdatomic.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <sys/stat.h>
+#include <time.h>
 
 struct sq_prune;
 
@@ -33,12 +36,47 @@ struct sq_mount {
 	atomic_int inval_busy;	/* how many do now */
 	bool dont_mask;		/* set by op_init(): modes come unmasked,
 				 * with the caller's umask beside them */
+
+	/* The control directory (ctl.c). */
+	uid_t owner_uid;	/* who mounted: may write control */
+	gid_t owner_gid;
+	struct timespec mounted_at;
+	ino_t ctl_dir_ino;	/* BACKING/.squeezefs's, shown for it */
+	const char *codec_forced; /* -o codec=C other than auto, or NULL */
+	atomic_int policy;	/* enum sq_an_policy of fs.an's table */
+	atomic_uint_fast64_t io_reads, io_writes;
+	atomic_uint_fast64_t io_bytes_read, io_bytes_written;
+	pthread_mutex_t ctl_lock;
+	char last_error[512];	/* guarded by ctl_lock */
 };
 
 static inline struct sq_mount *sq_mount_of(struct sq_fs *fs)
 {
 	return (struct sq_mount *)(void *)fs;	/* fs is its first member */
 }
+
+/* ---- ctl.c: MOUNT/.squeezefs, the control directory ----
+ *
+ * Its nodes have the node ids SQ_CTL_FIRST..SQ_CTL_LAST; ops.c hands every
+ * request on them here (and the lookup of SQ_RESERVED_NAME in the root).
+ */
+#define SQ_CTL_FIRST 2
+#define SQ_CTL_LAST 6
+bool sq_ctl_node(fuse_ino_t ino);
+void sq_ctl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void sq_ctl_getattr(fuse_req_t req, fuse_ino_t ino);
+void sq_ctl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		    int to_set);
+void sq_ctl_access(fuse_req_t req, fuse_ino_t ino, int mask);
+void sq_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void sq_ctl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		 struct fuse_file_info *fi);
+void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		  size_t size, off_t off);
+void sq_ctl_release(fuse_req_t req, fuse_ino_t ino,
+		    struct fuse_file_info *fi);
+void sq_ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    bool plus);
 
 /* ops.c: the request handlers. */
 extern const struct fuse_lowlevel_ops sq_fs_ops;

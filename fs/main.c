@@ -671,6 +671,19 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	m.writeback = o.writeback_cache;
+	m.owner_uid = geteuid();
+	m.owner_gid = getegid();
+	clock_gettime(CLOCK_REALTIME, &m.mounted_at);
+	m.codec_forced = o.codec && strcmp(o.codec, "auto") ? o.codec : NULL;
+	atomic_store(&m.policy, (int)policy);
+	pthread_mutex_init(&m.ctl_lock, NULL);
+	/* The control directory shows BACKING/.squeezefs's inode number:
+	 * no file of the mount has it. */
+	if (fstatat(fs->root_fd, SQ_RESERVED_NAME, &st, AT_SYMLINK_NOFOLLOW) &&
+	    (fs->ro || mkdirat(fs->root_fd, SQ_RESERVED_NAME, 0700) ||
+	     fstatat(fs->root_fd, SQ_RESERVED_NAME, &st, AT_SYMLINK_NOFOLLOW)))
+		st.st_ino = 0;
+	m.ctl_dir_ino = st.st_ino ? st.st_ino : (ino_t)(UINT64_MAX - 16);
 
 	/*
 	 * Shared with other users, the kernel checks their permissions from

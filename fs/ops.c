@@ -290,15 +290,6 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 	fuse_reply_none(req);
 }
 
-static void op_forget_multi(fuse_req_t req, size_t count,
-			    struct fuse_forget_data *forgets)
-{
-	for (size_t k = 0; k < count; k++)
-		sq_inode_put(fs_of(req), ino_of(req, forgets[k].ino),
-			     SQ_IREF_LOOKUP, forgets[k].nlookup);
-	fuse_reply_none(req);
-}
-
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -1311,6 +1302,10 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	n = sq_file_read(fs, ino_of(req, ino), buf, size, off);
+	if (n >= 0) {
+		atomic_fetch_add(&mnt_of(req)->io_reads, 1);
+		atomic_fetch_add(&mnt_of(req)->io_bytes_read, (uint64_t)n);
+	}
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
@@ -1325,6 +1320,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	ssize_t n;
 
 	n = sq_file_write(fs, ino_of(req, ino), buf, size, off);
+	if (n >= 0) {
+		atomic_fetch_add(&mnt_of(req)->io_writes, 1);
+		atomic_fetch_add(&mnt_of(req)->io_bytes_written, (uint64_t)n);
+	}
 	/*
 	 * An O_DIRECT write bypasses the kernel's page cache of the file,
 	 * which we keep across opens (keep_cache).  The kernel drops the
@@ -1804,40 +1803,350 @@ static void op_destroy(void *userdata)
 	(void)userdata;
 }
 
+/* ---- the control directory (ctl.c) ----
+ *
+ * Requests on its nodes, and on its name in the root, go to ctl.c before
+ * an op of the data path would take a node id for an inode's address.
+ */
+#define CTL(ino) sq_ctl_node(ino)
+#define CTL_NAME(parent, name) \
+	((parent) == FUSE_ROOT_ID && strcmp((name), SQ_RESERVED_NAME) == 0)
+
+static void ctl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		sq_ctl_lookup(req, parent, name);
+	else
+		op_lookup(req, parent, name);
+}
+
+static void ctl_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	if (CTL(ino))
+		fuse_reply_none(req);
+	else
+		op_forget(req, ino, nlookup);
+}
+
+static void ctl_forget_multi(fuse_req_t req, size_t count,
+			     struct fuse_forget_data *forgets)
+{
+	struct sq_fs *fs = fs_of(req);
+
+	for (size_t k = 0; k < count; k++)
+		if (!CTL(forgets[k].ino))
+			sq_inode_put(fs, ino_of(req, forgets[k].ino),
+				     SQ_IREF_LOOKUP, forgets[k].nlookup);
+	fuse_reply_none(req);
+}
+
+static void ctl_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_getattr(req, ino);
+	else
+		op_getattr(req, ino, fi);
+}
+
+static void ctl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_setattr(req, ino, attr, to_set);
+	else
+		op_setattr(req, ino, attr, to_set, fi);
+}
+
+static void ctl_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, EINVAL);
+	else
+		op_readlink(req, ino);
+}
+
+/* Nothing is made, linked or removed in the control directory, and its
+ * name in the root is taken. */
+static void ctl_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL(parent) ? EACCES : EEXIST);
+	else
+		op_mknod(req, parent, name, mode, rdev);
+}
+
+static void ctl_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL(parent) ? EACCES : EEXIST);
+	else
+		op_mkdir(req, parent, name, mode);
+}
+
+static void ctl_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			const char *name)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL(parent) ? EACCES : EEXIST);
+	else
+		op_symlink(req, link, parent, name);
+}
+
+static void ctl_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	if (CTL(ino) || CTL(newparent) || CTL_NAME(newparent, newname))
+		fuse_reply_err(req, CTL_NAME(newparent, newname) ? EEXIST :
+				    EPERM);
+	else
+		op_link(req, ino, newparent, newname);
+}
+
+static void ctl_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL_NAME(parent, name) ? EISDIR : EACCES);
+	else
+		op_unlink(req, parent, name);
+}
+
+static void ctl_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL(parent) ? ENOTDIR : EBUSY);
+	else
+		op_rmdir(req, parent, name);
+}
+
+static void ctl_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	if (CTL(parent) || CTL(newparent) || CTL_NAME(parent, name) ||
+	    CTL_NAME(newparent, newname))
+		fuse_reply_err(req, CTL(parent) || CTL(newparent) ? EACCES :
+				    EBUSY);
+	else
+		op_rename(req, parent, name, newparent, newname, flags);
+}
+
+static void ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_open(req, ino, fi);
+	else
+		op_open(req, ino, fi);
+}
+
+static void ctl_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi)
+{
+	if (CTL(parent) || CTL_NAME(parent, name))
+		fuse_reply_err(req, CTL(parent) ? EACCES : EISDIR);
+	else
+		op_create(req, parent, name, mode, fi);
+}
+
+static void ctl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_read(req, ino, size, off, fi);
+	else
+		op_read(req, ino, size, off, fi);
+}
+
+static void ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_write(req, ino, buf, size, off);
+	else
+		op_write(req, ino, buf, size, off, fi);
+}
+
+static void ctl_flush(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, 0);
+	else
+		op_flush(req, ino, fi);
+}
+
+static void ctl_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_release(req, ino, fi);
+	else
+		op_release(req, ino, fi);
+}
+
+static void ctl_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, 0);
+	else
+		op_fsync(req, ino, datasync, fi);
+}
+
+static void ctl_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			  off_t offset, off_t length,
+			  struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, EOPNOTSUPP);
+	else
+		op_fallocate(req, ino, mode, offset, length, fi);
+}
+
+static void ctl_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		      struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, ENXIO);
+	else
+		op_lseek(req, ino, off, whence, fi);
+}
+
+static void ctl_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	if (CTL(ino))
+		sq_ctl_access(req, ino, mask);
+	else
+		op_access(req, ino, mask);
+}
+
+static void ctl_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	if (CTL(ino)) {
+		fi->fh = 0;
+		if (ino == SQ_CTL_FIRST)
+			fuse_reply_open(req, fi);
+		else
+			fuse_reply_err(req, ENOTDIR);
+	} else {
+		op_opendir(req, ino, fi);
+	}
+}
+
+static void ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_readdir(req, ino, size, off, false);
+	else
+		op_readdir(req, ino, size, off, fi);
+}
+
+static void ctl_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		sq_ctl_readdir(req, ino, size, off, true);
+	else
+		op_readdirplus(req, ino, size, off, fi);
+}
+
+static void ctl_releasedir(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, 0);
+	else
+		op_releasedir(req, ino, fi);
+}
+
+static void ctl_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			 struct fuse_file_info *fi)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, 0);
+	else
+		op_fsyncdir(req, ino, datasync, fi);
+}
+
+static void ctl_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	op_statfs(req, CTL(ino) ? FUSE_ROOT_ID : ino);
+}
+
+static void ctl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, EPERM);
+	else
+		op_setxattr(req, ino, name, value, size, flags);
+}
+
+static void ctl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, ENODATA);
+	else
+		op_getxattr(req, ino, name, size);
+}
+
+static void ctl_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	if (!CTL(ino))
+		op_listxattr(req, ino, size);
+	else if (size)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_xattr(req, 0);
+}
+
+static void ctl_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	if (CTL(ino))
+		fuse_reply_err(req, EPERM);
+	else
+		op_removexattr(req, ino, name);
+}
+
 const struct fuse_lowlevel_ops sq_fs_ops = {
 	.init = op_init,
 	.destroy = op_destroy,
-	.lookup = op_lookup,
-	.forget = op_forget,
-	.forget_multi = op_forget_multi,
-	.getattr = op_getattr,
-	.setattr = op_setattr,
-	.readlink = op_readlink,
-	.mknod = op_mknod,
-	.mkdir = op_mkdir,
-	.symlink = op_symlink,
-	.link = op_link,
-	.unlink = op_unlink,
-	.rmdir = op_rmdir,
-	.rename = op_rename,
-	.open = op_open,
-	.create = op_create,
-	.read = op_read,
-	.write = op_write,
-	.flush = op_flush,
-	.release = op_release,
-	.fsync = op_fsync,
-	.fallocate = op_fallocate,
-	.lseek = op_lseek,
-	.access = op_access,
-	.opendir = op_opendir,
-	.readdir = op_readdir,
-	.readdirplus = op_readdirplus,
-	.releasedir = op_releasedir,
-	.fsyncdir = op_fsyncdir,
-	.statfs = op_statfs,
-	.setxattr = op_setxattr,
-	.getxattr = op_getxattr,
-	.listxattr = op_listxattr,
-	.removexattr = op_removexattr,
+	.lookup = ctl_lookup,
+	.forget = ctl_forget,
+	.forget_multi = ctl_forget_multi,
+	.getattr = ctl_getattr,
+	.setattr = ctl_setattr,
+	.readlink = ctl_readlink,
+	.mknod = ctl_mknod,
+	.mkdir = ctl_mkdir,
+	.symlink = ctl_symlink,
+	.link = ctl_link,
+	.unlink = ctl_unlink,
+	.rmdir = ctl_rmdir,
+	.rename = ctl_rename,
+	.open = ctl_open,
+	.create = ctl_create,
+	.read = ctl_read,
+	.write = ctl_write,
+	.flush = ctl_flush,
+	.release = ctl_release,
+	.fsync = ctl_fsync,
+	.fallocate = ctl_fallocate,
+	.lseek = ctl_lseek,
+	.access = ctl_access,
+	.opendir = ctl_opendir,
+	.readdir = ctl_readdir,
+	.readdirplus = ctl_readdirplus,
+	.releasedir = ctl_releasedir,
+	.fsyncdir = ctl_fsyncdir,
+	.statfs = ctl_statfs,
+	.setxattr = ctl_setxattr,
+	.getxattr = ctl_getxattr,
+	.listxattr = ctl_listxattr,
+	.removexattr = ctl_removexattr,
 };

@@ -1,0 +1,986 @@
+/*
+ * fs/ctl.c - MOUNT/.squeezefs: the control directory.
+ *
+ * A directory that exists only in the mount, reachable by its name and
+ * never listed by readdir of the root, so find, du, rsync, tar and
+ * backups of the mount never walk into it (as /proc's files, its files
+ * are made when opened and read with direct I/O):
+ *
+ *	stats		JSON, made anew at every open
+ *	metrics		the same figures, Prometheus text format
+ *	control		commands, one per write (owner and root only)
+ *	last_error	why the last refused command was refused
+ *
+ * BACKING/.squeezefs, the real directory of the same name, stays hidden
+ * behind it.  Its nodes have small fixed node ids (an inode's node id is
+ * its address, never below a page).
+ */
+#include "fs/fs_i.h"
+
+#include "analyzer/analyzer.h"
+#include "codec/codec.h"
+#include "engine/cache.h"
+#include "engine/log.h"
+#include "engine/settle.h"
+#include "engine/track.h"
+#include "engine/usage.h"
+#include "meta/stats.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+enum {
+	CTL_DIR = SQ_CTL_FIRST,
+	CTL_STATS,
+	CTL_METRICS,
+	CTL_CONTROL,
+	CTL_LAST_ERROR,
+};
+
+static const struct ctl_node {
+	fuse_ino_t id;
+	const char *name;
+	mode_t mode;
+} nodes[] = {
+	{ CTL_DIR, SQ_RESERVED_NAME, S_IFDIR | 0555 },
+	{ CTL_STATS, "stats", S_IFREG | 0444 },
+	{ CTL_METRICS, "metrics", S_IFREG | 0444 },
+	{ CTL_CONTROL, "control", S_IFREG | 0200 },
+	{ CTL_LAST_ERROR, "last_error", S_IFREG | 0444 },
+};
+
+/* Longest command accepted: a path and a few words. */
+#define CTL_CMD_MAX (PATH_MAX + 64)
+
+bool sq_ctl_node(fuse_ino_t ino)
+{
+	return ino >= SQ_CTL_FIRST && ino <= SQ_CTL_LAST;
+}
+
+static const struct ctl_node *node_of(fuse_ino_t ino)
+{
+	return &nodes[ino - SQ_CTL_FIRST];
+}
+
+static struct sq_mount *mnt_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void ctl_attr(struct sq_mount *m, fuse_ino_t ino, struct stat *st)
+{
+	const struct ctl_node *n = node_of(ino);
+
+	memset(st, 0, sizeof(*st));
+	st->st_mode = n->mode;
+	st->st_nlink = S_ISDIR(n->mode) ? 2 : 1;
+	st->st_uid = m->owner_uid;
+	st->st_gid = m->owner_gid;
+	/* The directory shows BACKING/.squeezefs's inode number, which no
+	 * file of the mount has; its files numbers from the top of the
+	 * range, which BACKING's filesystems do not hand out. */
+	st->st_ino = ino == CTL_DIR ? m->ctl_dir_ino :
+		     (ino_t)(UINT64_MAX - 16 + ino);
+	st->st_blksize = 4096;
+	st->st_atim = st->st_mtim = st->st_ctim = m->mounted_at;
+}
+
+static void reply_ctl_entry(fuse_req_t req, fuse_ino_t ino)
+{
+	struct fuse_entry_param e;
+
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	ctl_attr(mnt_of(req), ino, &e.attr);
+	e.attr_timeout = 1.0;
+	e.entry_timeout = 1.0;
+	fuse_reply_entry(req, &e);
+}
+
+void sq_ctl_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	if (parent == FUSE_ROOT_ID) {
+		reply_ctl_entry(req, CTL_DIR);
+		return;
+	}
+	if (parent == CTL_DIR)
+		for (size_t k = 1; k < sizeof(nodes) / sizeof(nodes[0]); k++)
+			if (!strcmp(name, nodes[k].name)) {
+				reply_ctl_entry(req, nodes[k].id);
+				return;
+			}
+	fuse_reply_err(req, parent == CTL_DIR ? ENOENT : ENOTDIR);
+}
+
+void sq_ctl_getattr(fuse_req_t req, fuse_ino_t ino)
+{
+	struct stat st;
+
+	ctl_attr(mnt_of(req), ino, &st);
+	fuse_reply_attr(req, &st, 1.0);
+}
+
+void sq_ctl_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		    int to_set)
+{
+	struct stat st;
+
+	/* `echo cmd > control` truncates first (without atomic_o_trunc):
+	 * a size of 0 is what the file already has. */
+	if ((ino != CTL_CONTROL) || (to_set & ~FUSE_SET_ATTR_SIZE) ||
+	    attr->st_size != 0) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	ctl_attr(mnt_of(req), ino, &st);
+	fuse_reply_attr(req, &st, 1.0);
+}
+
+/* Only the mount's owner and root steer it. */
+static bool may_control(fuse_req_t req)
+{
+	const struct fuse_ctx *c = fuse_req_ctx(req);
+
+	return c->uid == 0 || c->uid == mnt_of(req)->owner_uid;
+}
+
+void sq_ctl_access(fuse_req_t req, fuse_ino_t ino, int mask)
+{
+	if ((mask & W_OK) && !(ino == CTL_CONTROL && may_control(req)))
+		fuse_reply_err(req, EACCES);
+	else if ((mask & X_OK) && ino != CTL_DIR)
+		fuse_reply_err(req, EACCES);
+	else
+		fuse_reply_err(req, 0);
+}
+
+/* ---- building the files ---- */
+
+struct ctl_buf {
+	size_t len;
+	char data[];
+};
+
+/* Writes @s as a JSON string. */
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			fprintf(f, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			fprintf(f, "\\u%04x", *p);
+		else
+			fputc(*p, f);
+	}
+	fputc('"', f);
+}
+
+static double ratio(uint64_t stored, uint64_t logical)
+{
+	return logical ? (double)stored / (double)logical : 0.0;
+}
+
+/* What the stats file shows, gathered once per open. */
+struct snap {
+	struct sq_usage u;
+	uint64_t backing_bytes;
+	int walk_err;
+	struct sq_cache_counters cache;
+	struct sq_settle_info settle;
+	bool have_db;
+	struct state_sum {
+		char cls[16];
+		uint64_t files[SQ_STATS_STATE_COUNT], logical, stored;
+	} cls[SQ_AN_CLASS_COUNT + 1];
+	size_t ncls;
+	uint64_t queued_files, queued_bytes;
+};
+
+static int state_row(void *arg, const struct sq_stats_state_row *row)
+{
+	struct snap *s = arg;
+	const char *name = row->cls[0] ? row->cls : "unknown";
+	struct state_sum *c = NULL;
+
+	for (size_t k = 0; k < s->ncls; k++)
+		if (!strcmp(s->cls[k].cls, name))
+			c = &s->cls[k];
+	if (!c) {
+		if (s->ncls == sizeof(s->cls) / sizeof(s->cls[0]))
+			return 0;
+		c = &s->cls[s->ncls++];
+		snprintf(c->cls, sizeof(c->cls), "%s", name);
+	}
+	if (row->state >= 0 && row->state < SQ_STATS_STATE_COUNT)
+		c->files[row->state] += row->files;
+	c->logical += row->logical_bytes;
+	c->stored += row->stored_bytes;
+	if (row->state == SQ_STATS_HOT || row->state == SQ_STATS_SETTLING) {
+		s->queued_files += row->files;
+		s->queued_bytes += row->logical_bytes;
+	}
+	return 0;
+}
+
+static int read_states(void *arg, struct sq_stats *db,
+		       struct sq_stats_batch *b)
+{
+	struct snap *s = arg;
+
+	(void)b;
+	if (!db)
+		return -ENODEV;
+	s->have_db = true;
+	return sq_stats_states(db, state_row, s);
+}
+
+static void take_snap(struct sq_mount *m, struct snap *s)
+{
+	struct sq_fs *fs = &m->fs;
+	int fd;
+
+	memset(s, 0, sizeof(*s));
+	fd = openat(fs->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	s->walk_err = fd < 0 ? -errno : sq_usage_tree(fs, fd, true, &s->u);
+	if (fd >= 0)
+		close(fd);
+	s->backing_bytes = sq_usage_backing_bytes(&s->u);
+	sq_cache_counters(fs->cache, &s->cache);
+	sq_settle_info(fs->settle, &s->settle);
+	if (fs->track)
+		sq_track_with_db(fs->track, read_states, s);
+}
+
+static const char *codec_name(int id)
+{
+	const struct sq_codec_info *ci = sq_codec_info(id);
+
+	return ci ? ci->name : "?";
+}
+
+static void json_policy(FILE *f, const struct sq_an *an)
+{
+	bool first = true;
+
+	fputc('{', f);
+	for (int c = SQ_AN_CLASS_TEXT; an && c < SQ_AN_CLASS_COUNT; c++) {
+		int codec, level;
+
+		if (sq_an_policy_get(an, c, &codec, &level))
+			continue;
+		fprintf(f, "%s\"%s\": \"%s:%d\"", first ? "" : ", ",
+			sq_an_class_name(c), codec_name(codec), level);
+		first = false;
+	}
+	fputc('}', f);
+}
+
+static void write_stats(struct sq_mount *m, const struct snap *s, FILE *f)
+{
+	const struct sq_usage *u = &s->u;
+	struct sq_fs *fs = &m->fs;
+
+	fprintf(f, "{\n  \"version\": 1,\n  \"backing\": ");
+	json_str(f, fs->backing);
+	fprintf(f, ",\n  \"time\": %lld,\n", (long long)time(NULL));
+	if (s->walk_err)
+		fprintf(f, "  \"error\": \"walking BACKING: %s\",\n",
+			strerror(-s->walk_err));
+	fprintf(f, "  \"totals\": {\"logical_bytes\": %llu, "
+		"\"allocated_bytes\": %llu, \"ratio\": %.4f, \"files\": %llu, "
+		"\"blocks\": %llu, \"zero_blocks\": %llu, "
+		"\"packed_files\": %llu, \"damaged_files\": %llu},\n",
+		(unsigned long long)u->logical_bytes,
+		(unsigned long long)u->allocated_bytes,
+		ratio(u->allocated_bytes, u->logical_bytes),
+		(unsigned long long)u->files, (unsigned long long)u->blocks,
+		(unsigned long long)u->zero_blocks,
+		(unsigned long long)u->packed_files,
+		(unsigned long long)u->damaged_files);
+	fprintf(f, "  \"overhead\": {\"directories\": %llu, "
+		"\"directory_bytes\": %llu, \"others\": %llu, "
+		"\"other_bytes\": %llu, \"squeezefs_bytes\": %lld},\n",
+		(unsigned long long)u->dirs, (unsigned long long)u->dir_bytes,
+		(unsigned long long)u->others,
+		(unsigned long long)u->other_bytes, (long long)u->meta_bytes);
+	fprintf(f, "  \"backing_bytes\": %llu,\n",
+		(unsigned long long)s->backing_bytes);
+	fprintf(f, "  \"codecs\": [");
+	for (size_t k = 0; k < u->ncodecs; k++) {
+		const struct sq_usage_codec *c = &u->codecs[k];
+
+		fprintf(f, "%s\n    {\"codec\": \"%s\", \"level\": %d, "
+			"\"blocks\": %llu, \"logical_bytes\": %llu, "
+			"\"stored_bytes\": %llu, \"ratio\": %.4f}",
+			k ? "," : "", codec_name(c->codec), c->level,
+			(unsigned long long)c->blocks,
+			(unsigned long long)c->raw_bytes,
+			(unsigned long long)c->stored_bytes,
+			ratio(c->stored_bytes, c->raw_bytes));
+	}
+	fprintf(f, "%s],\n", u->ncodecs ? "\n  " : "");
+	fprintf(f, "  \"classes\": %s", s->have_db ? "[" : "null");
+	for (size_t k = 0; s->have_db && k < s->ncls; k++) {
+		const struct state_sum *c = &s->cls[k];
+
+		fprintf(f, "%s\n    {\"class\": \"%s\", \"logical_bytes\": "
+			"%llu, \"stored_bytes\": %llu, \"files\": {",
+			k ? "," : "", c->cls, (unsigned long long)c->logical,
+			(unsigned long long)c->stored);
+		for (int st = 0; st < SQ_STATS_STATE_COUNT; st++)
+			fprintf(f, "%s\"%s\": %llu", st ? ", " : "",
+				sq_stats_state_name(st),
+				(unsigned long long)c->files[st]);
+		fprintf(f, "}}");
+	}
+	if (s->have_db)
+		fprintf(f, "%s]", s->ncls ? "\n  " : "");
+	fprintf(f, ",\n  \"cache\": {\"bytes\": %zu, \"capacity_bytes\": %zu, "
+		"\"hits\": %llu, \"misses\": %llu},\n", s->cache.bytes,
+		s->cache.capacity, (unsigned long long)s->cache.hits,
+		(unsigned long long)s->cache.misses);
+	fprintf(f, "  \"io\": {\"reads\": %llu, \"writes\": %llu, "
+		"\"bytes_read\": %llu, \"bytes_written\": %llu},\n",
+		(unsigned long long)atomic_load(&m->io_reads),
+		(unsigned long long)atomic_load(&m->io_writes),
+		(unsigned long long)atomic_load(&m->io_bytes_read),
+		(unsigned long long)atomic_load(&m->io_bytes_written));
+	fprintf(f, "  \"write_queue\": {\"dirty_bytes\": %zu},\n",
+		atomic_load(&fs->dirty_bytes));
+	fprintf(f, "  \"policy\": {\"name\": \"%s\", \"codec\": ",
+		m->codec_forced ? "forced" :
+		sq_an_policy_name((enum sq_an_policy)atomic_load(&m->policy)));
+	if (m->codec_forced)
+		json_str(f, m->codec_forced);
+	else
+		fputs("null", f);
+	fprintf(f, ", \"foreground\": ");
+	json_policy(f, m->codec_forced ? NULL : fs->an);
+	fprintf(f, ", \"settle\": ");
+	json_policy(f, sq_settle_an(fs->settle));
+	fprintf(f, "},\n");
+	fprintf(f, "  \"settle\": {\"mode\": \"%s\", \"state\": \"%s\", "
+		"\"after_seconds\": %u, \"queued_files\": ",
+		sq_settle_mode_name(s->settle.mode),
+		!fs->settle ? "off" : s->settle.busy ? "settling" : "idle",
+		s->settle.after);
+	if (s->have_db)
+		fprintf(f, "%llu, \"queued_bytes\": %llu",
+			(unsigned long long)s->queued_files,
+			(unsigned long long)s->queued_bytes);
+	else
+		fprintf(f, "null, \"queued_bytes\": null");
+	fprintf(f, ", \"settled_files\": %llu, \"bytes_before\": %llu, "
+		"\"bytes_after\": %llu, \"saved_bytes\": %lld, "
+		"\"last_run\": ",
+		(unsigned long long)s->settle.files,
+		(unsigned long long)s->settle.bytes_before,
+		(unsigned long long)s->settle.bytes_after,
+		(long long)(s->settle.bytes_before - s->settle.bytes_after));
+	if (s->settle.last_round)
+		fprintf(f, "%lld", (long long)s->settle.last_round);
+	else
+		fputs("null", f);
+	fprintf(f, "}\n}\n");
+}
+
+/* One metric: its HELP and TYPE lines, then @n samples from @fn. */
+static void metric_head(FILE *f, const char *name, const char *type,
+			const char *help)
+{
+	fprintf(f, "# HELP squeezefs_%s %s\n# TYPE squeezefs_%s %s\n", name,
+		help, name, type);
+}
+
+static void metric(FILE *f, const char *name, const char *type,
+		   const char *help, double v)
+{
+	metric_head(f, name, type, help);
+	fprintf(f, "squeezefs_%s %.17g\n", name, v);
+}
+
+static void write_metrics(struct sq_mount *m, const struct snap *s, FILE *f)
+{
+	const struct sq_usage *u = &s->u;
+
+	metric(f, "logical_bytes", "gauge",
+	       "Bytes of file data as applications see them.",
+	       (double)u->logical_bytes);
+	metric(f, "allocated_bytes", "gauge",
+	       "Bytes the files take on BACKING (containers and packed "
+	       "images).", (double)u->allocated_bytes);
+	metric(f, "backing_bytes", "gauge",
+	       "Bytes BACKING takes in all (du -B1).",
+	       (double)s->backing_bytes);
+	metric(f, "compression_ratio", "gauge",
+	       "Allocated bytes over logical bytes.",
+	       ratio(u->allocated_bytes, u->logical_bytes));
+	metric(f, "files", "gauge", "Regular files.", (double)u->files);
+	metric(f, "packed_files", "gauge", "Files stored in a pack.",
+	       (double)u->packed_files);
+	metric(f, "damaged_files", "gauge",
+	       "Files that do not read as containers.",
+	       (double)u->damaged_files);
+	metric_head(f, "codec_blocks", "gauge",
+		    "Blocks stored per codec and level.");
+	for (size_t k = 0; k < u->ncodecs; k++)
+		fprintf(f, "squeezefs_codec_blocks{codec=\"%s\",level=\"%d\"} "
+			"%llu\n", codec_name(u->codecs[k].codec),
+			u->codecs[k].level,
+			(unsigned long long)u->codecs[k].blocks);
+	metric_head(f, "codec_stored_bytes", "gauge",
+		    "Payload bytes of the blocks per codec and level.");
+	for (size_t k = 0; k < u->ncodecs; k++)
+		fprintf(f, "squeezefs_codec_stored_bytes{codec=\"%s\","
+			"level=\"%d\"} %llu\n", codec_name(u->codecs[k].codec),
+			u->codecs[k].level,
+			(unsigned long long)u->codecs[k].stored_bytes);
+	metric_head(f, "codec_logical_bytes", "gauge",
+		    "Logical bytes of the blocks per codec and level.");
+	for (size_t k = 0; k < u->ncodecs; k++)
+		fprintf(f, "squeezefs_codec_logical_bytes{codec=\"%s\","
+			"level=\"%d\"} %llu\n", codec_name(u->codecs[k].codec),
+			u->codecs[k].level,
+			(unsigned long long)u->codecs[k].raw_bytes);
+	metric(f, "cache_bytes", "gauge", "Decompressed blocks cached.",
+	       (double)s->cache.bytes);
+	metric(f, "cache_capacity_bytes", "gauge", "Block cache size.",
+	       (double)s->cache.capacity);
+	metric(f, "cache_hits_total", "counter", "Block cache hits.",
+	       (double)s->cache.hits);
+	metric(f, "cache_misses_total", "counter", "Block cache misses.",
+	       (double)s->cache.misses);
+	metric(f, "read_bytes_total", "counter",
+	       "Bytes read by applications.",
+	       (double)atomic_load(&m->io_bytes_read));
+	metric(f, "written_bytes_total", "counter",
+	       "Bytes written by applications.",
+	       (double)atomic_load(&m->io_bytes_written));
+	metric(f, "dirty_bytes", "gauge",
+	       "Written bytes waiting to be compressed.",
+	       (double)atomic_load(&m->fs.dirty_bytes));
+	metric(f, "settle_queued_files", "gauge",
+	       "Files waiting for the settle loop.",
+	       (double)s->queued_files);
+	metric(f, "settle_queued_bytes", "gauge",
+	       "Logical bytes of the files waiting for the settle loop.",
+	       (double)s->queued_bytes);
+	metric(f, "settle_files_total", "counter",
+	       "Files recompressed by the settle loop since mount.",
+	       (double)s->settle.files);
+	metric(f, "settle_saved_bytes_total", "counter",
+	       "Allocated bytes the settle loop saved since mount.",
+	       (double)(int64_t)(s->settle.bytes_before -
+				 s->settle.bytes_after));
+}
+
+/* Makes the contents of @ino for an open. */
+static struct ctl_buf *make_file(struct sq_mount *m, fuse_ino_t ino)
+{
+	struct ctl_buf *b = NULL;
+	struct snap *s = NULL;
+	char *data = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&data, &len);
+
+	if (!f)
+		return NULL;
+	if (ino == CTL_LAST_ERROR) {
+		pthread_mutex_lock(&m->ctl_lock);
+		fputs(m->last_error, f);
+		pthread_mutex_unlock(&m->ctl_lock);
+	} else if (ino == CTL_STATS || ino == CTL_METRICS) {
+		s = malloc(sizeof(*s));
+		if (!s)
+			goto out;
+		take_snap(m, s);
+		if (ino == CTL_STATS)
+			write_stats(m, s, f);
+		else
+			write_metrics(m, s, f);
+	}
+	if (fflush(f))
+		goto out;
+	b = malloc(sizeof(*b) + len);
+	if (b) {
+		b->len = len;
+		memcpy(b->data, data, len);
+	}
+out:
+	fclose(f);
+	free(data);
+	free(s);
+	return b;
+}
+
+void sq_ctl_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sq_mount *m = mnt_of(req);
+	int acc = fi->flags & O_ACCMODE;
+	struct ctl_buf *b = NULL;
+
+	if (ino == CTL_DIR) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	if (ino == CTL_CONTROL) {
+		if (acc == O_RDONLY || !may_control(req)) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+	} else if (acc != O_RDONLY) {
+		fuse_reply_err(req, EACCES);
+		return;
+	} else if (!(b = make_file(m, ino))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)b;
+	/* Sizes are not known before the open: read to the end. */
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = 0;
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		free(b);
+}
+
+void sq_ctl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		 struct fuse_file_info *fi)
+{
+	struct ctl_buf *b = (struct ctl_buf *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	if (!b || off < 0 || (uint64_t)off >= b->len) {
+		fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	if (size > b->len - (size_t)off)
+		size = b->len - (size_t)off;
+	fuse_reply_buf(req, b->data + off, size);
+}
+
+void sq_ctl_release(fuse_req_t req, fuse_ino_t ino,
+		    struct fuse_file_info *fi)
+{
+	(void)ino;
+	free((struct ctl_buf *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* ---- commands ---- */
+
+/* Remembers why @cmd was refused (for last_error) and logs it. */
+static void refuse(struct sq_mount *m, const char *cmd, size_t n,
+		   const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void refuse(struct sq_mount *m, const char *cmd, size_t n,
+		   const char *fmt, ...)
+{
+	char why[256], shown[81], stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	size_t k;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	/* The command as it came, printable and short. */
+	for (k = 0; k < n && k < sizeof(shown) - 1 && cmd[k] != '\n'; k++)
+		shown[k] = isprint((unsigned char)cmd[k]) ? cmd[k] : '?';
+	shown[k] = '\0';
+	gmtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	pthread_mutex_lock(&m->ctl_lock);
+	snprintf(m->last_error, sizeof(m->last_error), "%s %s%s: %s\n", stamp,
+		 shown, n > k && cmd[k] != '\n' ? "..." : "", why);
+	pthread_mutex_unlock(&m->ctl_lock);
+	sq_log(SQ_LOG_INFO, "control: refused '%s': %s", shown, why);
+}
+
+static long sys_openat2(int dirfd, const char *path, struct open_how *how)
+{
+	return syscall(SYS_openat2, dirfd, path, how, sizeof(*how));
+}
+
+/*
+ * Opens @path, relative to the mount, as an O_PATH fd of the backing
+ * object, and its path relative to BACKING in @rel.  Refuses what leads
+ * out of the mount: absolute paths, "..", symlinks out, and the control
+ * directory.  Returns the fd or -errno with @why set.
+ */
+static int resolve(struct sq_mount *m, const char *path, char *rel,
+		   size_t rlen, const char **why)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS |
+			   RESOLVE_NO_XDEV,
+	};
+	char link[64], full[PATH_MAX];
+	size_t blen = strlen(m->fs.backing);
+	ssize_t n;
+	int fd;
+
+	if (!*path) {
+		*why = "no path given";
+		return -EINVAL;
+	}
+	if (path[0] == '/') {
+		*why = "absolute path: give it relative to the mount's root";
+		return -EINVAL;
+	}
+	fd = (int)sys_openat2(m->fs.root_fd, path, &how);
+	if (fd < 0) {
+		int e = errno;
+
+		*why = e == EXDEV ? "the path leads out of the mount" :
+		       e == ENOENT ? "no such file or directory" :
+		       e == ENOTDIR ? "a component is not a directory" :
+		       e == ELOOP ? "too many symlinks" :
+		       e == EACCES ? "permission denied" :
+		       e == ENAMETOOLONG ? "path too long" :
+		       "cannot open the path";
+		return -e;
+	}
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, full, sizeof(full) - 1);
+	if (n < 0 || (size_t)n < blen ||
+	    memcmp(full, m->fs.backing, blen) ||
+	    (full[blen] != '/' && full[blen] != '\0')) {
+		close(fd);
+		*why = "the path leads out of the mount";
+		return -EINVAL;
+	}
+	full[n] = '\0';
+	snprintf(rel, rlen, "%s", full[blen] ? full + blen + 1 : "");
+	if (!strcmp(rel, SQ_RESERVED_NAME) ||
+	    !strncmp(rel, SQ_RESERVED_NAME "/", sizeof(SQ_RESERVED_NAME))) {
+		close(fd);
+		*why = "the control directory is not data";
+		return -EINVAL;
+	}
+	return fd;
+}
+
+/* settle PATH: every regular file below (or at) PATH is due now. */
+struct settle_req {
+	int fd;			/* O_PATH of the top */
+	const char *rel;	/* its path relative to BACKING */
+	uint64_t files;
+	int err;
+};
+
+static int mark_due(struct sq_stats_batch *b, ino_t ino, const char *path)
+{
+	struct sq_stats_file_delta d;
+
+	sq_stats_file_delta_init(&d, sq_stats_file_id(ino));
+	d.set = SQ_STATS_SET_PATH | SQ_STATS_SET_LAST_WRITE |
+		SQ_STATS_SET_STATE;
+	d.path = path;
+	d.last_write = 1;	/* long ago: cold */
+	d.state = SQ_STATS_HOT;
+	return sq_stats_batch_file(b, &d);
+}
+
+static int due_tree(struct settle_req *q, struct sq_stats_batch *b, int dfd,
+		    char *path, size_t plen, size_t cap)
+{
+	struct dirent *de;
+	DIR *dp;
+	int fd, r = 0;
+
+	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	dp = fdopendir(fd);
+	if (!dp) {
+		close(fd);
+		return -errno;
+	}
+	while (r == 0 && (de = readdir(dp))) {
+		size_t n = strlen(de->d_name);
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (plen + 1 + n + 1 > cap)
+			continue;	/* beyond PATH_MAX: not reachable */
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			continue;
+		if (plen)
+			path[plen] = '/';
+		memcpy(path + plen + (plen ? 1 : 0), de->d_name, n + 1);
+		if (S_ISREG(st.st_mode)) {
+			r = mark_due(b, st.st_ino, path);
+			q->files++;
+		} else if (S_ISDIR(st.st_mode) &&
+			   !(plen == 0 && !strcmp(de->d_name,
+						  SQ_RESERVED_NAME))) {
+			int sub = openat(dirfd(dp), de->d_name, O_RDONLY |
+					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0) {
+				r = due_tree(q, b, sub, path,
+					     plen + (plen ? 1 : 0) + n, cap);
+				close(sub);
+			}
+		}
+		path[plen] = '\0';
+	}
+	closedir(dp);
+	return r;
+}
+
+static int settle_fn(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
+{
+	struct settle_req *q = arg;
+	char path[PATH_MAX];
+	struct stat st;
+
+	if (!db)
+		return -ENODEV;
+	if (fstatat(q->fd, "", &st, AT_EMPTY_PATH))
+		return -errno;
+	if (S_ISREG(st.st_mode)) {
+		q->files++;
+		return mark_due(b, st.st_ino, q->rel);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return -EINVAL;
+	snprintf(path, sizeof(path), "%s", q->rel);
+	return due_tree(q, b, q->fd, path, strlen(path), sizeof(path));
+}
+
+static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
+{
+	struct settle_req q = { .fd = -1 };
+	char rel[PATH_MAX];
+	int r;
+
+	if (!m->fs.settle) {
+		*why = "the settle loop is off (-o settle=off, or a forced "
+		       "codec)";
+		return -EINVAL;
+	}
+	if (!m->fs.track) {
+		*why = "no statistics store on this mount";
+		return -EINVAL;
+	}
+	q.fd = resolve(m, arg, rel, sizeof(rel), why);
+	if (q.fd < 0)
+		return -EINVAL;
+	q.rel = rel;
+	r = sq_track_with_db(m->fs.track, settle_fn, &q);
+	close(q.fd);
+	if (r == -ENODEV) {
+		*why = "the statistics store is not available now";
+		return -EINVAL;
+	}
+	if (r == -EINVAL) {
+		*why = "not a regular file or a directory";
+		return -EINVAL;
+	}
+	if (r) {
+		*why = strerror(-r);
+		return r;
+	}
+	sq_log(SQ_LOG_INFO, "control: settle %s: %llu files due now",
+	       *rel ? rel : ".", (unsigned long long)q.files);
+	return 0;
+}
+
+static int cmd_policy(struct sq_mount *m, const char *arg, const char **why)
+{
+	enum sq_an_policy p;
+	struct sq_an *tmp;
+
+	if (sq_an_policy_parse(arg, &p)) {
+		*why = "unknown policy: want fast, balanced or max";
+		return -EINVAL;
+	}
+	if (m->codec_forced) {
+		*why = "this mount stores every block with one codec (-o codec)";
+		return -EINVAL;
+	}
+	if (sq_an_new("auto", p, 0, &tmp)) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	/* Entry by entry: a block being stored sees the old or the new
+	 * codec of its class (sq_an_policy_set()). */
+	for (int c = SQ_AN_CLASS_TEXT; c < SQ_AN_CLASS_COUNT; c++) {
+		int codec, level;
+
+		if (!sq_an_policy_get(tmp, c, &codec, &level))
+			sq_an_policy_set(m->fs.an, c, codec, level);
+	}
+	sq_an_free(tmp);
+	atomic_store(&m->policy, (int)p);
+	sq_log(SQ_LOG_INFO, "control: foreground policy now %s", arg);
+	return 0;
+}
+
+static int flush_fn(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
+{
+	(void)arg;
+	(void)db;
+	(void)b;
+	return 0;
+}
+
+static int cmd_flush(struct sq_mount *m, const char **why)
+{
+	int fd, r = 0;
+
+	/* What is pending goes to stats.db, then BACKING to its disk:
+	 * everything closed is durable once this returns. */
+	if (m->fs.track)
+		sq_track_with_db(m->fs.track, flush_fn, NULL);
+	/* syncfs() wants a real descriptor, not root_fd's O_PATH one. */
+	fd = openat(m->fs.root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || syncfs(fd))
+		r = -errno;
+	if (fd >= 0)
+		close(fd);
+	if (r)
+		*why = strerror(-r);
+	return r;
+}
+
+void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		  size_t size, off_t off)
+{
+	struct sq_mount *m = mnt_of(req);
+	char cmd[CTL_CMD_MAX + 1], *verb, *arg;
+	const char *why = NULL;
+	size_t n = size;
+	int r;
+
+	(void)off;
+	if (ino != CTL_CONTROL) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
+	if (n && buf[n - 1] == '\n')
+		n--;
+	if (n > CTL_CMD_MAX) {
+		refuse(m, buf, size, "command too long (%zu bytes, at most %d)",
+		       size, CTL_CMD_MAX);
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (memchr(buf, '\0', n)) {
+		refuse(m, buf, n, "NUL byte in the command");
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (memchr(buf, '\n', n)) {
+		refuse(m, buf, n, "one command per write");
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(cmd, buf, n);
+	cmd[n] = '\0';
+	verb = cmd + strspn(cmd, " \t");
+	arg = verb + strcspn(verb, " \t");
+	if (*arg) {
+		*arg++ = '\0';
+		arg += strspn(arg, " \t");
+	}
+	if (!*verb) {
+		why = "empty command: want settle, policy or flush";
+		r = -EINVAL;
+	} else if (!strcmp(verb, "settle")) {
+		r = cmd_settle(m, arg, &why);
+	} else if (!strcmp(verb, "policy")) {
+		r = cmd_policy(m, arg, &why);
+	} else if (!strcmp(verb, "flush")) {
+		if (*arg) {
+			why = "flush takes no argument";
+			r = -EINVAL;
+		} else {
+			r = cmd_flush(m, &why);
+		}
+	} else {
+		why = "unknown command: want settle, policy or flush";
+		r = -EINVAL;
+	}
+	if (r) {
+		refuse(m, buf, n, "%s", why ? why : strerror(-r));
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fuse_reply_write(req, size);
+}
+
+/* ---- the directory ---- */
+
+void sq_ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    bool plus)
+{
+	struct sq_mount *m = mnt_of(req);
+	char *buf, *p;
+	size_t rem = size;
+
+	if (ino != CTL_DIR) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	p = buf;
+	/* Entries: ".", "..", then the files; the offset is the index of
+	 * the next one. */
+	for (off_t k = off; k < (off_t)(sizeof(nodes) / sizeof(nodes[0])) + 1;
+	     k++) {
+		struct fuse_entry_param e;
+		const char *name;
+		size_t len;
+
+		memset(&e, 0, sizeof(e));
+		if (k == 0) {
+			name = ".";
+			ctl_attr(m, CTL_DIR, &e.attr);
+		} else if (k == 1) {
+			name = "..";
+			e.attr.st_mode = S_IFDIR;
+			e.attr.st_ino = 1;
+		} else {
+			name = nodes[k - 1].name;
+			e.ino = nodes[k - 1].id;
+			ctl_attr(m, e.ino, &e.attr);
+			e.attr_timeout = e.entry_timeout = 1.0;
+		}
+		/* "." and ".." have node id 0: the kernel makes no
+		 * entry of them (no lookup to forget). */
+		if (plus)
+			len = fuse_add_direntry_plus(req, p, rem, name, &e,
+						     k + 1);
+		else
+			len = fuse_add_direntry(req, p, rem, name, &e.attr,
+						k + 1);
+		if (len > rem)
+			break;
+		p += len;
+		rem -= len;
+	}
+	fuse_reply_buf(req, buf, size - rem);
+	free(buf);
+}
