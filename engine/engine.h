@@ -43,6 +43,7 @@ struct sq_an;
 struct sq_cache;
 struct sq_pack;
 struct sq_packer;
+struct sq_pins;
 struct sq_settle;
 struct sq_track;
 struct sq_wq;
@@ -90,6 +91,7 @@ struct sq_fs {
 	struct sq_packer *packer; /* NULL: not packing */
 	atomic_size_t inode_budget; /* icount the front end keeps below */
 
+	struct sq_pins *pins;	/* codec pins' analyzers (pin.h) */
 	struct sq_track *track;	/* statistics (track.h); NULL: none */
 	struct sq_settle *settle; /* the settle loop; NULL: off */
 	/* Foreground reads and writes in flight, and when the last one

@@ -14,6 +14,7 @@
 #include "engine/dirty.h"
 #include "engine/log.h"
 #include "engine/pack_store.h"
+#include "engine/pin.h"
 #include "engine/track.h"
 #include "engine/workq.h"
 #include "meta/container.h"
@@ -66,6 +67,10 @@ struct sq_file {
 	bool lazy_write;	/* ... opened for writing: make_writable() */
 	bool modified;		/* written, truncated, punched or unpacked */
 	uint64_t rewrites;	/* blocks stored that were changed in part */
+	/* Stores blocks instead of the mount's policy when set: a
+	 * recompression's codec (sq_file_recompress()), else the file's
+	 * pin (pin.h), read when it is opened for writing. */
+	const struct sq_an *force, *pin;
 };
 
 /* ---- per-thread codec state ---- */
@@ -440,6 +445,10 @@ static int store(struct sq_fs *fs, struct sq_inode *ino,
 static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
 				  const struct sq_dirty_block *d, uint32_t n)
 {
+	if (f->force)
+		return f->force;
+	if (f->pin)
+		return f->pin;
 	if (fs->an_tiny && d->idx == 0 && n < f->bsize &&
 	    n <= SQ_TINY_FILE_MAX)
 		return fs->an_tiny;
@@ -897,6 +906,12 @@ open_ctr:
 	f->fd = fd;
 	f->ctr = ctr;
 	f->writable = rw;
+	if (rw && fd >= 0) {
+		char spec[SQ_PIN_MAX];
+
+		f->pin = sq_pin_get(fs, fd, NULL, spec) ? NULL :
+			 sq_pin_an(fs->pins, spec);
+	}
 	f->lazy_write = plen && want_write;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
 	if (unpacked)
@@ -1679,4 +1694,68 @@ void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime)
 	 * restore_mtime() puts this one back after them. */
 	f->mtime = *mtime;
 	f->mtime_dirty = true;
+}
+
+int sq_file_recompress(struct sq_fs *fs, struct sq_inode *ino,
+		       const struct sq_an *an, uint64_t *blocks)
+{
+	struct sq_file *f;
+	struct timespec mtime;
+	struct stat st;
+	uint64_t n;
+	int r;
+
+	*blocks = 0;
+	pthread_mutex_lock(&ino->lock);
+	r = make_writable(fs, ino);
+	if (r)
+		goto out;
+	f = ino->file;
+	/* The file's contents do not change: neither does its mtime. */
+	if (f->mtime_dirty) {
+		mtime = f->mtime;
+	} else if (fstat(f->fd, &st) == 0) {
+		mtime = st.st_mtim;
+	} else {
+		r = -errno;
+		goto out;
+	}
+	f->force = an;
+	n = (fsize(f) + f->bsize - 1) >> f->bshift;
+	for (uint64_t idx = 0; idx < n && !r; idx++) {
+		struct sq_dirty_block *d;
+
+		/* A file shrunk meanwhile (the lock is dropped below). */
+		if ((idx << f->bshift) >= fsize(f))
+			break;
+		wait_block(ino, idx);
+		if (!has_data(f, idx))
+			continue;
+		r = dirty_get(fs, ino, idx, false, 0, 0, &d);
+		if (r)
+			break;
+		d->rewrite = false;	/* not the user's change */
+		r = queue(fs, ino, d);
+		if (!r)
+			(*blocks)++;
+		if (!r && atomic_load(&fs->dirty_bytes) > SQ_TOTAL_DIRTY_MAX)
+			r = writeback_all(fs, ino);
+	}
+	if (!r)
+		r = writeback_all(fs, ino);
+	f->force = NULL;
+	f->modified = true;
+	f->mtime = mtime;
+	f->mtime_dirty = true;
+	if (!r)
+		r = flush_locked(fs, ino);
+out:
+	pthread_mutex_unlock(&ino->lock);
+	return r;
+}
+
+void sq_file_set_pin(struct sq_inode *ino, const struct sq_an *an)
+{
+	if (ino->file)
+		ino->file->pin = an;
 }

@@ -90,4 +90,18 @@ void sq_file_set_mtime(struct sq_inode *ino, const struct timespec *mtime);
 void sq_file_report(struct sq_inode *ino, int64_t block, const char *what,
 		    int err);
 
+/*
+ * Stores every block of the open file @ino again with @an (a pin's
+ * analyzer: sq_pin_an()), keeping its contents and mtime; @blocks gets
+ * how many.  The caller holds an open reference (the file open for
+ * writing).  Takes the lock; waits for the workers.  0 or -errno.
+ */
+struct sq_an;
+int sq_file_recompress(struct sq_fs *fs, struct sq_inode *ino,
+		       const struct sq_an *an, uint64_t *blocks);
+
+/* The open file's pin changed: its next stores use @an (NULL: the
+ * mount's policy).  Lock held. */
+void sq_file_set_pin(struct sq_inode *ino, const struct sq_an *an);
+
 #endif /* SQ_FILE_H */

@@ -21,6 +21,7 @@
 #ifndef SQ_INODE_H
 #define SQ_INODE_H
 
+#include "engine/pin.h"
 #include "meta/pack.h"
 
 #include <errno.h>
@@ -97,6 +98,10 @@ struct sq_inode {
 	 * mount's.  SEEK_DATA/SEEK_HOLE answer at least this coarsely, so
 	 * the two always agree. */
 	unsigned shown_bshift;
+	/* The front end's copy of a directory's codec pin (pin.h), which
+	 * files made in it inherit: 0 not read yet, 1 none, 2 in pin[]. */
+	int pin_state;
+	char pin[SQ_PIN_MAX];
 };
 
 /* The kinds of references (see above). */

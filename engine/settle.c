@@ -9,6 +9,7 @@
 #include "engine/engine.h"
 #include "engine/log.h"
 #include "engine/pack_store.h"
+#include "engine/pin.h"
 #include "engine/track.h"
 #include "engine/workq.h"
 #include "meta/container.h"
@@ -460,6 +461,7 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	struct sq_ctr *ctr = NULL;
 	struct stat st, st0;
 	uint64_t t0 = mono_ns(), wgen, nblocks, since_sync = 0;
+	char pin[SQ_PIN_MAX];
 	enum outcome out = FAILED;
 	int fd, rwfd = -1, r;
 
@@ -510,12 +512,17 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	r = rwfd < 0 ? -errno : fstat(rwfd, &st0) ? -errno : 0;
 	if (!r && st0.st_size <= SQ_PACK_STUB_LEN)
 		r = -ENODATA;
+	/* The user chose its codec (pin.h): not ours to change. */
+	if (!r && sq_pin_get(fs, rwfd, NULL, pin) == 0)
+		r = -EPERM;
 	if (!r)
 		r = sq_ctr_open(rwfd, 0, &ctr);
 	if (r) {
 		pthread_mutex_unlock(&i->lock);
-		res->why = r == -ENODATA ? "packed" : "not a readable container";
-		out = r == -ENODATA ? SKIP : FAILED;
+		res->why = r == -ENODATA ? "packed" :
+			   r == -EPERM ? "codec pinned" :
+			   "not a readable container";
+		out = r == -ENODATA || r == -EPERM ? SKIP : FAILED;
 		goto out;
 	}
 	/* The packer leaves it alone meanwhile. */

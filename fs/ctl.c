@@ -20,7 +20,10 @@
 #include "analyzer/analyzer.h"
 #include "codec/codec.h"
 #include "engine/cache.h"
+#include "engine/file.h"
+#include "engine/inode.h"
 #include "engine/log.h"
+#include "engine/pin.h"
 #include "engine/settle.h"
 #include "engine/track.h"
 #include "engine/usage.h"
@@ -37,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -861,6 +865,8 @@ static int cmd_flush(struct sq_mount *m, const char **why)
 	return r;
 }
 
+static int cmd_recompress(struct sq_mount *m, char *arg, const char **why);
+
 void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		  size_t size, off_t off)
 {
@@ -902,12 +908,14 @@ void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		arg += strspn(arg, " \t");
 	}
 	if (!*verb) {
-		why = "empty command: want settle, policy or flush";
+		why = "empty command: want settle, recompress, policy or flush";
 		r = -EINVAL;
 	} else if (!strcmp(verb, "settle")) {
 		r = cmd_settle(m, arg, &why);
 	} else if (!strcmp(verb, "policy")) {
 		r = cmd_policy(m, arg, &why);
+	} else if (!strcmp(verb, "recompress")) {
+		r = cmd_recompress(m, arg, &why);
 	} else if (!strcmp(verb, "flush")) {
 		if (*arg) {
 			why = "flush takes no argument";
@@ -916,7 +924,7 @@ void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			r = cmd_flush(m, &why);
 		}
 	} else {
-		why = "unknown command: want settle, policy or flush";
+		why = "unknown command: want settle, recompress, policy or flush";
 		r = -EINVAL;
 	}
 	if (r) {
@@ -983,4 +991,469 @@ void sq_ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	fuse_reply_buf(req, buf, size - rem);
 	free(buf);
+}
+
+/* ---- recompress PATH CODEC[:LEVEL] ---- */
+
+struct recomp {
+	struct sq_mount *m;
+	const struct sq_an *an;
+	uint64_t files, blocks, failed;
+	int err;		/* the first failure */
+	int64_t *ids;		/* the files done: settled now */
+	size_t nids, capids;
+};
+
+static void recompress_one(struct recomp *q, int dirfd, const char *name)
+{
+	struct sq_fs *fs = &q->m->fs;
+	struct sq_inode *i;
+	uint64_t blocks = 0;
+	struct stat st;
+	int fd, r;
+
+	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;		/* gone meanwhile */
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return;
+	}
+	r = sq_inode_get(fs, fd, &st, SQ_IREF_PIN, &i);	/* consumes fd */
+	if (r)
+		goto out;
+	r = sq_fs_get_file(fs, i, SQ_OPEN_WRITE | SQ_OPEN_NOW, -1);
+	if (!r) {
+		r = sq_file_recompress(fs, i, q->an, &blocks);
+		if (!r)
+			r = sq_fs_put_file(fs, i);
+		else
+			sq_fs_put_file(fs, i);
+	}
+	sq_inode_put(fs, i, SQ_IREF_PIN, 1);
+out:
+	if (r) {
+		q->failed++;
+		if (!q->err)
+			q->err = r;
+		return;
+	}
+	q->files++;
+	q->blocks += blocks;
+	if (q->nids == q->capids) {
+		size_t ncap = q->capids ? 2 * q->capids : 64;
+		int64_t *n = realloc(q->ids, ncap * sizeof(*n));
+
+		if (!n)
+			return;
+		q->ids = n;
+		q->capids = ncap;
+	}
+	q->ids[q->nids++] = sq_stats_file_id(st.st_ino);
+}
+
+static void recompress_tree(struct recomp *q, int dfd, bool top)
+{
+	struct dirent *de;
+	DIR *dp;
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || !(dp = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dp))) {
+		struct stat st;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    (top && !strcmp(de->d_name, SQ_RESERVED_NAME)))
+			continue;
+		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
+			continue;
+		if (S_ISREG(st.st_mode)) {
+			recompress_one(q, dirfd(dp), de->d_name);
+		} else if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd(dp), de->d_name, O_RDONLY |
+					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0) {
+				recompress_tree(q, sub, false);
+				close(sub);
+			}
+		}
+	}
+	closedir(dp);
+}
+
+/* The files just recompressed are settled: the loop leaves them so until
+ * they are written again. */
+static int mark_settled(void *arg, struct sq_stats *db,
+			struct sq_stats_batch *b)
+{
+	struct recomp *q = arg;
+	int64_t now = (int64_t)time(NULL);
+
+	(void)db;
+	for (size_t k = 0; k < q->nids; k++) {
+		struct sq_stats_file_delta d;
+
+		sq_stats_file_delta_init(&d, q->ids[k]);
+		d.set = SQ_STATS_SET_STATE | SQ_STATS_SET_LAST_SETTLED;
+		d.state = SQ_STATS_SETTLED;
+		d.last_settled = now;
+		if (sq_stats_batch_file(b, &d))
+			break;
+	}
+	return 0;
+}
+
+static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
+{
+	struct recomp q = { .m = m };
+	char rel[PATH_MAX], spec[SQ_PIN_MAX], *codec;
+	struct stat st;
+	int fd;
+
+	if (m->fs.ro) {
+		*why = "the mount is read-only";
+		return -EINVAL;
+	}
+	/* The codec is the last word: the path may have spaces. */
+	codec = strrchr(arg, ' ');
+	if (!codec || codec == arg) {
+		*why = "want: recompress PATH CODEC[:LEVEL]";
+		return -EINVAL;
+	}
+	*codec++ = '\0';
+	for (size_t n = strlen(arg); n && (arg[n - 1] == ' ' ||
+					   arg[n - 1] == '\t'); n--)
+		arg[n - 1] = '\0';
+	if (sq_pin_parse(codec, strlen(codec), spec) ||
+	    !(q.an = sq_pin_an(m->fs.pins, spec))) {
+		*why = "unknown codec or level (want lz4, zstd:19, brotli:11, "
+		       "none, or fast, balanced, max)";
+		return -EINVAL;
+	}
+	fd = resolve(m, arg, rel, sizeof(rel), why);
+	if (fd < 0)
+		return -EINVAL;
+	if (fstat(fd, &st)) {
+		close(fd);
+		*why = strerror(errno);
+		return -EINVAL;
+	}
+	if (S_ISREG(st.st_mode)) {
+		recompress_one(&q, fd, "");
+	} else if (S_ISDIR(st.st_mode)) {
+		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		if (dfd >= 0) {
+			recompress_tree(&q, dfd, *rel == '\0');
+			close(dfd);
+		}
+	} else {
+		close(fd);
+		*why = "not a regular file or a directory";
+		return -EINVAL;
+	}
+	close(fd);
+	if (m->fs.track && q.nids)
+		sq_track_with_db(m->fs.track, mark_settled, &q);
+	free(q.ids);
+	sq_log(SQ_LOG_INFO, "control: recompress %s %s: %llu files, %llu "
+	       "blocks%s", *rel ? rel : ".", spec,
+	       (unsigned long long)q.files, (unsigned long long)q.blocks,
+	       q.failed ? " (some failed)" : "");
+	if (q.failed) {
+		*why = q.err == -EIO ? "a file is damaged (see the log)" :
+		       strerror(-q.err);
+		return q.err == -ENOSPC ? -ENOSPC : -EIO;
+	}
+	return 0;
+}
+
+/* ---- virtual xattrs ---- */
+
+#define XATTR_STATS "user.squeezefs.stats"
+#define XATTR_CODEC "user.squeezefs.codec"
+
+bool sq_ctl_xattr(const char *name)
+{
+	return !strcmp(name, XATTR_STATS) || !strcmp(name, XATTR_CODEC);
+}
+
+static void proc_path(char *buf, size_t n, int fd)
+{
+	snprintf(buf, n, "/proc/self/fd/%d", fd);
+}
+
+/* @i's pin (cached for directories): 0 and @spec, or -ENODATA. */
+static int pin_of(struct sq_mount *m, struct sq_inode *i, char *spec)
+{
+	char path[64];
+	int r;
+
+	pthread_mutex_lock(&i->lock);
+	if (i->pin_state) {
+		r = i->pin_state == 2 ? 0 : -ENODATA;
+		if (!r)
+			memcpy(spec, i->pin, SQ_PIN_MAX);
+		pthread_mutex_unlock(&i->lock);
+		return r;
+	}
+	pthread_mutex_unlock(&i->lock);
+	proc_path(path, sizeof(path), i->fd);
+	r = sq_pin_get(&m->fs, -1, path, spec);
+	if (r && r != -ENODATA)
+		return r;
+	pthread_mutex_lock(&i->lock);
+	i->pin_state = r ? 1 : 2;
+	if (!r)
+		memcpy(i->pin, spec, SQ_PIN_MAX);
+	pthread_mutex_unlock(&i->lock);
+	return r;
+}
+
+void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
+		    struct sq_inode *child)
+{
+	char spec[SQ_PIN_MAX], path[64];
+	int r;
+
+	if (m->fs.ro || pin_of(m, parent, spec))
+		return;
+	if (fd >= 0) {
+		r = sq_pin_set(&m->fs, fd, NULL, spec);
+	} else {
+		proc_path(path, sizeof(path), child->fd);
+		r = sq_pin_set(&m->fs, -1, path, spec);
+		if (!r) {
+			pthread_mutex_lock(&child->lock);
+			child->pin_state = 2;
+			memcpy(child->pin, spec, SQ_PIN_MAX);
+			pthread_mutex_unlock(&child->lock);
+		}
+	}
+	if (r)
+		sq_log(SQ_LOG_WARN, "cannot give a new file its directory's "
+		       "codec pin %s: %s", spec, strerror(-r));
+}
+
+static void reply_value(fuse_req_t req, const char *buf, size_t n,
+			size_t size)
+{
+	if (size == 0)
+		fuse_reply_xattr(req, n);
+	else if (n > size)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, buf, n);
+}
+
+struct file_row {
+	int64_t id;
+	bool found;
+	char cls[16];
+	int state;
+};
+
+static int file_row_fn(void *arg, struct sq_stats *db,
+		       struct sq_stats_batch *b)
+{
+	struct file_row *fr = arg;
+	struct sq_stats_file f;
+
+	(void)b;
+	if (!db || sq_stats_file_get(db, fr->id, &f))
+		return 0;
+	if (f.id == fr->id) {
+		fr->found = true;
+		snprintf(fr->cls, sizeof(fr->cls), "%s", f.cls ? f.cls : "");
+		fr->state = f.state;
+	}
+	sq_stats_file_release(&f);
+	return 0;
+}
+
+static void json_blocks(FILE *f, const struct sq_usage *u)
+{
+	fputc('{', f);
+	for (size_t k = 0; k < u->ncodecs; k++)
+		fprintf(f, "%s\"%s:%d\": %llu", k ? ", " : "",
+			codec_name(u->codecs[k].codec), u->codecs[k].level,
+			(unsigned long long)u->codecs[k].blocks);
+	fputc('}', f);
+}
+
+/* user.squeezefs.stats of @i into @f: 0 or -errno. */
+static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
+{
+	struct sq_fs *fs = &m->fs;
+	struct sq_usage *u = calloc(1, sizeof(*u));
+	char spec[SQ_PIN_MAX];
+	bool pinned;
+	struct stat st;
+	int fd, r;
+
+	if (!u)
+		return -ENOMEM;
+	pinned = pin_of(m, i, spec) == 0;
+	if (i->type == S_IFDIR) {
+		fd = sq_inode_open(i, O_RDONLY | O_DIRECTORY);
+		r = fd < 0 ? -errno : sq_usage_tree(fs, fd, false, u);
+		if (fd >= 0)
+			close(fd);
+		if (r)
+			goto out;
+		fprintf(f, "{\"type\": \"directory\", \"logical_bytes\": %llu, "
+			"\"allocated_bytes\": %llu, \"ratio\": %.4f, "
+			"\"files\": %llu, \"packed_files\": %llu, "
+			"\"damaged_files\": %llu, \"directories\": %llu, "
+			"\"blocks\": ",
+			(unsigned long long)u->logical_bytes,
+			(unsigned long long)u->allocated_bytes,
+			ratio(u->allocated_bytes, u->logical_bytes),
+			(unsigned long long)u->files,
+			(unsigned long long)u->packed_files,
+			(unsigned long long)u->damaged_files,
+			(unsigned long long)u->dirs);
+	} else {
+		struct file_row fr = { .state = -1 };
+
+		/* What is written but not stored yet counts once stored. */
+		if (i->file)
+			sq_file_flush(fs, i);
+		fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
+		if (fd < 0 && errno == EPERM)
+			fd = sq_inode_open(i, O_RDONLY);
+		if (fd < 0) {
+			r = -errno;
+			goto out;
+		}
+		r = fstat(fd, &st) ? -errno : sq_usage_file(fs, fd, &st, u);
+		close(fd);
+		if (r)
+			goto out;
+		fr.id = sq_stats_file_id(st.st_ino);
+		if (fs->track)
+			sq_track_with_db(fs->track, file_row_fn, &fr);
+		fprintf(f, "{\"type\": \"file\", \"logical_bytes\": %llu, "
+			"\"allocated_bytes\": %llu, \"ratio\": %.4f, "
+			"\"class\": ", (unsigned long long)u->logical_bytes,
+			(unsigned long long)u->allocated_bytes,
+			ratio(u->allocated_bytes, u->logical_bytes));
+		if (fr.found && fr.cls[0])
+			fprintf(f, "\"%s\"", fr.cls);
+		else
+			fputs("null", f);
+		fprintf(f, ", \"state\": \"%s\", \"packed\": %s, "
+			"\"damaged\": %s, \"blocks\": ",
+			u->packed_files ? "packed" :
+			fr.found && fr.state >= 0 ?
+				sq_stats_state_name(fr.state) : "hot",
+			u->packed_files ? "true" : "false",
+			u->damaged_files ? "true" : "false");
+	}
+	json_blocks(f, u);
+	fprintf(f, ", \"pin\": ");
+	if (pinned)
+		fprintf(f, "\"%s\"", spec);
+	else
+		fputs("null", f);
+	fputs("}\n", f);
+	r = 0;
+out:
+	free(u);
+	return r;
+}
+
+void sq_ctl_getxattr(fuse_req_t req, struct sq_inode *i, const char *name,
+		     size_t size)
+{
+	struct sq_mount *m = mnt_of(req);
+	char spec[SQ_PIN_MAX], *data = NULL;
+	size_t len = 0;
+	FILE *f;
+	int r;
+
+	if (i->type != S_IFREG && i->type != S_IFDIR) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	if (!strcmp(name, XATTR_CODEC)) {
+		r = pin_of(m, i, spec);
+		if (r)
+			fuse_reply_err(req, -r);
+		else
+			reply_value(req, spec, strlen(spec), size);
+		return;
+	}
+	f = open_memstream(&data, &len);
+	if (!f) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = write_xstats(m, i, f);
+	if (fclose(f) && !r)
+		r = -ENOMEM;
+	if (r)
+		fuse_reply_err(req, -r);
+	else
+		reply_value(req, data, len, size);
+	free(data);
+}
+
+void sq_ctl_setxattr(fuse_req_t req, struct sq_inode *i, const char *name,
+		     const char *value, size_t size, int flags)
+{
+	struct sq_mount *m = mnt_of(req);
+	char spec[SQ_PIN_MAX], old[SQ_PIN_MAX], path[64];
+	int r;
+
+	if (strcmp(name, XATTR_CODEC)) {
+		fuse_reply_err(req, EPERM);	/* stats: answered, not kept */
+		return;
+	}
+	if (i->type != S_IFREG && i->type != S_IFDIR) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (m->fs.ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (value && sq_pin_parse(value, size, spec)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	r = pin_of(m, i, old);
+	if (r && r != -ENODATA) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	if (value && (((flags & XATTR_CREATE) && r == 0) ||
+		      ((flags & XATTR_REPLACE) && r == -ENODATA))) {
+		fuse_reply_err(req, r == 0 ? EEXIST : ENODATA);
+		return;
+	}
+	if (!value && r == -ENODATA) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	proc_path(path, sizeof(path), i->fd);
+	pthread_mutex_lock(&i->lock);
+	r = sq_pin_set(&m->fs, -1, path, value ? spec : NULL);
+	if (!r) {
+		i->pin_state = value ? 2 : 1;
+		if (value)
+			memcpy(i->pin, spec, SQ_PIN_MAX);
+		/* An open file stores with it from its next opening for
+		 * writing; one open now takes it at once. */
+		if (i->file)
+			sq_file_set_pin(i, value ? sq_pin_an(m->fs.pins, spec)
+						 : NULL);
+	}
+	pthread_mutex_unlock(&i->lock);
+	fuse_reply_err(req, -r);
 }

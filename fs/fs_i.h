@@ -78,8 +78,26 @@ void sq_ctl_release(fuse_req_t req, fuse_ino_t ino,
 void sq_ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    bool plus);
 
+/* The virtual xattrs of every file and directory: user.squeezefs.stats
+ * (read only) and user.squeezefs.codec (the pin, pin.h). */
+bool sq_ctl_xattr(const char *name);
+void sq_ctl_getxattr(fuse_req_t req, struct sq_inode *i, const char *name,
+		     size_t size);
+/* @value NULL: remove. */
+void sq_ctl_setxattr(fuse_req_t req, struct sq_inode *i, const char *name,
+		     const char *value, size_t size, int flags);
+/* A file or directory was just made in @parent: it inherits @parent's
+ * pin.  The new object is open as @fd (a real fd), or is @child. */
+void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
+		    struct sq_inode *child);
+
 /* ops.c: the request handlers. */
 extern const struct fuse_lowlevel_ops sq_fs_ops;
+/* Opens @i's data state as an open() would (an open reference, mode as
+ * sq_file_open()'s), and closes it as the last release() would (stores,
+ * statistics, packing).  0 or -errno. */
+int sq_fs_get_file(struct sq_fs *fs, struct sq_inode *i, int mode, int rwfd);
+int sq_fs_put_file(struct sq_fs *fs, struct sq_inode *i);
 
 /* ---- prune.c: keeps the inode table within the fd limit ----
  *

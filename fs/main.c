@@ -15,6 +15,7 @@
 #include "engine/log.h"
 #include "engine/pack_store.h"
 #include "engine/packer.h"
+#include "engine/pin.h"
 #include "engine/settle.h"
 #include "engine/track.h"
 #include "engine/workq.h"
@@ -384,6 +385,7 @@ static bool fs_teardown(struct sq_fs *fs)
 	sq_pack_close(fs->pack);
 	sq_cache_free(fs->cache);
 	sq_an_free(fs->an);
+	sq_pins_free(fs->pins);
 	sq_an_free(fs->an_hot);
 	sq_an_free(fs->an_tiny);
 	if (fs->root_fd >= 0)
@@ -607,6 +609,8 @@ int main(int argc, char **argv)
 			      min_saving, &fs->an_hot);
 	if (!r && (!o.codec || !strcmp(o.codec, "auto")))
 		r = sq_an_new("none", policy, min_saving, &fs->an_tiny);
+	if (!r)
+		r = sq_pins_new(min_saving, &fs->pins);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
 			   "or brotli, with an optional :level in range",

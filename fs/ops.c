@@ -308,10 +308,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 }
 
 /* Opens the data state for an open() or a request that has no open handle
- * (truncate by path); paired with put_file().  @rwfd: as sq_file_open()'s,
+ * (truncate by path); paired with sq_fs_put_file().  @rwfd: as sq_file_open()'s,
  * consumed. */
-static int get_file(struct sq_fs *fs, struct sq_inode *i, int mode,
-		    int rwfd)
+int sq_fs_get_file(struct sq_fs *fs, struct sq_inode *i, int mode, int rwfd)
 {
 	int r;
 
@@ -343,7 +342,7 @@ static void track_coded(struct sq_fs *fs, struct sq_inode *i)
 	sq_track_coded(fs->track, i, cls, ns, sq_file_rewrites(i));
 }
 
-static int put_file(struct sq_fs *fs, struct sq_inode *i)
+int sq_fs_put_file(struct sq_fs *fs, struct sq_inode *i)
 {
 	bool last, wrote = false;
 	int r = 0;
@@ -522,7 +521,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			r = i->type == S_IFDIR ? -EISDIR : -EINVAL;
 			goto out;
 		}
-		r = get_file(fs, i, attr->st_size == 0 ? SQ_OPEN_TRUNC :
+		r = sq_fs_get_file(fs, i, attr->st_size == 0 ? SQ_OPEN_TRUNC :
 			     SQ_OPEN_WRITE | SQ_OPEN_NOW, -1);
 		if (r)
 			goto out;
@@ -530,7 +529,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		if (!r)
 			r = sq_file_flush(fs, i);
 		{
-			int e = put_file(fs, i);
+			int e = sq_fs_put_file(fs, i);
 
 			if (!r)
 				r = e;
@@ -660,10 +659,13 @@ static void finish_new(fuse_req_t req, struct sq_inode *parent,
 		r = set_owner(req, parent, parent->fd, name);
 	if (!r)
 		r = do_lookup(fs, parent, name, false, &i, &st);
-	if (r)
+	if (r) {
 		fuse_reply_err(req, -r);
-	else
-		reply_entry(req, fs, i, &st);
+		return;
+	}
+	if (i->type == S_IFREG || i->type == S_IFDIR)
+		sq_ctl_inherit(sq_mount_of(fs), parent, -1, i);
+	reply_entry(req, fs, i, &st);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1063,12 +1065,12 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 	bool write = (fi->flags & O_ACCMODE) != O_RDONLY;
 	int r;
 
-	r = get_file(fs, i, (fi->flags & O_TRUNC) ? SQ_OPEN_TRUNC :
+	r = sq_fs_get_file(fs, i, (fi->flags & O_TRUNC) ? SQ_OPEN_TRUNC :
 		     write || created ? SQ_OPEN_WRITE : SQ_OPEN_READ, rwfd);
 	if (!r && (fi->flags & O_TRUNC) && !created) {
 		r = sq_file_truncate(fs, i, 0);
 		if (r)
-			put_file(fs, i);
+			sq_fs_put_file(fs, i);
 		/* The kernel drops the mode change that should clear setuid
 		 * and setgid when the open truncates (ATOMIC_O_TRUNC). */
 		else
@@ -1098,11 +1100,11 @@ static void finish_open(fuse_req_t req, struct sq_fs *fs, struct sq_inode *i,
 		e.attr_timeout = sq_mount_of(fs)->timeout;
 		e.entry_timeout = sq_mount_of(fs)->timeout;
 		if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-			put_file(fs, i);
+			sq_fs_put_file(fs, i);
 			sq_inode_put(fs, i, SQ_IREF_LOOKUP, 1);
 		}
 	} else if (fuse_reply_open(req, fi) == -ENOENT) {
-		put_file(fs, i);
+		sq_fs_put_file(fs, i);
 	}
 }
 
@@ -1222,6 +1224,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (created) {
 		r = set_owner(req, p, fd, "");
 		if (!r)
+			sq_ctl_inherit(mnt_of(req), p, fd, NULL);
+		if (!r)
 			r = opath_of(p, name, fd, &pfd, &st);
 		if (r)
 			goto fail;
@@ -1247,10 +1251,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	/* O_CREAT without O_EXCL on an existing file still truncates. */
 	if (!created && (fi->flags & O_TRUNC)) {
-		r = get_file(fs, i, SQ_OPEN_TRUNC, -1);
+		r = sq_fs_get_file(fs, i, SQ_OPEN_TRUNC, -1);
 		if (!r) {
 			r = sq_file_truncate(fs, i, 0);
-			put_file(fs, i);
+			sq_fs_put_file(fs, i);
 		}
 		if (!r)
 			data_changed(req, i);
@@ -1367,7 +1371,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	int r;
 
 	(void)fi;
-	r = put_file(fs_of(req), i);
+	r = sq_fs_put_file(fs_of(req), i);
 	if (r)
 		sq_file_report(i, -1, "storing data on close failed", r);
 	fuse_reply_err(req, 0);
@@ -2082,6 +2086,9 @@ static void ctl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	if (CTL(ino))
 		fuse_reply_err(req, EPERM);
+	else if (sq_ctl_xattr(name))
+		sq_ctl_setxattr(req, ino_of(req, ino), name, value, size,
+				flags);
 	else
 		op_setxattr(req, ino, name, value, size, flags);
 }
@@ -2091,6 +2098,8 @@ static void ctl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	if (CTL(ino))
 		fuse_reply_err(req, ENODATA);
+	else if (sq_ctl_xattr(name))
+		sq_ctl_getxattr(req, ino_of(req, ino), name, size);
 	else
 		op_getxattr(req, ino, name, size);
 }
@@ -2109,6 +2118,8 @@ static void ctl_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	if (CTL(ino))
 		fuse_reply_err(req, EPERM);
+	else if (sq_ctl_xattr(name))
+		sq_ctl_setxattr(req, ino_of(req, ino), name, NULL, 0, 0);
 	else
 		op_removexattr(req, ino, name);
 }
