@@ -976,3 +976,80 @@ const struct sq_an *sq_settle_an(const struct sq_settle *s)
 {
 	return s ? s->an : NULL;
 }
+
+/* ---- settling one file now (sq_settle_now()) ---- */
+
+struct now_job {
+	struct sq_wq_job job;
+	struct sq_settle *s;
+	struct cand c;
+	struct result res;
+	enum outcome out;
+	bool done;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+};
+
+static void now_run(struct sq_wq_job *job)
+{
+	struct now_job *n = sq_container_of(job, struct now_job, job);
+	struct sq_settle *s = n->s;
+	struct record rc = { s, &n->c, DONE, &n->res };
+
+	set_prio(s);
+	n->out = settle_file(s, &n->c, &n->res);
+	rc.out = n->out;
+	sq_track_with_db(s->track, record, &rc);
+	if (n->out == DONE && n->res.changed) {
+		atomic_fetch_add(&s->all_files, 1);
+		atomic_fetch_add(&s->all_before, n->res.before);
+		atomic_fetch_add(&s->all_after, n->res.after);
+		atomic_store(&s->last_round, (int64_t)time(NULL));
+	}
+	pthread_mutex_lock(&n->lock);
+	n->done = true;
+	pthread_cond_signal(&n->cond);
+	pthread_mutex_unlock(&n->lock);
+}
+
+int sq_settle_now(struct sq_settle *s, int64_t id, const char *path,
+		  struct sq_settle_now *out)
+{
+	struct now_job n;
+
+	memset(out, 0, sizeof(*out));
+	memset(&n, 0, sizeof(n));
+	n.s = s;
+	n.c.id = id;
+	n.c.path = strdup(path);
+	if (!n.c.path)
+		return -ENOMEM;
+	pthread_mutex_init(&n.lock, NULL);
+	pthread_cond_init(&n.cond, NULL);
+	n.job.run = now_run;
+	/* The loop's own thread: its buffers, its pacing, one file at a
+	 * time with the rounds. */
+	sq_wq_push(s->wq, &n.job);
+	pthread_mutex_lock(&n.lock);
+	while (!n.done)
+		pthread_cond_wait(&n.cond, &n.lock);
+	pthread_mutex_unlock(&n.lock);
+	pthread_cond_destroy(&n.cond);
+	pthread_mutex_destroy(&n.lock);
+	free(n.c.path);
+	out->before = n.res.before;
+	out->after = n.res.after;
+	out->blocks = n.res.changed;
+	out->why = n.res.why ? n.res.why : "";
+	switch (n.out) {
+	case DONE:
+	case SKIP:
+		return 0;
+	case GONE:
+		return -ENOENT;
+	case BUSY:
+		return -EBUSY;
+	default:
+		return -EIO;
+	}
+}

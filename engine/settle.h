@@ -78,4 +78,19 @@ const char *sq_settle_mode_name(enum sq_settle_mode m);
 /* The settle policy's analyzer (its table), NULL when off. */
 const struct sq_an *sq_settle_an(const struct sq_settle *s);
 
+/*
+ * Settles the file @path (relative to BACKING; its files.id @id) now, on
+ * the loop's thread between its files, and waits for it.  0 (settled, or
+ * left as it is: @out->why says why), -EBUSY (open: it settles later),
+ * -ENOENT (gone, or another file now has the name), -EIO (not a readable
+ * container: pinned), -ENOMEM.
+ */
+struct sq_settle_now {
+	uint64_t before, after;	/* allocated bytes */
+	uint64_t blocks;	/* blocks recompressed */
+	const char *why;	/* static text, "" when settled */
+};
+int sq_settle_now(struct sq_settle *s, int64_t id, const char *path,
+		  struct sq_settle_now *out);
+
 #endif /* SQ_SETTLE_H */

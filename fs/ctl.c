@@ -772,7 +772,9 @@ static int settle_fn(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 {
 	struct settle_req q = { .fd = -1 };
+	struct sq_settle_now now;
 	char rel[PATH_MAX];
+	struct stat st;
 	int r;
 
 	if (!m->fs.settle) {
@@ -787,6 +789,32 @@ static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 	q.fd = resolve(m, arg, rel, sizeof(rel), why);
 	if (q.fd < 0)
 		return -EINVAL;
+	if (fstat(q.fd, &st)) {
+		r = -errno;
+		close(q.fd);
+		*why = strerror(-r);
+		return r;
+	}
+	/* A file is settled before the write returns; a tree is due now,
+	 * and the loop takes it up at its next round. */
+	if (S_ISREG(st.st_mode)) {
+		close(q.fd);
+		r = sq_settle_now(m->fs.settle, sq_stats_file_id(st.st_ino),
+				  rel, &now);
+		if (r == -EBUSY)
+			*why = "the file is open: it settles once closed";
+		else if (r == -ENOENT)
+			*why = "the file went away meanwhile";
+		else if (r)
+			*why = "the file is damaged (see the log)";
+		else
+			sq_log(SQ_LOG_INFO, "control: settle %s: %llu -> %llu "
+			       "bytes%s%s", rel,
+			       (unsigned long long)now.before,
+			       (unsigned long long)now.after,
+			       now.why[0] ? ", " : "", now.why);
+		return r == -ENOENT ? -EINVAL : r;
+	}
 	q.rel = rel;
 	r = sq_track_with_db(m->fs.track, settle_fn, &q);
 	close(q.fd);
@@ -1301,7 +1329,8 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 	pinned = pin_of(m, i, spec) == 0;
 	if (i->type == S_IFDIR) {
 		fd = sq_inode_open(i, O_RDONLY | O_DIRECTORY);
-		r = fd < 0 ? -errno : sq_usage_tree(fs, fd, false, u);
+		r = fd < 0 ? -errno :
+		    sq_usage_tree(fs, fd, i == &fs->root, u);
 		if (fd >= 0)
 			close(fd);
 		if (r)
@@ -1356,7 +1385,16 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 			u->damaged_files ? "true" : "false");
 	}
 	json_blocks(f, u);
-	fprintf(f, ", \"pin\": ");
+	fprintf(f, ", \"codecs\": [");
+	for (size_t k = 0; k < u->ncodecs; k++)
+		fprintf(f, "%s{\"codec\": \"%s\", \"level\": %d, "
+			"\"blocks\": %llu, \"logical_bytes\": %llu, "
+			"\"stored_bytes\": %llu}", k ? ", " : "",
+			codec_name(u->codecs[k].codec), u->codecs[k].level,
+			(unsigned long long)u->codecs[k].blocks,
+			(unsigned long long)u->codecs[k].raw_bytes,
+			(unsigned long long)u->codecs[k].stored_bytes);
+	fprintf(f, "], \"pin\": ");
 	if (pinned)
 		fprintf(f, "\"%s\"", spec);
 	else
