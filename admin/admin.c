@@ -1,6 +1,7 @@
 /*
- * admin/admin.c - squeezefs-admin: `squeezefs fsck` and `squeezefs
- * export` (admin.h).  A program of its own so that they link the engine
+ * admin/admin.c - squeezefs-admin: `squeezefs fsck`, `squeezefs export`,
+ * and the commands that talk to a mount (`stats`, `settle`,
+ * `recompress`; admin.h).  A program of its own so that they link the engine
  * and the format code, never libfuse: they must run where FUSE is missing
  * or broken, on a copy of BACKING, in a rescue shell.
  */
@@ -15,8 +16,17 @@ int main(int argc, char **argv)
 		return sq_admin_fsck(argc - 1, argv + 1);
 	if (argc >= 2 && strcmp(argv[1], "export") == 0)
 		return sq_admin_export(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "stats") == 0)
+		return sq_admin_stats(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "settle") == 0)
+		return sq_admin_settle(argc - 1, argv + 1);
+	if (argc >= 2 && strcmp(argv[1], "recompress") == 0)
+		return sq_admin_recompress(argc - 1, argv + 1);
 	fprintf(stderr, "usage: squeezefs fsck [--repair] [--reclaim] BACKING\n"
 		"       squeezefs export [--progress|--no-progress] BACKING "
-		"DEST\n");
+		"DEST\n"
+		"       squeezefs stats [--json] [--bytes] PATH...\n"
+		"       squeezefs settle PATH...\n"
+		"       squeezefs recompress --codec CODEC[:LEVEL] PATH...\n");
 	return 2;
 }

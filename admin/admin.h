@@ -11,5 +11,9 @@
  * returns the process's exit status, documented at its file's top. */
 int sq_admin_fsck(int argc, char **argv);
 int sq_admin_export(int argc, char **argv);
+/* These talk to a mounted squeezefs (admin/mounted.c). */
+int sq_admin_stats(int argc, char **argv);
+int sq_admin_settle(int argc, char **argv);
+int sq_admin_recompress(int argc, char **argv);
 
 #endif /* SQ_ADMIN_H */

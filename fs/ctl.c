@@ -1032,17 +1032,15 @@ struct recomp {
 	size_t nids, capids;
 };
 
-static void recompress_one(struct recomp *q, int dirfd, const char *name)
+/* Recompresses the file open as @fd (O_PATH; consumed). */
+static void recompress_fd(struct recomp *q, int fd)
 {
 	struct sq_fs *fs = &q->m->fs;
 	struct sq_inode *i;
 	uint64_t blocks = 0;
 	struct stat st;
-	int fd, r;
+	int r;
 
-	fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return;		/* gone meanwhile */
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode)) {
 		close(fd);
 		return;
@@ -1078,6 +1076,14 @@ out:
 		q->capids = ncap;
 	}
 	q->ids[q->nids++] = sq_stats_file_id(st.st_ino);
+}
+
+static void recompress_one(struct recomp *q, int dirfd, const char *name)
+{
+	int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd >= 0)	/* else gone meanwhile */
+		recompress_fd(q, fd);
 }
 
 static void recompress_tree(struct recomp *q, int dfd, bool top)
@@ -1172,7 +1178,8 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 		return -EINVAL;
 	}
 	if (S_ISREG(st.st_mode)) {
-		recompress_one(&q, fd, "");
+		recompress_fd(&q, fd);
+		fd = -1;
 	} else if (S_ISDIR(st.st_mode)) {
 		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
@@ -1185,7 +1192,8 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 		*why = "not a regular file or a directory";
 		return -EINVAL;
 	}
-	close(fd);
+	if (fd >= 0)
+		close(fd);
 	if (m->fs.track && q.nids)
 		sq_track_with_db(m->fs.track, mark_settled, &q);
 	free(q.ids);

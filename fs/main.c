@@ -513,7 +513,10 @@ int main(int argc, char **argv)
 	int ret = 1, r;
 
 	if (argc >= 2 && (strcmp(argv[1], "fsck") == 0 ||
-			  strcmp(argv[1], "export") == 0))
+			  strcmp(argv[1], "export") == 0 ||
+			  strcmp(argv[1], "stats") == 0 ||
+			  strcmp(argv[1], "settle") == 0 ||
+			  strcmp(argv[1], "recompress") == 0))
 		return run_admin(argv);
 
 	fuse_set_log_func(fuse_log_to_ours);
