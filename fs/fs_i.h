@@ -93,7 +93,8 @@ void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
 
 /* ops.c: the request handlers. */
 extern const struct fuse_lowlevel_ops sq_fs_ops;
-/* Opens @i's data state as an open() would (an open reference, mode as
+
+/* open.c: opens @i's data state as an open() would (an open reference, mode as
  * sq_file_open()'s), and closes it as the last release() would (stores,
  * statistics, packing).  0 or -errno. */
 int sq_fs_get_file(struct sq_fs *fs, struct sq_inode *i, int mode, int rwfd);
