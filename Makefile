@@ -232,6 +232,8 @@ install: $(BIN) $(ADMIN)
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/squeezefs
 	install -m 0755 $(ADMIN) $(DESTDIR)$(PREFIX)/bin/squeezefs-admin
+	install -d $(DESTDIR)$(PREFIX)/share/man/man8
+	install -m 0644 docs/squeezefs.8 $(DESTDIR)$(PREFIX)/share/man/man8/squeezefs.8
 
 # The benchmark of issue 4 (scripts/bench/): squeezefs side by side with a
 # plain directory, bindfs and btrfs zstd:3; results in bench/results/.

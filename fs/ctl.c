@@ -646,6 +646,19 @@ static int resolve(struct sq_mount *m, const char *path, char *rel,
 		*why = "absolute path: give it relative to the mount's root";
 		return -EINVAL;
 	}
+	/* The control directory is the mount's, not BACKING's. */
+	{
+		const char *p = path;
+		size_t rn = sizeof(SQ_RESERVED_NAME) - 1;
+
+		while (p[0] == '.' && p[1] == '/')
+			p += 2 + strspn(p + 2, "/");
+		if (!strncmp(p, SQ_RESERVED_NAME, rn) &&
+		    (p[rn] == '\0' || p[rn] == '/')) {
+			*why = "the control directory is not data";
+			return -EINVAL;
+		}
+	}
 	fd = (int)sys_openat2(m->fs.root_fd, path, &how);
 	if (fd < 0) {
 		int e = errno;

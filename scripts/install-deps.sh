@@ -14,6 +14,7 @@ PACKAGES=(
 	libcmocka-dev
 	python3 python3-pytest python3-hypothesis python3-msgpack
 	python3-xxhash python3-lz4 python3-zstandard python3-brotli
+	man-db groff-base
 	# tools the tests, the demo and the benchmark drive
 	sqlite3 git rsync attr acl util-linux tar coreutils e2fsprogs fio bindfs
 	btrfs-progs btrfs-compsize gnuplot-nox python3-pil

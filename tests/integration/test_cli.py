@@ -190,6 +190,8 @@ def test_lock_released_after_kill(make_mount):
 # ---- the reserved directory -------------------------------------------------
 
 def test_reserved_dir_invisible(sqfs):
+    """BACKING/.squeezefs stays hidden: the mount's name of it is the
+    control directory (test_control.py), which no listing shows."""
     with open(sqfs.path("visible"), "wb") as f:
         f.write(b"x")
     assert os.path.isdir(sqfs.bpath(".squeezefs"))
@@ -198,15 +200,17 @@ def test_reserved_dir_invisible(sqfs):
     assert "visible" in ls
     assert ".squeezefs" not in ls, ls
     assert ".squeezefs" not in os.listdir(sqfs.mnt)
-    with pytest.raises(FileNotFoundError):
-        os.stat(sqfs.path(".squeezefs"))
+    # reachable by name: the control directory, not BACKING's
+    assert "stats" in os.listdir(sqfs.path(".squeezefs"))
     with pytest.raises(FileNotFoundError):
         os.stat(sqfs.path(".squeezefs", "lock"))
-    # it cannot be created from inside either (it would shadow the real one)
+    # it cannot be made, removed or replaced from inside either
     with pytest.raises(OSError):
         os.mkdir(sqfs.path(".squeezefs"))
+    with pytest.raises(OSError):
         os.rmdir(sqfs.path(".squeezefs"))
     assert ".squeezefs" not in os.listdir(sqfs.mnt)
+    assert os.path.isdir(sqfs.bpath(".squeezefs"))
 
 
 def test_ro_option(make_mount):
