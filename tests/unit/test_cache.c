@@ -365,9 +365,34 @@ static void test_pool(void **state)
 	sq_cache_free(NULL);
 }
 
+/* sq_cache_counters(): what a read found, and what is held. */
+static void test_counters(void **state)
+{
+	struct sq_cache_counters k;
+	struct sq_cache *c;
+	static atomic_size_t none;
+	uint8_t out[16];
+
+	(void)state;
+	assert_int_equal(sq_cache_new(4 * BS, &none, &c), 0);
+	sq_cache_counters(c, &k);
+	assert_int_equal(k.hits + k.misses + k.bytes, 0);
+	assert_int_equal(k.capacity, 4 * BS);
+	put_block(c, 1, 0, BS);
+	assert_true(sq_cache_read(c, 1, 0, 0, sizeof(out), out));
+	assert_true(sq_cache_read(c, 1, 0, 8, sizeof(out), out));
+	assert_false(sq_cache_read(c, 1, 1, 0, sizeof(out), out));
+	sq_cache_counters(c, &k);
+	assert_int_equal(k.hits, 2);
+	assert_int_equal(k.misses, 1);
+	assert_int_equal(k.bytes, BS);
+	sq_cache_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_counters),
 		cmocka_unit_test(test_lru_evicts_oldest),
 		cmocka_unit_test(test_read_makes_recent),
 		cmocka_unit_test(test_reserved),

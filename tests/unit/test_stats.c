@@ -747,6 +747,72 @@ static void test_files_cold(void **state)
 	assert_int_equal(s.n, 1);
 }
 
+struct states {
+	char cls[4][16];
+	int state[4];
+	uint64_t files[4], logical[4], stored[4];
+	size_t n;
+};
+
+static int state_row(void *arg, const struct sq_stats_state_row *row)
+{
+	struct states *s = arg;
+
+	assert_true(s->n < 4);
+	snprintf(s->cls[s->n], sizeof(s->cls[0]), "%s", row->cls);
+	s->state[s->n] = row->state;
+	s->files[s->n] = row->files;
+	s->logical[s->n] = row->logical_bytes;
+	s->stored[s->n++] = row->stored_bytes;
+	return 0;
+}
+
+/* sq_stats_states(): the files table summed per class and state, a file
+ * of no known class under "". */
+static void test_states(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		int64_t id;
+		const char *cls;
+		int state;
+		uint64_t logical, stored;
+	} rows[] = {
+		{ 1, "text", SQ_STATS_HOT, 100, 40 },
+		{ 2, "text", SQ_STATS_HOT, 50, 10 },
+		{ 3, "text", SQ_STATS_SETTLED, 1000, 200 },
+		{ 4, NULL, SQ_STATS_HOT, 7, 7 },
+	};
+	struct states s = { .n = 0 };
+
+	open_ok(f, NULL);
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		struct sq_stats_file_delta d;
+
+		sq_stats_file_delta_init(&d, rows[i].id);
+		d.set = SQ_STATS_SET_STATE | SQ_STATS_SET_LOGICAL |
+			SQ_STATS_SET_STORED |
+			(rows[i].cls ? SQ_STATS_SET_CLASS : 0);
+		d.cls = rows[i].cls;
+		d.state = rows[i].state;
+		d.logical_bytes = rows[i].logical;
+		d.stored_bytes = rows[i].stored;
+		add_file(f, &d);
+	}
+	apply(f);
+	assert_int_equal(sq_stats_states(f->st, state_row, &s), 0);
+	assert_int_equal(s.n, 3);
+	assert_string_equal(s.cls[0], "");
+	assert_int_equal(s.files[0], 1);
+	assert_string_equal(s.cls[1], "text");
+	assert_int_equal(s.state[1], SQ_STATS_HOT);
+	assert_int_equal(s.files[1], 2);
+	assert_int_equal(s.logical[1], 150);
+	assert_int_equal(s.stored[1], 50);
+	assert_int_equal(s.state[2], SQ_STATS_SETTLED);
+	assert_int_equal(s.logical[2], 1000);
+}
+
 static int count_blocks(void *arg, int codec, int level, int64_t blocks)
 {
 	int64_t *acc = arg;
@@ -1182,6 +1248,7 @@ int main(void)
 		T(test_batch_refuses),
 		T(test_apply_all_or_nothing),
 		T(test_log),
+		T(test_states),
 		T(test_files_cold),
 		T(test_file_blocks),
 		T(test_file_blocks_set),
