@@ -128,10 +128,10 @@ integration: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 # analyzer's choices, mount(8), fstab and unprivileged mounts (their
 # mounts take no extra options), fsck on copies of BACKING, and settling
 # and its statistics (they work on closed files, after the kernel's
-# writeback is done).
+# writeback is done), the control directory and the man page.
 WB_SKIP := test_golden.py test_cli.py test_analyzer_eval.py \
 	test_mounting.py test_backup_copies.py test_unprivileged.py \
-	test_settle.py test_stats_db.py
+	test_settle.py test_stats_db.py test_control.py test_manpage.py
 integration-wb: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 	SQ_MOUNT_OPTS=writeback_cache $(MAKE) --no-print-directory integration \
 	  PYTEST_ARGS="$(PYTEST_ARGS) $(WB_SKIP:%=--ignore=tests/integration/%)"
