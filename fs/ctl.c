@@ -564,6 +564,7 @@ void sq_ctl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		 struct fuse_file_info *fi)
 {
 	struct ctl_buf *b = (struct ctl_buf *)(uintptr_t)fi->fh;
+	char *copy;
 
 	(void)ino;
 	if (!b || off < 0 || (uint64_t)off >= b->len) {
@@ -572,7 +573,21 @@ void sq_ctl_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (size > b->len - (size_t)off)
 		size = b->len - (size_t)off;
-	fuse_reply_buf(req, b->data + off, size);
+	/*
+	 * Replied from a copy: with asynchronous direct I/O the kernel may
+	 * have other reads of this open in flight, and once our reply
+	 * completes the last of them its release can free @b while the
+	 * reply's writev() is still returning (where sanitizers look at the
+	 * buffer again).
+	 */
+	copy = malloc(size ? size : 1);
+	if (!copy) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	memcpy(copy, b->data + off, size);
+	fuse_reply_buf(req, copy, size);
+	free(copy);
 }
 
 void sq_ctl_release(fuse_req_t req, fuse_ino_t ino,
@@ -1370,10 +1385,17 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 			(unsigned long long)u->dirs);
 	} else {
 		struct file_row fr = { .state = -1 };
+		bool open;
 
-		/* What is written but not stored yet counts once stored. */
-		if (i->file)
-			sq_file_flush(fs, i);
+		/* What is written but not stored yet counts once stored:
+		 * an open reference of our own keeps the data state alive
+		 * while its flush waits (a release may come meanwhile), and
+		 * its put stores what the file holds. */
+		pthread_mutex_lock(&i->lock);
+		open = i->file != NULL;
+		pthread_mutex_unlock(&i->lock);
+		if (open && sq_fs_get_file(fs, i, SQ_OPEN_READ, -1) == 0)
+			sq_fs_put_file(fs, i);
 		fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
 		if (fd < 0 && errno == EPERM)
 			fd = sq_inode_open(i, O_RDONLY);
