@@ -70,7 +70,9 @@ struct sq_file {
 	/* Stores blocks instead of the mount's policy when set: a
 	 * recompression's codec (sq_file_recompress()), else the file's
 	 * pin (pin.h), read when it is opened for writing. */
-	const struct sq_an *force, *pin;
+	const struct sq_an *force;
+	/* Atomic: workers read it without the lock, a setxattr changes it. */
+	const struct sq_an *_Atomic pin;
 };
 
 /* ---- per-thread codec state ---- */
@@ -445,10 +447,13 @@ static int store(struct sq_fs *fs, struct sq_inode *ino,
 static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
 				  const struct sq_dirty_block *d, uint32_t n)
 {
+	const struct sq_an *pin;
+
 	if (f->force)
 		return f->force;
-	if (f->pin)
-		return f->pin;
+	pin = atomic_load(&f->pin);
+	if (pin)
+		return pin;
 	if (fs->an_tiny && d->idx == 0 && n < f->bsize &&
 	    n <= SQ_TINY_FILE_MAX)
 		return fs->an_tiny;
@@ -909,8 +914,8 @@ open_ctr:
 	if (rw && fd >= 0) {
 		char spec[SQ_PIN_MAX];
 
-		f->pin = sq_pin_get(fs, fd, NULL, spec) ? NULL :
-			 sq_pin_an(fs->pins, spec);
+		atomic_store(&f->pin, sq_pin_get(fs, fd, NULL, spec) ? NULL :
+				      sq_pin_an(fs->pins, spec));
 	}
 	f->lazy_write = plen && want_write;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;
@@ -1757,5 +1762,5 @@ out:
 void sq_file_set_pin(struct sq_inode *ino, const struct sq_an *an)
 {
 	if (ino->file)
-		ino->file->pin = an;
+		atomic_store(&ino->file->pin, an);
 }
