@@ -218,7 +218,8 @@ tsan:
 	  $(TSAN_BUILD)/squeezefs-admin \
 	  $(TSAN_BUILD)/tests/tools/libfaultinj.so
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
-	  tests/integration/test_concurrency.py tests/integration/test_limits.py
+	  tests/integration/test_concurrency.py tests/integration/test_limits.py \
+	  tests/integration/test_control.py
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_random_ops.py -k "codecs or many_files"
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
