@@ -555,3 +555,41 @@ print("OK")
     r = subprocess.run(as_nobody + [ADMIN, "settle", m.mnt],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "control" in r.stderr, r
+
+
+def test_commands_say_why_they_are_refused(make_mount, tmp_path):
+    m = make_mount(opts=["settle=off"])
+    with open(m.path("f.txt"), "wb") as f:
+        f.write(words_text(300000, 5, WORDS))
+    r = squeezefs("recompress", "--codec", "zstd:42", m.path("f.txt"))
+    assert r.returncode == 1 and "unknown codec" in r.stderr, r
+    r = squeezefs("settle", m.path("f.txt"))
+    assert r.returncode == 1 and "settle loop is off" in r.stderr, r
+    r = squeezefs("settle", str(tmp_path))
+    assert r.returncode == 2 and "not in a squeezefs mount" in r.stderr, r
+    r = squeezefs("recompress", m.path("f.txt"))
+    assert r.returncode == 2 and "usage" in r.stderr, r
+    r = squeezefs("stats")
+    assert r.returncode == 2 and "usage" in r.stderr, r
+    assert set(xstats(m.path("f.txt"))["blocks"]) != {"zstd:42"}
+
+
+def test_progress_bar_on_a_terminal(make_mount):
+    """On a terminal the progress line is redrawn in place (\\r), with the
+    bytes done of the total, the rate and the ETA."""
+    if shutil.which("script") is None:
+        pytest.skip("needs script(1) (util-linux)")
+    m = make_mount(opts=["nopack"])
+    os.mkdir(m.path("d"))
+    for i in range(20):
+        with open(m.path("d", "f%d.txt" % i), "wb") as f:
+            f.write(words_text(200000, i, WORDS))
+    r = subprocess.run(["script", "-qec", "%s recompress --codec zstd:3 %s"
+                        % (BIN, m.path("d")), "/dev/null"],
+                       capture_output=True, timeout=300)
+    out = r.stdout.decode(errors="replace")
+    assert r.returncode == 0, out
+    assert "\r" in out, out
+    assert re.search(r"recompress: [0-9.]+ of 3\.8 MiB \(100%\), "
+                     r"[0-9.]+ MiB/s, ETA [0-9]+:[0-9]{2}:[0-9]{2}", out), out
+    assert set(xstats(m.path("d"))["blocks"]) == {"zstd:3"}
