@@ -70,8 +70,9 @@ struct sq_file {
 	/* Stores blocks instead of the mount's policy when set: a
 	 * recompression's codec (sq_file_recompress()), else the file's
 	 * pin (pin.h), read when it is opened for writing. */
-	const struct sq_an *force;
-	/* Atomic: workers read it without the lock, a setxattr changes it. */
+	/* Atomic: workers read them without the lock, a setxattr or a
+	 * recompression changes them. */
+	const struct sq_an *_Atomic force;
 	const struct sq_an *_Atomic pin;
 };
 
@@ -447,10 +448,10 @@ static int store(struct sq_fs *fs, struct sq_inode *ino,
 static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
 				  const struct sq_dirty_block *d, uint32_t n)
 {
-	const struct sq_an *pin;
+	const struct sq_an *pin = atomic_load(&f->force);
 
-	if (f->force)
-		return f->force;
+	if (pin)
+		return pin;
 	pin = atomic_load(&f->pin);
 	if (pin)
 		return pin;
@@ -1708,7 +1709,7 @@ int sq_file_recompress(struct sq_fs *fs, struct sq_inode *ino,
 	struct timespec mtime;
 	struct stat st;
 	uint64_t n;
-	int r;
+	int r, e;
 
 	*blocks = 0;
 	pthread_mutex_lock(&ino->lock);
@@ -1725,7 +1726,7 @@ int sq_file_recompress(struct sq_fs *fs, struct sq_inode *ino,
 		r = -errno;
 		goto out;
 	}
-	f->force = an;
+	atomic_store(&f->force, an);
 	n = (fsize(f) + f->bsize - 1) >> f->bshift;
 	for (uint64_t idx = 0; idx < n && !r; idx++) {
 		struct sq_dirty_block *d;
@@ -1746,9 +1747,12 @@ int sq_file_recompress(struct sq_fs *fs, struct sq_inode *ino,
 		if (!r && atomic_load(&fs->dirty_bytes) > SQ_TOTAL_DIRTY_MAX)
 			r = writeback_all(fs, ino);
 	}
+	/* Every block queued above is stored (or failed) before the codec
+	 * goes back to the policy's. */
+	e = writeback_all(fs, ino);
 	if (!r)
-		r = writeback_all(fs, ino);
-	f->force = NULL;
+		r = e;
+	atomic_store(&f->force, NULL);
 	f->modified = true;
 	f->mtime = mtime;
 	f->mtime_dirty = true;

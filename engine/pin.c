@@ -74,8 +74,21 @@ const struct sq_an *sq_pin_an(struct sq_pins *p, const char *spec)
 	struct sq_an *an = NULL;
 	int r;
 
+	char key[SQ_PIN_MAX];
+	int codec, level;
+
 	if (!p)
 		return NULL;
+	/* One analyzer per meaning, not per spelling ("zstd:03", "zstd:3"
+	 * and "zstd:+3" are one): the table stays bounded. */
+	if (sq_an_policy_parse(spec, &pol) == 0)
+		snprintf(key, sizeof(key), "%s", sq_an_policy_name(pol));
+	else if (sq_codec_parse(spec, &codec, &level) == 0)
+		snprintf(key, sizeof(key), "%s:%d",
+			 sq_codec_info(codec)->name, level);
+	else
+		return NULL;
+	spec = key;
 	pthread_mutex_lock(&p->lock);
 	for (size_t k = 0; k < p->n; k++)
 		if (!strcmp(p->e[k].spec, spec)) {

@@ -17,10 +17,8 @@
 
 static void add_block(struct sq_usage *u, const struct sq_ctr_block_info *b)
 {
-	if (b->zero) {
-		u->zero_blocks++;
-		return;
-	}
+	if (b->zero)
+		return;		/* reads as zeros, takes nothing */
 	u->blocks++;
 	for (size_t k = 0; k < u->ncodecs; k++) {
 		struct sq_usage_codec *c = &u->codecs[k];
@@ -41,19 +39,28 @@ static void add_block(struct sq_usage *u, const struct sq_ctr_block_info *b)
 		.raw_bytes = b->raw_len, .stored_bytes = b->stored_len };
 }
 
-/* Counts the blocks of @ctr; false when a header cannot be read. */
+/* Counts the blocks of @ctr; false when a header cannot be read.  Holes
+ * are skipped as SEEK_DATA finds them: a sparse file costs its data. */
 static bool add_blocks(struct sq_ctr *ctr, struct sq_usage *u)
 {
 	uint64_t n = (sq_ctr_size(ctr) + sq_ctr_block_size(ctr) - 1) >>
 		     sq_ctr_block_shift(ctr);
+	uint64_t idx = 0;
 
-	for (uint64_t idx = 0; idx < n; idx++) {
+	while (idx < n) {
 		struct sq_ctr_block_info info;
+		int64_t next = sq_ctr_next_data(ctr, idx);
 
+		if (next < 0)
+			return false;
+		if ((uint64_t)next >= n)
+			break;
+		idx = (uint64_t)next;
 		if (sq_ctr_block_info(ctr, idx, &info))
 			return false;
 		if (info.present)
 			add_block(u, &info);
+		idx++;
 	}
 	return true;
 }
@@ -148,6 +155,10 @@ static int seen_add(struct seen *s, ino_t ino)
 	return 0;
 }
 
+/* Deeper directories are not walked (said in the walk's error): a
+ * request thread's stack must not run out on a tree made to do that. */
+#define WALK_DEPTH_MAX 256
+
 struct walk {
 	struct sq_fs *fs;
 	struct sq_usage *u;
@@ -155,51 +166,71 @@ struct walk {
 	dev_t dev;
 	int64_t meta;	/* BACKING/.squeezefs's du */
 	bool in_meta;
+	int err;	/* the first error met; the walk goes on */
 };
 
-static int walk_dir(struct walk *w, int dirfd, const struct stat *dst,
-		    bool top);
+static void walk_error(struct walk *w, int err)
+{
+	if (!w->err)
+		w->err = err;
+}
 
-static int walk_entry(struct walk *w, int dirfd, const char *name,
-		      bool top)
+static void walk_dir(struct walk *w, int fd, const struct stat *dst,
+		     bool top, unsigned depth);
+
+static void walk_entry(struct walk *w, int dirfd, const char *name,
+		       bool top, unsigned depth)
 {
 	struct stat st;
-	int fd, r = 0;
+	int fd, r;
 
-	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW))
-		return errno == ENOENT ? 0 : -errno;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+		if (errno != ENOENT)
+			walk_error(w, -errno);
+		return;
+	}
 	if (st.st_dev != w->dev)
-		return 0;	/* another filesystem: not ours */
+		return;	/* another filesystem: not ours */
 	if (st.st_nlink > 1 && !S_ISDIR(st.st_mode)) {
 		r = seen_add(&w->links, st.st_ino);
+		if (r < 0)
+			walk_error(w, r);
 		if (r)
-			return r < 0 ? r : 0;
+			return;
 	}
 	if (w->in_meta) {
 		w->meta += (int64_t)st.st_blocks * 512;
 		if (!S_ISDIR(st.st_mode))
-			return 0;
+			return;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-			    O_CLOEXEC);
-		if (fd < 0)
-			return errno == ENOENT ? 0 : -errno;
-		if (top && !strcmp(name, SQ_RESERVED_NAME)) {
+		bool meta = top && !strcmp(name, SQ_RESERVED_NAME);
+
+		if (meta) {
 			w->in_meta = true;
 			w->meta += (int64_t)st.st_blocks * 512;
-			r = walk_dir(w, fd, &st, false);
-			w->in_meta = false;
-		} else {
-			r = walk_dir(w, fd, &st, false);
+		} else if (!w->in_meta) {
+			w->u->dirs++;
+			w->u->dir_bytes += (uint64_t)st.st_blocks * 512;
 		}
-		close(fd);
-		return r;
+		if (depth >= WALK_DEPTH_MAX) {
+			walk_error(w, -ELOOP);
+		} else {
+			fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY |
+				    O_NOFOLLOW | O_CLOEXEC);
+			if (fd >= 0)
+				walk_dir(w, fd, &st, false, depth + 1);
+			else if (errno != ENOENT)
+				walk_error(w, -errno);
+		}
+		if (meta)
+			w->in_meta = false;
+		return;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		w->u->others++;
 		w->u->other_bytes += (uint64_t)st.st_blocks * 512;
-		return 0;
+		return;
 	}
 	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME |
 		    O_CLOEXEC);
@@ -207,47 +238,41 @@ static int walk_entry(struct walk *w, int dirfd, const char *name,
 		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT)
-			return 0;
+			return;
 		/* Unreadable: its space still counts. */
 		w->u->files++;
 		w->u->damaged_files++;
 		w->u->allocated_bytes += (uint64_t)st.st_blocks * 512;
-		return 0;
+		return;
 	}
 	r = sq_usage_file(w->fs, fd, &st, w->u);
+	if (r)
+		walk_error(w, r);
 	close(fd);
-	return r;
 }
 
-static int walk_dir(struct walk *w, int dirfd, const struct stat *dst,
-		    bool top)
+/* Walks the directory open as @fd (consumed: one descriptor per level). */
+static void walk_dir(struct walk *w, int fd, const struct stat *dst,
+		     bool top, unsigned depth)
 {
 	struct dirent *de;
 	DIR *dp;
-	int fd, r = 0;
 
-	if (!w->in_meta) {
-		w->u->dirs++;
-		w->u->dir_bytes += (uint64_t)dst->st_blocks * 512;
-	}
-	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
+	(void)dst;
 	dp = fdopendir(fd);
 	if (!dp) {
-		r = -errno;
+		walk_error(w, -errno);
 		close(fd);
-		return r;
+		return;
 	}
-	while (r == 0 && (errno = 0, de = readdir(dp))) {
+	while ((errno = 0, de = readdir(dp))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
-		r = walk_entry(w, dirfd, de->d_name, top);
+		walk_entry(w, dirfd(dp), de->d_name, top, depth);
 	}
-	if (r == 0 && errno)
-		r = -errno;
+	if (errno)
+		walk_error(w, -errno);
 	closedir(dp);
-	return r;
 }
 
 int sq_usage_tree(struct sq_fs *fs, int dirfd, bool whole,
@@ -256,17 +281,22 @@ int sq_usage_tree(struct sq_fs *fs, int dirfd, bool whole,
 	struct walk w = { .fs = fs, .u = u };
 	uint64_t packed = u->packed_bytes;
 	struct stat st;
-	int r;
+	int fd;
 
 	if (fstat(dirfd, &st))
 		return -errno;
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
 	w.dev = st.st_dev;
-	r = walk_dir(&w, dirfd, &st, whole);
+	u->dirs++;
+	u->dir_bytes += (uint64_t)st.st_blocks * 512;
+	walk_dir(&w, fd, &st, whole, 0);
 	free(w.links.tab);
 	/* The packs hold the images counted with their files. */
 	if (whole)
 		u->meta_bytes += w.meta - (int64_t)(u->packed_bytes - packed);
-	return r;
+	return w.err;
 }
 
 uint64_t sq_usage_backing_bytes(const struct sq_usage *u)

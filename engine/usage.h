@@ -37,7 +37,6 @@ struct sq_usage {
 				   * packed file's image length */
 	uint64_t packed_bytes;	/* of allocated_bytes: packed images */
 	uint64_t blocks;	/* blocks holding data */
-	uint64_t zero_blocks;	/* blocks stored as zero records */
 	/* What the tree takes besides its files' data. */
 	uint64_t dirs, dir_bytes;	/* directories */
 	uint64_t others, other_bytes;	/* symlinks, devices, fifos */
@@ -59,10 +58,11 @@ int sq_usage_file(struct sq_fs *fs, int fd, const struct stat *st,
 		  struct sq_usage *u);
 
 /*
- * Adds the tree below the directory open as @dirfd (O_RDONLY), itself
- * included, to @u.  With @whole (@dirfd is BACKING), BACKING/.squeezefs
- * goes to meta_bytes instead.  Does not cross into other filesystems.
- * Returns 0 or -errno (a directory that vanishes meanwhile is skipped).
+ * Adds the tree below the directory open as @dirfd, itself included, to
+ * @u.  With @whole (@dirfd is BACKING), BACKING/.squeezefs goes to
+ * meta_bytes instead.  Does not cross into other filesystems, nor below
+ * 256 levels.  Returns 0, or the first -errno it met (-ELOOP: too deep)
+ * after walking everything else; what vanishes meanwhile is skipped.
  */
 int sq_usage_tree(struct sq_fs *fs, int dirfd, bool whole,
 		  struct sq_usage *u);

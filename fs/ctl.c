@@ -176,17 +176,54 @@ struct ctl_buf {
 	char data[];
 };
 
-/* Writes @s as a JSON string. */
+/* Length of the valid UTF-8 sequence at @p (@n bytes left), 0 if none. */
+static size_t utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len = *p >= 0xF0 && *p <= 0xF4 ? 4 : *p >= 0xE0 ? 3 :
+		     *p >= 0xC2 && *p <= 0xDF ? 2 : 0;
+
+	if (!len || len > n)
+		return 0;
+	for (size_t k = 1; k < len; k++)
+		if ((p[k] & 0xC0) != 0x80)
+			return 0;
+	/* Overlong three-byte forms, surrogates, and beyond U+10FFFF. */
+	if ((len == 3 && ((*p == 0xE0 && p[1] < 0xA0) ||
+			  (*p == 0xED && p[1] >= 0xA0))) ||
+	    (len == 4 && ((*p == 0xF0 && p[1] < 0x90) ||
+			  (*p == 0xF4 && p[1] >= 0x90))))
+		return 0;
+	return len;
+}
+
+/* Writes @s as a JSON string: a byte that is not UTF-8 (a name in
+ * another encoding) becomes U+FFFD, so the document stays valid. */
 static void json_str(FILE *f, const char *s)
 {
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+
 	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
+	while (n) {
+		size_t len;
+
+		if (*p == '"' || *p == '\\') {
 			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20 || *p == 0x7f)
+			len = 1;
+		} else if (*p < 0x20 || *p == 0x7f) {
 			fprintf(f, "\\u%04x", *p);
-		else
+			len = 1;
+		} else if (*p < 0x80) {
 			fputc(*p, f);
+			len = 1;
+		} else if ((len = utf8_len(p, n))) {
+			fwrite(p, 1, len, f);
+		} else {
+			fputs("\\ufffd", f);
+			len = 1;
+		}
+		p += len;
+		n -= len;
 	}
 	fputc('"', f);
 }
@@ -205,7 +242,7 @@ struct snap {
 	struct sq_settle_info settle;
 	bool have_db;
 	struct state_sum {
-		char cls[16];
+		char cls[32];
 		uint64_t files[SQ_STATS_STATE_COUNT], logical, stored;
 	} cls[SQ_AN_CLASS_COUNT + 1];
 	size_t ncls;
@@ -215,7 +252,7 @@ struct snap {
 static int state_row(void *arg, const struct sq_stats_state_row *row)
 {
 	struct snap *s = arg;
-	const char *name = row->cls[0] ? row->cls : "unknown";
+	const char *name = row->cls && row->cls[0] ? row->cls : "unknown";
 	struct state_sum *c = NULL;
 
 	for (size_t k = 0; k < s->ncls; k++)
@@ -304,13 +341,12 @@ static void write_stats(struct sq_mount *m, const struct snap *s, FILE *f)
 			strerror(-s->walk_err));
 	fprintf(f, "  \"totals\": {\"logical_bytes\": %llu, "
 		"\"allocated_bytes\": %llu, \"ratio\": %.4f, \"files\": %llu, "
-		"\"blocks\": %llu, \"zero_blocks\": %llu, "
+		"\"blocks\": %llu, "
 		"\"packed_files\": %llu, \"damaged_files\": %llu},\n",
 		(unsigned long long)u->logical_bytes,
 		(unsigned long long)u->allocated_bytes,
 		ratio(u->allocated_bytes, u->logical_bytes),
 		(unsigned long long)u->files, (unsigned long long)u->blocks,
-		(unsigned long long)u->zero_blocks,
 		(unsigned long long)u->packed_files,
 		(unsigned long long)u->damaged_files);
 	fprintf(f, "  \"overhead\": {\"directories\": %llu, "
@@ -339,9 +375,10 @@ static void write_stats(struct sq_mount *m, const struct snap *s, FILE *f)
 	for (size_t k = 0; s->have_db && k < s->ncls; k++) {
 		const struct state_sum *c = &s->cls[k];
 
-		fprintf(f, "%s\n    {\"class\": \"%s\", \"logical_bytes\": "
-			"%llu, \"stored_bytes\": %llu, \"files\": {",
-			k ? "," : "", c->cls, (unsigned long long)c->logical,
+		fprintf(f, "%s\n    {\"class\": ", k ? "," : "");
+		json_str(f, c->cls);
+		fprintf(f, ", \"logical_bytes\": %llu, \"stored_bytes\": %llu, "
+			"\"files\": {", (unsigned long long)c->logical,
 			(unsigned long long)c->stored);
 		for (int st = 0; st < SQ_STATS_STATE_COUNT; st++)
 			fprintf(f, "%s\"%s\": %llu", st ? ", " : "",
@@ -484,7 +521,7 @@ static void write_metrics(struct sq_mount *m, const struct snap *s, FILE *f)
 	metric(f, "settle_files_total", "counter",
 	       "Files recompressed by the settle loop since mount.",
 	       (double)s->settle.files);
-	metric(f, "settle_saved_bytes_total", "counter",
+	metric(f, "settle_saved_bytes", "gauge",
 	       "Allocated bytes the settle loop saved since mount.",
 	       (double)(int64_t)(s->settle.bytes_before -
 				 s->settle.bytes_after));
@@ -648,9 +685,8 @@ static int resolve(struct sq_mount *m, const char *path, char *rel,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS |
 			   RESOLVE_NO_XDEV,
 	};
-	char link[64], full[PATH_MAX];
-	size_t blen = strlen(m->fs.backing);
-	ssize_t n;
+	char link[64], full[PATH_MAX], root[PATH_MAX];
+	ssize_t n, rn;
 	int fd;
 
 	if (!*path) {
@@ -664,12 +700,12 @@ static int resolve(struct sq_mount *m, const char *path, char *rel,
 	/* The control directory is the mount's, not BACKING's. */
 	{
 		const char *p = path;
-		size_t rn = sizeof(SQ_RESERVED_NAME) - 1;
+		size_t len = sizeof(SQ_RESERVED_NAME) - 1;
 
 		while (p[0] == '.' && p[1] == '/')
 			p += 2 + strspn(p + 2, "/");
-		if (!strncmp(p, SQ_RESERVED_NAME, rn) &&
-		    (p[rn] == '\0' || p[rn] == '/')) {
+		if (!strncmp(p, SQ_RESERVED_NAME, len) &&
+		    (p[len] == '\0' || p[len] == '/')) {
 			*why = "the control directory is not data";
 			return -EINVAL;
 		}
@@ -685,19 +721,31 @@ static int resolve(struct sq_mount *m, const char *path, char *rel,
 		       e == EACCES ? "permission denied" :
 		       e == ENAMETOOLONG ? "path too long" :
 		       "cannot open the path";
-		return -e;
+		return e == EXDEV ? -EINVAL : -e;
 	}
+	/* Where it is, relative to where BACKING is now (it may have been
+	 * moved since the mount). */
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", m->fs.root_fd);
+	rn = readlink(link, root, sizeof(root) - 1);
 	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
 	n = readlink(link, full, sizeof(full) - 1);
-	if (n < 0 || (size_t)n < blen ||
-	    memcmp(full, m->fs.backing, blen) ||
-	    (full[blen] != '/' && full[blen] != '\0')) {
+	if (rn <= 0 || n <= 0 || (size_t)rn >= sizeof(root) - 1 ||
+	    (size_t)n >= sizeof(full) - 1) {
+		close(fd);
+		*why = "path too long";
+		return -ENAMETOOLONG;
+	}
+	root[rn] = '\0';
+	full[n] = '\0';
+	if (rn == 1)		/* BACKING is "/" */
+		rn = 0;
+	if (n < rn || memcmp(full, root, (size_t)rn) ||
+	    (full[rn] != '/' && full[rn] != '\0')) {
 		close(fd);
 		*why = "the path leads out of the mount";
 		return -EINVAL;
 	}
-	full[n] = '\0';
-	snprintf(rel, rlen, "%s", full[blen] ? full + blen + 1 : "");
+	snprintf(rel, rlen, "%s", full[rn] ? full + rn + 1 : "");
 	if (!strcmp(rel, SQ_RESERVED_NAME) ||
 	    !strncmp(rel, SQ_RESERVED_NAME "/", sizeof(SQ_RESERVED_NAME))) {
 		close(fd);
@@ -707,15 +755,16 @@ static int resolve(struct sq_mount *m, const char *path, char *rel,
 	return fd;
 }
 
-/* settle PATH: every regular file below (or at) PATH is due now. */
+/* settle PATH: every regular file below (or at) PATH is due now.  The
+ * tree is walked into a batch of our own first, without the statistics'
+ * lock (their flusher and the settle loop keep going meanwhile); nothing
+ * is applied when the walk fails. */
 struct settle_req {
-	int fd;			/* O_PATH of the top */
-	const char *rel;	/* its path relative to BACKING */
+	struct sq_stats_batch *b;
 	uint64_t files;
-	int err;
 };
 
-static int mark_due(struct sq_stats_batch *b, ino_t ino, const char *path)
+static int mark_due(struct settle_req *q, ino_t ino, const char *path)
 {
 	struct sq_stats_file_delta d;
 
@@ -725,19 +774,23 @@ static int mark_due(struct sq_stats_batch *b, ino_t ino, const char *path)
 	d.path = path;
 	d.last_write = 1;	/* long ago: cold */
 	d.state = SQ_STATS_HOT;
-	return sq_stats_batch_file(b, &d);
+	q->files++;
+	return sq_stats_batch_file(q->b, &d);
 }
 
-static int due_tree(struct settle_req *q, struct sq_stats_batch *b, int dfd,
-		    char *path, size_t plen, size_t cap)
+/* Trees deeper than this are not walked by a command (a request's
+ * stack); the usage walk stops there too. */
+#define CMD_DEPTH_MAX 256
+
+/* Marks the tree below the directory open as @fd (consumed), at @path
+ * (@plen bytes of a @cap buffer, changed and restored). */
+static int due_tree(struct settle_req *q, int fd, char *path, size_t plen,
+		    size_t cap, unsigned depth)
 {
 	struct dirent *de;
 	DIR *dp;
-	int fd, r = 0;
+	int r = 0;
 
-	fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	dp = fdopendir(fd);
 	if (!dp) {
 		close(fd);
@@ -757,19 +810,17 @@ static int due_tree(struct settle_req *q, struct sq_stats_batch *b, int dfd,
 			path[plen] = '/';
 		memcpy(path + plen + (plen ? 1 : 0), de->d_name, n + 1);
 		if (S_ISREG(st.st_mode)) {
-			r = mark_due(b, st.st_ino, path);
-			q->files++;
-		} else if (S_ISDIR(st.st_mode) &&
+			r = mark_due(q, st.st_ino, path);
+		} else if (S_ISDIR(st.st_mode) && depth < CMD_DEPTH_MAX &&
 			   !(plen == 0 && !strcmp(de->d_name,
 						  SQ_RESERVED_NAME))) {
 			int sub = openat(dirfd(dp), de->d_name, O_RDONLY |
 					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-			if (sub >= 0) {
-				r = due_tree(q, b, sub, path,
-					     plen + (plen ? 1 : 0) + n, cap);
-				close(sub);
-			}
+			if (sub >= 0)
+				r = due_tree(q, sub, path,
+					     plen + (plen ? 1 : 0) + n, cap,
+					     depth + 1);
 		}
 		path[plen] = '\0';
 	}
@@ -780,26 +831,16 @@ static int due_tree(struct settle_req *q, struct sq_stats_batch *b, int dfd,
 static int settle_fn(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 {
 	struct settle_req *q = arg;
-	char path[PATH_MAX];
-	struct stat st;
 
 	if (!db)
 		return -ENODEV;
-	if (fstatat(q->fd, "", &st, AT_EMPTY_PATH))
-		return -errno;
-	if (S_ISREG(st.st_mode)) {
-		q->files++;
-		return mark_due(b, st.st_ino, q->rel);
-	}
-	if (!S_ISDIR(st.st_mode))
-		return -EINVAL;
-	snprintf(path, sizeof(path), "%s", q->rel);
-	return due_tree(q, b, q->fd, path, strlen(path), sizeof(path));
+	return sq_stats_batch_append(b, q->b);
 }
 
 static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 {
-	struct settle_req q = { .fd = -1 };
+	uint64_t files = 0;
+	int fd;
 	struct sq_settle_now now;
 	char rel[PATH_MAX];
 	struct stat st;
@@ -814,19 +855,19 @@ static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 		*why = "no statistics store on this mount";
 		return -EINVAL;
 	}
-	q.fd = resolve(m, arg, rel, sizeof(rel), why);
-	if (q.fd < 0)
-		return -EINVAL;
-	if (fstat(q.fd, &st)) {
+	fd = resolve(m, arg, rel, sizeof(rel), why);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st)) {
 		r = -errno;
-		close(q.fd);
+		close(fd);
 		*why = strerror(-r);
 		return r;
 	}
 	/* A file is settled before the write returns; a tree is due now,
 	 * and the loop takes it up at its next round. */
 	if (S_ISREG(st.st_mode)) {
-		close(q.fd);
+		close(fd);
 		r = sq_settle_now(m->fs.settle, sq_stats_file_id(st.st_ino),
 				  rel, &now);
 		if (r == -EBUSY)
@@ -841,17 +882,34 @@ static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 			       (unsigned long long)now.before,
 			       (unsigned long long)now.after,
 			       now.why[0] ? ", " : "", now.why);
-		return r == -ENOENT ? -EINVAL : r;
+		return r;
 	}
-	q.rel = rel;
-	r = sq_track_with_db(m->fs.track, settle_fn, &q);
-	close(q.fd);
-	if (r == -ENODEV) {
-		*why = "the statistics store is not available now";
+	if (!S_ISDIR(st.st_mode)) {
+		close(fd);
+		*why = "not a regular file or a directory";
 		return -EINVAL;
 	}
-	if (r == -EINVAL) {
-		*why = "not a regular file or a directory";
+	{
+		struct settle_req sr = { NULL, 0 };
+		char path[PATH_MAX];
+		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+		close(fd);
+		r = dfd < 0 ? -errno : sq_stats_batch_new(&sr.b);
+		if (r && dfd >= 0)
+			close(dfd);
+		if (!r) {
+			snprintf(path, sizeof(path), "%s", rel);
+			r = due_tree(&sr, dfd, path, strlen(path),
+				     sizeof(path), 0);
+		}
+		if (!r)
+			r = sq_track_with_db(m->fs.track, settle_fn, &sr);
+		sq_stats_batch_free(sr.b);
+		files = sr.files;
+	}
+	if (r == -ENODEV) {
+		*why = "the statistics store is not available now";
 		return -EINVAL;
 	}
 	if (r) {
@@ -859,7 +917,7 @@ static int cmd_settle(struct sq_mount *m, const char *arg, const char **why)
 		return r;
 	}
 	sq_log(SQ_LOG_INFO, "control: settle %s: %llu files due now",
-	       *rel ? rel : ".", (unsigned long long)q.files);
+	       *rel ? rel : ".", (unsigned long long)files);
 	return 0;
 }
 
@@ -921,7 +979,8 @@ static int cmd_flush(struct sq_mount *m, const char **why)
 	return r;
 }
 
-static int cmd_recompress(struct sq_mount *m, char *arg, const char **why);
+static int cmd_recompress(struct sq_mount *m, fuse_req_t req, char *arg,
+			  const char **why);
 
 void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		  size_t size, off_t off)
@@ -957,12 +1016,12 @@ void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	memcpy(cmd, buf, n);
 	cmd[n] = '\0';
+	/* VERB, one space, then the argument exactly as it is: a name may
+	 * begin or end with blanks. */
 	verb = cmd + strspn(cmd, " \t");
 	arg = verb + strcspn(verb, " \t");
-	if (*arg) {
+	if (*arg)
 		*arg++ = '\0';
-		arg += strspn(arg, " \t");
-	}
 	if (!*verb) {
 		why = "empty command: want settle, recompress, policy or flush";
 		r = -EINVAL;
@@ -971,7 +1030,7 @@ void sq_ctl_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	} else if (!strcmp(verb, "policy")) {
 		r = cmd_policy(m, arg, &why);
 	} else if (!strcmp(verb, "recompress")) {
-		r = cmd_recompress(m, arg, &why);
+		r = cmd_recompress(m, req, arg, &why);
 	} else if (!strcmp(verb, "flush")) {
 		if (*arg) {
 			why = "flush takes no argument";
@@ -1053,6 +1112,8 @@ void sq_ctl_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 struct recomp {
 	struct sq_mount *m;
+	fuse_req_t req;		/* for fuse_req_interrupted() */
+	int err_stop;		/* -EINTR: stopped early */
 	const struct sq_an *an;
 	uint64_t files, blocks, failed;
 	int err;		/* the first failure */
@@ -1114,35 +1175,39 @@ static void recompress_one(struct recomp *q, int dirfd, const char *name)
 		recompress_fd(q, fd);
 }
 
-static void recompress_tree(struct recomp *q, int dfd, bool top)
+/* Recompresses the tree below the directory open as @fd (consumed).
+ * Stops when the writer is interrupted (a signal: the command can take
+ * long on a big tree). */
+static void recompress_tree(struct recomp *q, int fd, bool top,
+			    unsigned depth)
 {
 	struct dirent *de;
-	DIR *dp;
-	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dp = fdopendir(fd);
 
-	if (fd < 0 || !(dp = fdopendir(fd))) {
-		if (fd >= 0)
-			close(fd);
+	if (!dp) {
+		close(fd);
 		return;
 	}
-	while ((de = readdir(dp))) {
+	while ((de = readdir(dp)) && !q->err_stop) {
 		struct stat st;
 
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
 		    (top && !strcmp(de->d_name, SQ_RESERVED_NAME)))
 			continue;
+		if (q->req && fuse_req_interrupted(q->req)) {
+			q->err_stop = -EINTR;
+			break;
+		}
 		if (fstatat(dirfd(dp), de->d_name, &st, AT_SYMLINK_NOFOLLOW))
 			continue;
 		if (S_ISREG(st.st_mode)) {
 			recompress_one(q, dirfd(dp), de->d_name);
-		} else if (S_ISDIR(st.st_mode)) {
+		} else if (S_ISDIR(st.st_mode) && depth < CMD_DEPTH_MAX) {
 			int sub = openat(dirfd(dp), de->d_name, O_RDONLY |
 					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-			if (sub >= 0) {
-				recompress_tree(q, sub, false);
-				close(sub);
-			}
+			if (sub >= 0)
+				recompress_tree(q, sub, false, depth + 1);
 		}
 	}
 	closedir(dp);
@@ -1170,9 +1235,10 @@ static int mark_settled(void *arg, struct sq_stats *db,
 	return 0;
 }
 
-static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
+static int cmd_recompress(struct sq_mount *m, fuse_req_t req, char *arg,
+			  const char **why)
 {
-	struct recomp q = { .m = m };
+	struct recomp q = { .m = m, .req = req };
 	char rel[PATH_MAX], spec[SQ_PIN_MAX], *codec;
 	struct stat st;
 	int fd;
@@ -1188,9 +1254,6 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 		return -EINVAL;
 	}
 	*codec++ = '\0';
-	for (size_t n = strlen(arg); n && (arg[n - 1] == ' ' ||
-					   arg[n - 1] == '\t'); n--)
-		arg[n - 1] = '\0';
 	if (sq_pin_parse(codec, strlen(codec), spec) ||
 	    !(q.an = sq_pin_an(m->fs.pins, spec))) {
 		*why = "unknown codec or level (want lz4, zstd:19, brotli:11, "
@@ -1199,7 +1262,7 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 	}
 	fd = resolve(m, arg, rel, sizeof(rel), why);
 	if (fd < 0)
-		return -EINVAL;
+		return fd;
 	if (fstat(fd, &st)) {
 		close(fd);
 		*why = strerror(errno);
@@ -1211,10 +1274,8 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 	} else if (S_ISDIR(st.st_mode)) {
 		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
-		if (dfd >= 0) {
-			recompress_tree(&q, dfd, *rel == '\0');
-			close(dfd);
-		}
+		if (dfd >= 0)
+			recompress_tree(&q, dfd, *rel == '\0', 0);
 	} else {
 		close(fd);
 		*why = "not a regular file or a directory";
@@ -1229,6 +1290,10 @@ static int cmd_recompress(struct sq_mount *m, char *arg, const char **why)
 	       "blocks%s", *rel ? rel : ".", spec,
 	       (unsigned long long)q.files, (unsigned long long)q.blocks,
 	       q.failed ? " (some failed)" : "");
+	if (q.err_stop) {
+		*why = "interrupted";
+		return q.err_stop;
+	}
 	if (q.failed) {
 		*why = q.err == -EIO ? "a file is damaged (see the log)" :
 		       strerror(-q.err);
@@ -1272,9 +1337,16 @@ static int pin_of(struct sq_mount *m, struct sq_inode *i, char *spec)
 	if (r && r != -ENODATA)
 		return r;
 	pthread_mutex_lock(&i->lock);
-	i->pin_state = r ? 1 : 2;
-	if (!r)
-		memcpy(i->pin, spec, SQ_PIN_MAX);
+	/* A setxattr meanwhile filled it: its answer is the newer one. */
+	if (i->pin_state) {
+		r = i->pin_state == 2 ? 0 : -ENODATA;
+		if (!r)
+			memcpy(spec, i->pin, SQ_PIN_MAX);
+	} else {
+		i->pin_state = r ? 1 : 2;
+		if (!r)
+			memcpy(i->pin, spec, SQ_PIN_MAX);
+	}
 	pthread_mutex_unlock(&i->lock);
 	return r;
 }
@@ -1318,7 +1390,7 @@ static void reply_value(fuse_req_t req, const char *buf, size_t n,
 struct file_row {
 	int64_t id;
 	bool found;
-	char cls[16];
+	char cls[32];
 	int state;
 };
 
@@ -1367,11 +1439,14 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 		fd = sq_inode_open(i, O_RDONLY | O_DIRECTORY);
 		r = fd < 0 ? -errno :
 		    sq_usage_tree(fs, fd, i == &fs->root, u);
-		if (fd >= 0)
-			close(fd);
-		if (r)
+		if (fd < 0)
 			goto out;
-		fprintf(f, "{\"type\": \"directory\", \"logical_bytes\": %llu, "
+		close(fd);
+		/* What could not be walked is said; the rest still counts. */
+		fputc('{', f);
+		if (r)
+			fprintf(f, "\"error\": \"%s\", ", strerror(-r));
+		fprintf(f, "\"type\": \"directory\", \"logical_bytes\": %llu, "
 			"\"allocated_bytes\": %llu, \"ratio\": %.4f, "
 			"\"files\": %llu, \"packed_files\": %llu, "
 			"\"damaged_files\": %llu, \"directories\": %llu, "
@@ -1416,7 +1491,7 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 			(unsigned long long)u->allocated_bytes,
 			ratio(u->allocated_bytes, u->logical_bytes));
 		if (fr.found && fr.cls[0])
-			fprintf(f, "\"%s\"", fr.cls);
+			json_str(f, fr.cls);
 		else
 			fputs("null", f);
 		fprintf(f, ", \"state\": \"%s\", \"packed\": %s, "

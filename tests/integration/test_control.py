@@ -498,7 +498,6 @@ def test_bad_commands(make_mount, tmp_path):
         (b"settle /etc/passwd", "absolute path"),
         (b"settle d/out", "out of the mount"),
         (b"settle abs-link", "out of the mount"),
-        (b"settle nosuchfile", "no such file"),
         (b"settle .squeezefs/stats", "control directory"),
         (b"recompress f zstd:42", "unknown codec"),
         (b"policy turbo", "unknown policy"),
@@ -512,12 +511,22 @@ def test_bad_commands(make_mount, tmp_path):
         err = read_ctl(m, "last_error").decode()
         assert err.endswith("\n") and err.count("\n") == 1, err
         assert why in err, (cmd[:40], err)
+    # a name that is not there: ENOENT, said the same way
+    assert command(m, "settle nosuchfile") == errno.ENOENT
+    assert "no such file" in read_ctl(m, "last_error").decode()
     assert stats(m)["policy"] == policy0
     after = subprocess.run(["find", m.backing, "-printf", "%p %s %T@\n"],
                            capture_output=True, text=True).stdout
     strip = lambda t: sorted(ln for ln in t.splitlines()
                              if "/.squeezefs" not in ln)
     assert strip(after) == strip(bx)
+    # the argument is taken as it is: a name may start with a blank
+    with open(m.path(" f"), "wb") as f:
+        f.write(b"blank " * 1000)
+    assert command(m, "recompress  f lz4") == 0
+    assert set(xstats(m.path(" f"))["blocks"]) == {"lz4:1"}
+    assert "lz4:1" not in xstats(m.path("f"))["blocks"]
+    os.unlink(m.path(" f"))
     # good ones still work, and change what they say
     assert command(m, "policy max\n") == 0
     assert stats(m)["policy"]["name"] == "max"
