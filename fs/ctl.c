@@ -35,6 +35,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -452,6 +453,23 @@ static void metric(FILE *f, const char *name, const char *type,
 	fprintf(f, "squeezefs_%s %.17g\n", name, v);
 }
 
+/* A family with one sample per codec and level: the uint64_t at @field
+ * of each struct sq_usage_codec. */
+static void codec_metric(FILE *f, const struct sq_usage *u, const char *name,
+			 const char *help, size_t field)
+{
+	metric_head(f, name, "gauge", help);
+	for (size_t k = 0; k < u->ncodecs; k++) {
+		const struct sq_usage_codec *c = &u->codecs[k];
+		uint64_t v;
+
+		memcpy(&v, (const char *)c + field, sizeof(v));
+		fprintf(f, "squeezefs_%s{codec=\"%s\",level=\"%d\"} %llu\n",
+			name, codec_name(c->codec), c->level,
+			(unsigned long long)v);
+	}
+}
+
 static void write_metrics(struct sq_mount *m, const struct snap *s, FILE *f)
 {
 	const struct sq_usage *u = &s->u;
@@ -474,27 +492,14 @@ static void write_metrics(struct sq_mount *m, const struct snap *s, FILE *f)
 	metric(f, "damaged_files", "gauge",
 	       "Files that do not read as containers.",
 	       (double)u->damaged_files);
-	metric_head(f, "codec_blocks", "gauge",
-		    "Blocks stored per codec and level.");
-	for (size_t k = 0; k < u->ncodecs; k++)
-		fprintf(f, "squeezefs_codec_blocks{codec=\"%s\",level=\"%d\"} "
-			"%llu\n", codec_name(u->codecs[k].codec),
-			u->codecs[k].level,
-			(unsigned long long)u->codecs[k].blocks);
-	metric_head(f, "codec_stored_bytes", "gauge",
-		    "Payload bytes of the blocks per codec and level.");
-	for (size_t k = 0; k < u->ncodecs; k++)
-		fprintf(f, "squeezefs_codec_stored_bytes{codec=\"%s\","
-			"level=\"%d\"} %llu\n", codec_name(u->codecs[k].codec),
-			u->codecs[k].level,
-			(unsigned long long)u->codecs[k].stored_bytes);
-	metric_head(f, "codec_logical_bytes", "gauge",
-		    "Logical bytes of the blocks per codec and level.");
-	for (size_t k = 0; k < u->ncodecs; k++)
-		fprintf(f, "squeezefs_codec_logical_bytes{codec=\"%s\","
-			"level=\"%d\"} %llu\n", codec_name(u->codecs[k].codec),
-			u->codecs[k].level,
-			(unsigned long long)u->codecs[k].raw_bytes);
+	codec_metric(f, u, "codec_blocks", "Blocks stored per codec and level.",
+		     offsetof(struct sq_usage_codec, blocks));
+	codec_metric(f, u, "codec_stored_bytes",
+		     "Payload bytes of the blocks per codec and level.",
+		     offsetof(struct sq_usage_codec, stored_bytes));
+	codec_metric(f, u, "codec_logical_bytes",
+		     "Logical bytes of the blocks per codec and level.",
+		     offsetof(struct sq_usage_codec, raw_bytes));
 	metric(f, "cache_bytes", "gauge", "Decompressed blocks cached.",
 	       (double)s->cache.bytes);
 	metric(f, "cache_capacity_bytes", "gauge", "Block cache size.",
@@ -1376,8 +1381,8 @@ void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
 		       "codec pin %s: %s", spec, strerror(-r));
 }
 
-static void reply_value(fuse_req_t req, const char *buf, size_t n,
-			size_t size)
+void sq_fs_reply_xattr(fuse_req_t req, const char *buf, size_t n,
+		       size_t size)
 {
 	if (size == 0)
 		fuse_reply_xattr(req, n);
@@ -1542,7 +1547,7 @@ void sq_ctl_getxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 		if (r)
 			fuse_reply_err(req, -r);
 		else
-			reply_value(req, spec, strlen(spec), size);
+			sq_fs_reply_xattr(req, spec, strlen(spec), size);
 		return;
 	}
 	f = open_memstream(&data, &len);
@@ -1556,7 +1561,7 @@ void sq_ctl_getxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 	if (r)
 		fuse_reply_err(req, -r);
 	else
-		reply_value(req, data, len, size);
+		sq_fs_reply_xattr(req, data, len, size);
 	free(data);
 }
 

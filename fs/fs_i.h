@@ -86,6 +86,10 @@ void sq_ctl_getxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 /* @value NULL: remove. */
 void sq_ctl_setxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 		     const char *value, size_t size, int flags);
+/* A getxattr/listxattr reply of the @n bytes at @buf to a request for
+ * @size bytes: the length when @size is 0, ERANGE when it is short. */
+void sq_fs_reply_xattr(fuse_req_t req, const char *buf, size_t n,
+		       size_t size);
 /* A file or directory was just made in @parent: it inherits @parent's
  * pin.  The new object is open as @fd (a real fd), or is @child. */
 void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,

@@ -1598,17 +1598,6 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	change_xattr(req, ino, name, value, size, flags);
 }
 
-static void reply_xattr(fuse_req_t req, const char *buf, size_t n,
-			size_t size)
-{
-	if (size == 0)
-		fuse_reply_xattr(req, n);
-	else if (n > size)
-		fuse_reply_err(req, ERANGE);
-	else
-		fuse_reply_buf(req, buf, n);
-}
-
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			size_t size)
 {
@@ -1633,7 +1622,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
-		reply_xattr(req, buf, (size_t)n, size);
+		sq_fs_reply_xattr(req, buf, (size_t)n, size);
 	free(buf);
 }
 
@@ -1647,7 +1636,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
 	else
-		reply_xattr(req, list, (size_t)n, size);
+		sq_fs_reply_xattr(req, list, (size_t)n, size);
 	free(list);
 }
 
