@@ -108,6 +108,8 @@ static bool reserved(struct sq_fs *fs, struct sq_inode *parent,
 
 /* ---- attributes ---- */
 
+static void emfile_warn(void);
+
 /*
  * The attributes the mount shows: the backing object's, with a regular
  * file's logical size from its container (st_blocks stays the backing
@@ -171,6 +173,16 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 
 		/* A stat is no access: leave the file's atime alone. */
 		fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
+		/* Out of descriptors or memory for a moment: the size is
+		 * not known, and the backing size would be a wrong one. */
+		if (fd < 0 && (errno == EMFILE || errno == ENFILE ||
+			       errno == ENOMEM)) {
+			r = -errno;
+			pthread_mutex_unlock(&i->lock);
+			if (r != -ENOMEM)
+				emfile_warn();
+			return r;
+		}
 		/* An unreadable or damaged container keeps the backing size:
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */

@@ -2,7 +2,7 @@
 writes, reads, truncates, punches holes, fsyncs, reopens and remounts at
 random offsets and sizes crossing block boundaries, with and without a
 shared writable mapping, and compares every read with a model file on the
-plain filesystem.  100,000 operations per configuration (1,000,000 with
+plain filesystem.  75,000 operations per configuration (1,000,000 with
 SQ_LONG=1); 30,000 in the passes of `make test` that add a mount option
 (writeback_cache, the matrix), which repeat the default pass's runs under
 other code paths and would otherwise double their time."""
@@ -15,7 +15,7 @@ import pytest
 from fsx_model import Fsx
 from sqfs_util import EXTRA_OPTS, LONG
 
-OPS = 1_000_000 if LONG else 30_000 if EXTRA_OPTS else 100_000
+OPS = 1_000_000 if LONG else 30_000 if EXTRA_OPTS else 75_000
 REMOUNT_EVERY = 5000
 
 
