@@ -179,3 +179,10 @@ ssize_t sq_codec_decompress(struct sq_codec_ctx *ctx, int id,
 	assert(ret < 0 || (size_t)ret == rawlen);
 	return ret;
 }
+
+const char *sq_codec_name(int id)
+{
+	const struct sq_codec_info *ci = sq_codec_info(id);
+
+	return ci ? ci->name : "?";
+}

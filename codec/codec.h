@@ -31,6 +31,9 @@ struct sq_codec_info {
 /* Static description of codec @id, or NULL when @id is unknown. */
 const struct sq_codec_info *sq_codec_info(int id);
 
+/* The name of codec @id ("zstd"), "?" when @id is unknown. */
+const char *sq_codec_name(int id);
+
 /* Codec id for @name ("zstd"), or -EINVAL. */
 int sq_codec_by_name(const char *name);
 

@@ -85,7 +85,7 @@ const struct sq_an *sq_pin_an(struct sq_pins *p, const char *spec)
 		snprintf(key, sizeof(key), "%s", sq_an_policy_name(pol));
 	else if (sq_codec_parse(spec, &codec, &level) == 0)
 		snprintf(key, sizeof(key), "%s:%d",
-			 sq_codec_info(codec)->name, level);
+			 sq_codec_name(codec), level);
 	else
 		return NULL;
 	spec = key;

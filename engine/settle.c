@@ -186,13 +186,6 @@ static uint64_t rec_pages(uint64_t idx, int slot, uint32_t len)
 
 /* ---- re-scoring ---- */
 
-static const char *codec_name(int id)
-{
-	const struct sq_codec_info *ci = sq_codec_info(id);
-
-	return ci ? ci->name : "?";
-}
-
 /*
  * Per class, the loop measures what settling saves over the foreground's
  * stored bytes and what it costs, over windows of RESCORE_BLOCKS blocks.
@@ -261,7 +254,7 @@ static void score(struct sq_settle *s, const struct sq_an_result *ar,
 		     "\"min_saving\":%.4f,\"cpu_seconds\":%.3f}",
 		     sq_an_class_name(cls),
 		     s->paused[cls] ? "stop settling" : "settle again",
-		     codec_name(codec), level,
+		     sq_codec_name(codec), level,
 		     (unsigned long long)w->blocks,
 		     (unsigned long long)w->raw, (unsigned long long)w->fg,
 		     (unsigned long long)w->settled, saving,
@@ -274,7 +267,7 @@ static void score(struct sq_settle *s, const struct sq_an_result *ar,
 	       "the foreground's codecs on %llu blocks (threshold %.1f%%)",
 	       sq_an_class_name(cls),
 	       s->paused[cls] ? "no longer settled," : "settled again,",
-	       codec_name(codec), level, 100.0 * saving,
+	       sq_codec_name(codec), level, 100.0 * saving,
 	       (unsigned long long)w->blocks,
 	       100.0 * (s->paused[cls] ? need : need * RESUME_FACTOR));
 reset:

@@ -305,13 +305,6 @@ static void take_snap(struct sq_mount *m, struct snap *s)
 		sq_track_with_db(fs->track, read_states, s);
 }
 
-static const char *codec_name(int id)
-{
-	const struct sq_codec_info *ci = sq_codec_info(id);
-
-	return ci ? ci->name : "?";
-}
-
 static void json_policy(FILE *f, const struct sq_an *an)
 {
 	bool first = true;
@@ -323,7 +316,7 @@ static void json_policy(FILE *f, const struct sq_an *an)
 		if (sq_an_policy_get(an, c, &codec, &level))
 			continue;
 		fprintf(f, "%s\"%s\": \"%s:%d\"", first ? "" : ", ",
-			sq_an_class_name(c), codec_name(codec), level);
+			sq_an_class_name(c), sq_codec_name(codec), level);
 		first = false;
 	}
 	fputc('}', f);
@@ -365,7 +358,7 @@ static void write_stats(struct sq_mount *m, const struct snap *s, FILE *f)
 		fprintf(f, "%s\n    {\"codec\": \"%s\", \"level\": %d, "
 			"\"blocks\": %llu, \"logical_bytes\": %llu, "
 			"\"stored_bytes\": %llu, \"ratio\": %.4f}",
-			k ? "," : "", codec_name(c->codec), c->level,
+			k ? "," : "", sq_codec_name(c->codec), c->level,
 			(unsigned long long)c->blocks,
 			(unsigned long long)c->raw_bytes,
 			(unsigned long long)c->stored_bytes,
@@ -465,7 +458,7 @@ static void codec_metric(FILE *f, const struct sq_usage *u, const char *name,
 
 		memcpy(&v, (const char *)c + field, sizeof(v));
 		fprintf(f, "squeezefs_%s{codec=\"%s\",level=\"%d\"} %llu\n",
-			name, codec_name(c->codec), c->level,
+			name, sq_codec_name(c->codec), c->level,
 			(unsigned long long)v);
 	}
 }
@@ -1317,9 +1310,16 @@ bool sq_ctl_xattr(const char *name)
 	return !strcmp(name, XATTR_STATS) || !strcmp(name, XATTR_CODEC);
 }
 
-static void proc_path(char *buf, size_t n, int fd)
+/* What @i's cache says of its pin (lock held): 0 and @spec, -ENODATA,
+ * or -EAGAIN when it has not been read yet. */
+static int pin_cached(const struct sq_inode *i, char *spec)
 {
-	snprintf(buf, n, "/proc/self/fd/%d", fd);
+	if (!i->pin_state)
+		return -EAGAIN;
+	if (i->pin_state == 1)
+		return -ENODATA;
+	memcpy(spec, i->pin, SQ_PIN_MAX);
+	return 0;
 }
 
 /* @i's pin (cached for directories): 0 and @spec, or -ENODATA. */
@@ -1329,24 +1329,18 @@ static int pin_of(struct sq_mount *m, struct sq_inode *i, char *spec)
 	int r;
 
 	pthread_mutex_lock(&i->lock);
-	if (i->pin_state) {
-		r = i->pin_state == 2 ? 0 : -ENODATA;
-		if (!r)
-			memcpy(spec, i->pin, SQ_PIN_MAX);
-		pthread_mutex_unlock(&i->lock);
-		return r;
-	}
+	r = pin_cached(i, spec);
 	pthread_mutex_unlock(&i->lock);
-	proc_path(path, sizeof(path), i->fd);
+	if (r != -EAGAIN)
+		return r;
+	sq_proc_path(path, sizeof(path), i->fd);
 	r = sq_pin_get(&m->fs, -1, path, spec);
 	if (r && r != -ENODATA)
 		return r;
 	pthread_mutex_lock(&i->lock);
 	/* A setxattr meanwhile filled it: its answer is the newer one. */
 	if (i->pin_state) {
-		r = i->pin_state == 2 ? 0 : -ENODATA;
-		if (!r)
-			memcpy(spec, i->pin, SQ_PIN_MAX);
+		r = pin_cached(i, spec);
 	} else {
 		i->pin_state = r ? 1 : 2;
 		if (!r)
@@ -1367,7 +1361,7 @@ void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
 	if (fd >= 0) {
 		r = sq_pin_set(&m->fs, fd, NULL, spec);
 	} else {
-		proc_path(path, sizeof(path), child->fd);
+		sq_proc_path(path, sizeof(path), child->fd);
 		r = sq_pin_set(&m->fs, -1, path, spec);
 		if (!r) {
 			pthread_mutex_lock(&child->lock);
@@ -1422,7 +1416,7 @@ static void json_blocks(FILE *f, const struct sq_usage *u)
 	fputc('{', f);
 	for (size_t k = 0; k < u->ncodecs; k++)
 		fprintf(f, "%s\"%s:%d\": %llu", k ? ", " : "",
-			codec_name(u->codecs[k].codec), u->codecs[k].level,
+			sq_codec_name(u->codecs[k].codec), u->codecs[k].level,
 			(unsigned long long)u->codecs[k].blocks);
 	fputc('}', f);
 }
@@ -1513,7 +1507,7 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 		fprintf(f, "%s{\"codec\": \"%s\", \"level\": %d, "
 			"\"blocks\": %llu, \"logical_bytes\": %llu, "
 			"\"stored_bytes\": %llu}", k ? ", " : "",
-			codec_name(u->codecs[k].codec), u->codecs[k].level,
+			sq_codec_name(u->codecs[k].codec), u->codecs[k].level,
 			(unsigned long long)u->codecs[k].blocks,
 			(unsigned long long)u->codecs[k].raw_bytes,
 			(unsigned long long)u->codecs[k].stored_bytes);
@@ -1602,7 +1596,7 @@ void sq_ctl_setxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	pthread_mutex_lock(&i->lock);
 	r = sq_pin_set(&m->fs, -1, path, value ? spec : NULL);
 	if (!r) {

@@ -13,6 +13,7 @@
 
 #include <stdatomic.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdbool.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -49,6 +50,13 @@ struct sq_mount {
 	pthread_mutex_t ctl_lock;
 	char last_error[512];	/* guarded by ctl_lock */
 };
+
+/* The /proc/self/fd path of @fd: path-only calls (xattrs, linkat) on an
+ * O_PATH descriptor. */
+static inline void sq_proc_path(char *buf, size_t n, int fd)
+{
+	snprintf(buf, n, "/proc/self/fd/%d", fd);
+}
 
 static inline struct sq_mount *sq_mount_of(struct sq_fs *fs)
 {

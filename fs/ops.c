@@ -89,11 +89,6 @@ static void show_attr(const struct sq_fs *fs, struct stat *st)
 	st->st_ino = show_ino(fs, st->st_dev, st->st_ino);
 }
 
-static void proc_path(char *buf, size_t n, int fd)
-{
-	snprintf(buf, n, "/proc/self/fd/%d", fd);
-}
-
 /* Set once by op_init(), before any request. */
 static bool as_root;
 static uid_t daemon_uid;
@@ -150,7 +145,7 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		struct sq_pack_ref ref;
 		char path[64];
 
-		proc_path(path, sizeof(path), i->fd);
+		sq_proc_path(path, sizeof(path), i->fd);
 		r = sq_pack_get_ref(-1, path, &ref);
 		if (r == 0) {
 			/* Version 3's: the packer gives it a stub. */
@@ -373,7 +368,7 @@ static void data_changed(fuse_req_t req, struct sq_inode *i)
 	if ((st.st_mode & S_ISGID) &&
 	    ((st.st_mode & S_IXGRP) || !caller_in_group(req, st.st_gid)))
 		mode &= ~(mode_t)S_ISGID;
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	if (chmod(path, mode))
 		sq_log(SQ_LOG_WARN, "clearing setuid/setgid of a changed file "
 		       "failed: %s", strerror(errno));
@@ -389,7 +384,7 @@ static int set_times(struct sq_inode *i, const struct timespec ts[2])
 		return -errno;
 	if (i->type == S_IFLNK)
 		return -EPERM;
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	return utimensat(AT_FDCWD, path, ts, 0) ? -errno : 0;
 }
 
@@ -403,7 +398,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	int r = 0;
 
 	(void)fi;
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	if (valid & FUSE_SET_ATTR_MODE) {
 		mode_t mode = attr->st_mode & 07777;
 
@@ -662,7 +657,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	}
 	r = linkat(i->fd, "", p->fd, newname, AT_EMPTY_PATH);
 	if (r && (errno == ENOENT || errno == EINVAL || errno == EPERM)) {
-		proc_path(path, sizeof(path), i->fd);
+		sq_proc_path(path, sizeof(path), i->fd);
 		r = linkat(AT_FDCWD, path, p->fd, newname, AT_SYMLINK_FOLLOW);
 	}
 	if (r) {
@@ -737,14 +732,14 @@ static void replaced_get(struct sq_fs *fs, struct sq_inode *dir,
 			v->ref = v->i->cached_ref;
 			return;
 		}
-		proc_path(path, sizeof(path), v->i->fd);
+		sq_proc_path(path, sizeof(path), v->i->fd);
 	} else {
 		if (st.st_size > SQ_PACK_STUB_LEN)
 			return;
 		v->fd = openat(dir->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 		if (v->fd < 0)
 			return;
-		proc_path(path, sizeof(path), v->fd);
+		sq_proc_path(path, sizeof(path), v->fd);
 	}
 	v->packed = st.st_size <= SQ_PACK_STUB_LEN &&
 		    sq_pack_get_ref(-1, path, &v->ref) == 0;
@@ -1034,7 +1029,7 @@ static int backing_access(int fd, int mask)
 {
 	char path[64];
 
-	proc_path(path, sizeof(path), fd);
+	sq_proc_path(path, sizeof(path), fd);
 	return faccessat(AT_FDCWD, path, mask, AT_EACCESS) ? errno : 0;
 }
 
@@ -1097,7 +1092,7 @@ static int opath_of(struct sq_inode *parent, const char *name, int fd,
 			return 0;
 		close(*pfd);
 	}
-	proc_path(path, sizeof(path), fd);
+	sq_proc_path(path, sizeof(path), fd);
 	*pfd = open(path, O_PATH | O_CLOEXEC);
 	if (*pfd < 0)
 		return -errno;
@@ -1596,7 +1591,7 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	char path[64];
 	int r;
 
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	xattr_changing(i);
 	r = sq_xattr_set(path, name, value, size, flags);
 	xattr_changing(i);
@@ -1623,7 +1618,7 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		fuse_reply_err(req, ENODATA);
 		return;
 	}
-	proc_path(path, sizeof(path), i->fd);
+	sq_proc_path(path, sizeof(path), i->fd);
 	if (size && !(buf = malloc(size))) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -1643,7 +1638,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	char path[64], *list;
 	ssize_t n;
 
-	proc_path(path, sizeof(path), ino_of(req, ino)->fd);
+	sq_proc_path(path, sizeof(path), ino_of(req, ino)->fd);
 	n = sq_xattr_list(path, &list);
 	if (n < 0)
 		fuse_reply_err(req, (int)-n);
