@@ -46,55 +46,19 @@ struct seen {
 struct export {
 	struct sq_codec_ctx *cctx;
 	struct sq_pack *pack;
+	struct sq_vol vol;	/* BACKING's: plain files are copied as is */
 	void *buf;		/* one block, of the largest size */
-	bool progress, root;
-	uint64_t total, done, files, damaged;
+	bool root;
+	struct sq_progress p;	/* bytes of files written */
+	uint64_t files, damaged;
 	bool error;
-	struct timespec start, last;
 	struct seen *seen;
 	size_t nseen;
 };
 
-static double since(const struct timespec *a, const struct timespec *b)
-{
-	return (double)(b->tv_sec - a->tv_sec) +
-	       (double)(b->tv_nsec - a->tv_nsec) / 1e9;
-}
-
-static void show(struct export *x, bool final)
-{
-	struct timespec now;
-	double t, rate;
-
-	if (!x->progress)
-		return;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && since(&x->last, &now) < 0.2)
-		return;
-	x->last = now;
-	t = since(&x->start, &now);
-	rate = t > 0 ? (double)x->done / t : 0;
-	fprintf(stderr, "\r%.1f of %.1f MiB (%3.0f%%), %.1f MiB/s, ETA ",
-		(double)x->done / 1048576, (double)x->total / 1048576,
-		x->total ? 100.0 * (double)x->done / (double)x->total : 100.0,
-		rate / 1048576);
-	if (rate > 0 && x->total >= x->done) {
-		unsigned long s = (unsigned long)((double)(x->total - x->done) /
-						  rate);
-
-		fprintf(stderr, "%lu:%02lu:%02lu ", s / 3600, s / 60 % 60,
-			s % 60);
-	} else {
-		fprintf(stderr, "--:--:-- ");
-	}
-	if (final)
-		fputc('\n', stderr);
-}
-
 static void fail(struct export *x, const char *path, int err)
 {
-	if (x->progress)
-		fputc('\n', stderr);
+	sq_progress_break(&x->p);
 	fprintf(stderr, "squeezefs export: %s: %s\n", path, strerror(err));
 	x->error = true;
 }
@@ -109,10 +73,11 @@ static int open_ctr(struct export *x, int fd, const struct stat *st,
 	int r;
 
 	if (st->st_size > SQ_PACK_STUB_LEN)
-		return sq_ctr_open(fd, SQ_DEFAULT_BLOCK_SHIFT, ctr);
+		return sq_ctr_open_vol(fd, SQ_DEFAULT_BLOCK_SHIFT, &x->vol, ctr);
 	r = sq_pack_get_ref(fd, NULL, &ref);
-	if (r == -ENODATA && st->st_size == 0)
-		return sq_ctr_open(fd, SQ_DEFAULT_BLOCK_SHIFT, ctr);
+	if (r == -ENODATA && (st->st_size == 0 ||
+			      sq_ctr_kind(fd, &x->vol) == SQ_KIND_PLAIN))
+		return sq_ctr_open_vol(fd, SQ_DEFAULT_BLOCK_SHIFT, &x->vol, ctr);
 	if (r == -ENODATA) {
 		printf("%s: packed file lost its pack reference (copied "
 		       "without xattrs?): squeezefs fsck --repair may restore "
@@ -150,7 +115,7 @@ static int copy_data(struct export *x, struct sq_ctr *ctr, int out,
 
 		if (next < 0)
 			return (int)next;
-		x->done += ((uint64_t)next - idx) * bs;
+		x->p.done += ((uint64_t)next - idx) * bs;
 		idx = (uint64_t)next;
 		if (idx >= n)
 			break;
@@ -168,9 +133,9 @@ static int copy_data(struct export *x, struct sq_ctr *ctr, int out,
 		len = size - idx * bs < bs ? size - idx * bs : bs;
 		if (pwrite(out, x->buf, len, (off_t)(idx * bs)) != (ssize_t)len)
 			return errno ? -errno : -EIO;
-		x->done += len;
+		x->p.done += len;
 		idx++;
-		show(x, false);
+		sq_progress_show(&x->p, false);
 	}
 	if (ftruncate(out, (off_t)size))
 		return -errno;
@@ -367,7 +332,7 @@ static void walk(struct export *x, int dirfd, const char *src,
 }
 
 /* The logical bytes BACKING holds, for the progress line. */
-static uint64_t count(int dirfd, bool top)
+static uint64_t count(struct export *x, int dirfd, bool top)
 {
 	uint64_t sum = 0;
 	struct dirent *de;
@@ -397,10 +362,11 @@ static uint64_t count(int dirfd, bool top)
 		if (f < 0)
 			continue;
 		if (S_ISDIR(st.st_mode))
-			sum += count(f, false);
-		else if (st.st_size <= SQ_PACK_STUB_LEN)
-			sum += sq_pack_get_ref(f, NULL, &ref) ? 0 : ref.size;
-		else if (sq_ctr_peek_size(f, &size) == 0)
+			sum += count(x, f, false);
+		else if (st.st_size <= SQ_PACK_STUB_LEN &&
+			 !sq_pack_get_ref(f, NULL, &ref))
+			sum += ref.size;
+		else if (sq_ctr_peek_size(f, &x->vol, &size) == 0)
 			sum += size;
 		close(f);
 	}
@@ -413,16 +379,17 @@ int sq_admin_export(int argc, char **argv)
 	struct export x;
 	const char *backing, *dest;
 	struct stat st;
+	struct timespec t0, t1;
 	char real[PATH_MAX];
+	bool progress = isatty(2);
 	int fd, lock, k = 1, r;
 
 	memset(&x, 0, sizeof(x));
-	x.progress = isatty(2);
 	for (; k < argc && argv[k][0] == '-'; k++) {
 		if (!strcmp(argv[k], "--progress"))
-			x.progress = true;
+			progress = true;
 		else if (!strcmp(argv[k], "--no-progress"))
-			x.progress = false;
+			progress = false;
 		else
 			break;
 	}
@@ -438,6 +405,19 @@ int sq_admin_export(int argc, char **argv)
 		fprintf(stderr, "squeezefs export: %s: %s\n", backing,
 			strerror(errno));
 		return EXPORT_ERROR;
+	}
+	/* Before the lock, which would make .squeezefs/ (meta/volume.c). */
+	{
+		bool found;
+
+		r = sq_vol_load(fd, &x.vol, &found);
+		if (r) {
+			fprintf(stderr, "squeezefs export: %s/.squeezefs/"
+				"volume: %s\n", backing, r == -EBADMSG ?
+				"damaged" : strerror(-r));
+			close(fd);
+			return EXPORT_ERROR;
+		}
 	}
 	/* A mount changes files while they are read: refused, as fsck
 	 * --reclaim is (it waits for a daemon just unmounted). */
@@ -479,17 +459,18 @@ int sq_admin_export(int argc, char **argv)
 		close(fd);
 		return EXPORT_ERROR;
 	}
-	if (x.progress)
-		x.total = count(fd, true);
-	clock_gettime(CLOCK_MONOTONIC, &x.start);
-	x.last = x.start;
+	sq_progress_start(&x.p, "export", progress,
+			  progress ? count(&x, fd, true) : 0);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	walk(&x, fd, backing, dest, true);
 	if (fstat(fd, &st) == 0)
 		copy_meta(&x, backing, dest, &st);
-	show(&x, true);
+	sq_progress_show(&x.p, true);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("%" PRIu64 " files exported to %s, %" PRIu64 " bytes in %.1f s; "
-	       "%" PRIu64 " damaged\n", x.files, dest, x.done,
-	       since(&x.start, &x.last), x.damaged);
+	       "%" PRIu64 " damaged\n", x.files, dest, x.p.done,
+	       (double)(t1.tv_sec - t0.tv_sec) +
+		       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9, x.damaged);
 	sq_pack_close(x.pack);
 	sq_codec_ctx_free(x.cctx);
 	for (size_t i = 0; i < x.nseen; i++)

@@ -66,6 +66,8 @@ struct fsck {
 	size_t ndone, nwaiting;
 	struct sq_pack *pack;	/* BACKING's packs, read-only */
 	uint64_t files, damaged_files, blocks, stale, raw, stored;
+	struct sq_vol vol;	/* BACKING's (plain files are not ours) */
+	uint64_t plain_files, plain_bytes, lookalikes;
 	bool error;
 	bool unknown_ref;	/* a packed file whose image we cannot place */
 	const char *path;	/* of the file being checked */
@@ -521,6 +523,8 @@ static int check_packed(struct fsck *c, int dirfd, const char *name, int *fd)
 	r = sq_pack_get_ref(*fd, NULL, &ref);
 	if (r == -ENODATA && st.st_size == 0)
 		return 0;	/* an empty file */
+	if (r == -ENODATA && sq_ctr_kind(*fd, &c->vol) == SQ_KIND_PLAIN)
+		return 0;	/* one byte of a plain file */
 	if (r == -ENODATA)
 		return lost_stub(c, dirfd, name, fd, &st);
 	if (r) {
@@ -543,7 +547,7 @@ static int check_packed(struct fsck *c, int dirfd, const char *name, int *fd)
 		return mfd;
 	close(*fd);
 	*fd = mfd;
-	r = sq_ctr_peek_size(mfd, &size);
+	r = sq_ctr_peek_size(mfd, NULL, &size);
 	if (r == 0 && size != ref.size) {
 		printf("%s: packed: image holds %llu bytes, reference says "
 		       "%llu\n", c->path, (unsigned long long)size,
@@ -571,7 +575,23 @@ static void check_file(struct fsck *c, int dirfd, const char *name,
 	c->rel = path + c->backing_len + 1;
 	r = check_packed(c, dirfd, name, &fd);
 	if (!r)
-		r = sq_ctr_check_fd(fd, c->cctx, &rep, problem, c);
+		r = sq_ctr_check_fd(fd, &c->vol, c->cctx, &rep, problem, c);
+	if (!r && rep.plain) {
+		struct stat st;
+
+		c->plain_files++;
+		if (!fstat(fd, &st))
+			c->plain_bytes += (uint64_t)st.st_size;
+	}
+	/* Served as it is, but it may be a container whose header (both
+	 * copies of the volume id) was damaged: say so. */
+	if (!r && rep.lookalike) {
+		c->lookalikes++;
+		printf("%s: a plain file that begins like a squeezefs "
+		       "container (one of another BACKING, or one of this "
+		       "BACKING whose header is damaged): read as it is\n",
+		       path);
+	}
 	close(fd);
 	c->files++;
 	c->blocks += rep.blocks;
@@ -839,6 +859,20 @@ int sq_admin_fsck(int argc, char **argv)
 			strerror(errno));
 		return FSCK_ERROR;
 	}
+	/* Before the lock, which would make .squeezefs/ (meta/volume.c). */
+	{
+		bool found;
+
+		r = sq_vol_load(fd, &c.vol, &found);
+		if (r) {
+			fprintf(stderr, "squeezefs fsck: %s/.squeezefs/volume: "
+				"%s\n", backing, r == -EBADMSG ? "damaged "
+				"(remove it to check BACKING as one of "
+				"squeezefs before format 5)" : strerror(-r));
+			close(fd);
+			return FSCK_ERROR;
+		}
+	}
 	if (reclaim || repair) {
 		/* A mount frees and appends images meanwhile: what looks
 		 * orphaned to a walk may be live by its end; and a repair
@@ -920,6 +954,10 @@ int sq_admin_fsck(int argc, char **argv)
 	       (unsigned long long)c.damaged_files,
 	       (unsigned long long)c.stale, (unsigned long long)c.raw,
 	       (unsigned long long)c.stored);
+	if (c.plain_files)
+		printf("%" PRIu64 " plain files (%" PRIu64 " bytes) not yet "
+		       "converted into containers%s\n", c.plain_files,
+		       c.plain_bytes, c.lookalikes ? ", some named above" : "");
 	if (c.orphan_bytes)
 		printf("packs: %" PRIu64 " orphaned bytes, %" PRIu64 " pages "
 		       "with nothing else", c.orphan_bytes, c.orphan_pages);

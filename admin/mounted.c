@@ -317,43 +317,9 @@ struct job {
 	char **files;
 	uint64_t *sizes;
 	size_t n, cap;
-	uint64_t total, done;
+	struct sq_progress p;	/* bytes of the files done */
 	unsigned failed, busy;
-	bool tty;
-	struct timespec start, last;
 };
-
-static double since(const struct timespec *a, const struct timespec *b)
-{
-	return (double)(b->tv_sec - a->tv_sec) +
-	       (double)(b->tv_nsec - a->tv_nsec) / 1e9;
-}
-
-static void progress(struct job *j, bool final)
-{
-	struct timespec now;
-	double t, rate;
-	char eta[32] = "--:--:--";
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (!final && since(&j->last, &now) < (j->tty ? 0.2 : 5.0))
-		return;
-	j->last = now;
-	t = since(&j->start, &now);
-	rate = t > 0 ? (double)j->done / t : 0;
-	if (rate > 0 && j->total >= j->done) {
-		unsigned long s = (unsigned long)((double)(j->total - j->done) /
-						  rate);
-
-		snprintf(eta, sizeof(eta), "%lu:%02lu:%02lu", s / 3600,
-			 s / 60 % 60, s % 60);
-	}
-	fprintf(stderr, "%s%s: %.1f of %.1f MiB (%3.0f%%), %.1f MiB/s, "
-		"ETA %s%s", j->tty ? "\r" : "", j->verb,
-		(double)j->done / 1048576, (double)j->total / 1048576,
-		j->total ? 100.0 * (double)j->done / (double)j->total : 100.0,
-		rate / 1048576, eta, j->tty && !final ? " " : "\n");
-}
 
 /* Finds the root of the mount @path (real) is in: the highest directory
  * on its device; it must have the control directory. */
@@ -412,7 +378,7 @@ static int add_file(struct job *j, const char *rel, uint64_t size)
 	if (!j->files[j->n])
 		return -ENOMEM;
 	j->sizes[j->n++] = size;
-	j->total += size;
+	j->p.total += size;
 	return 0;
 }
 
@@ -481,8 +447,9 @@ static bool run_one(struct job *j, size_t k)
 		     : snprintf(cmd, sizeof(cmd), "%s %s", j->verb,
 				j->files[k]);
 	if (n < 0 || (size_t)n >= sizeof(cmd) || strchr(j->files[k], '\n')) {
-		fprintf(stderr, "%ssqueezefs %s: %s: name cannot be sent\n",
-			j->tty ? "\n" : "", j->verb, j->files[k]);
+		sq_progress_break(&j->p);
+		fprintf(stderr, "squeezefs %s: %s: name cannot be sent\n",
+			j->verb, j->files[k]);
 		j->failed++;
 		return true;
 	}
@@ -495,13 +462,14 @@ static bool run_one(struct job *j, size_t k)
 	j->failed++;
 	if (errno == EINVAL) {
 		last_error(j, why, sizeof(why));
-		fprintf(stderr, "%ssqueezefs %s: refused: %s\n",
-			j->tty ? "\n" : "", j->verb,
+		sq_progress_break(&j->p);
+		fprintf(stderr, "squeezefs %s: refused: %s\n", j->verb,
 			why[0] ? why : strerror(EINVAL));
 		return false;
 	}
-	fprintf(stderr, "%ssqueezefs %s: %s: %s\n", j->tty ? "\n" : "",
-		j->verb, j->files[k], strerror(errno));
+	sq_progress_break(&j->p);
+	fprintf(stderr, "squeezefs %s: %s: %s\n", j->verb, j->files[k],
+		strerror(errno));
 	return true;
 }
 
@@ -554,18 +522,17 @@ static int run_job(struct job *j, int argc, char **argv)
 			"and root may)\n", j->verb, ctl, strerror(errno));
 		return 1;
 	}
-	j->tty = isatty(2);
-	clock_gettime(CLOCK_MONOTONIC, &j->start);
-	j->last = j->start;
+	/* Started with the total counted (sizes are added up above). */
+	sq_progress_start(&j->p, j->verb, true, j->p.total);
 	for (size_t k = 0; k < j->n; k++) {
 		if (!run_one(j, k)) {
 			close(j->ctl);
 			return 1;
 		}
-		j->done += j->sizes[k];
-		progress(j, false);
+		j->p.done += j->sizes[k];
+		sq_progress_show(&j->p, false);
 	}
-	progress(j, true);
+	sq_progress_show(&j->p, true);
 	close(j->ctl);
 	if (j->busy) {
 		fprintf(stderr, "squeezefs %s: %u files were open and were "

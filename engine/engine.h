@@ -32,6 +32,7 @@
 #define SQ_ENGINE_H
 
 #include "engine/inode.h"
+#include "meta/container.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -64,10 +65,12 @@ struct sq_fs {
 	int root_fd;		/* O_PATH fd of BACKING */
 	int lock_fd;		/* BACKING/.squeezefs/lock (lock.h), or -1 */
 	unsigned block_shift;	/* for files created by this mount */
+	struct sq_vol vol;	/* BACKING's volume (meta/container.h) */
 	size_t cache_size;
 	struct sq_an *an;	/* storage policy (thread-safe) */
 	struct sq_an *an_hot;	/* the same, fast policy: rewritten blocks */
 	struct sq_an *an_tiny;	/* raw: files of one page; NULL: codec= */
+	struct sq_an *an_raw;	/* raw: plain files (meta/container.h) */
 	struct sq_cache *cache;
 	bool ro;		/* -o ro: BACKING is not written */
 
@@ -82,6 +85,9 @@ struct sq_fs {
 	uint64_t use_tick;	/* the clock of sq_inode.used */
 
 	atomic_size_t dirty_bytes; /* across all files */
+	/* Plain files converted (their backing inode replaced) so far: see
+	 * sq_inode_get(). */
+	atomic_uint_fast64_t conversions;
 	struct sq_wq *wq;	/* compression workers; NULL: store inline */
 	struct sq_wq *bg;	/* background jobs (packer, frees), one
 				 * thread; NULL: none (read-only, or stopped) */

@@ -450,6 +450,9 @@ static const struct sq_an *an_for(struct sq_fs *fs, struct sq_file *f,
 {
 	const struct sq_an *pin = atomic_load(&f->force);
 
+	/* A plain file stays as it is until converted (settle.h). */
+	if (sq_ctr_is_plain(f->ctr))
+		return fs->an_raw;
 	if (pin)
 		return pin;
 	pin = atomic_load(&f->pin);
@@ -717,6 +720,9 @@ static int unpack(struct sq_fs *fs, struct sq_inode *ino, int *fd,
 	r = sq_pack_get_ref(*fd, NULL, &ref);
 	if (r == -ENODATA && st->st_size == 0)
 		return 0;	/* an empty file */
+	/* One byte that is not a stub's zero: a plain file (FORMAT.md 2.1). */
+	if (r == -ENODATA && sq_ctr_kind(*fd, &fs->vol) == SQ_KIND_PLAIN)
+		return 0;
 	if (r == -ENODATA) {
 		/* A stub whose reference is gone: BACKING (or this file)
 		 * was copied without its xattrs.  Its data is still in a
@@ -800,6 +806,13 @@ static int open_locked(struct sq_fs *fs, struct sq_inode *ino, int mode,
 	int fd, r;
 	bool rw = true, unpacked = false;
 
+	/* Converted (settle.h): the kernel must look the name up anew. */
+	if (atomic_load(&ino->stale)) {
+		if (rwfd >= 0)
+			close(rwfd);
+		return -ESTALE;
+	}
+
 	if (want_write)
 		ino->wgen++;
 
@@ -881,7 +894,7 @@ open_ctr:
 	}
 	/* The handle takes the image, also when it fails. */
 	r = image ? sq_ctr_open_image(image, plen, &ctr)
-		  : sq_ctr_open(fd, fs->block_shift, &ctr);
+		  : sq_ctr_open_vol(fd, fs->block_shift, &fs->vol, &ctr);
 	if (r) {
 		/* An upgrade leaves the state other handles share in place,
 		 * so that it is never freed under them; a container unpacked

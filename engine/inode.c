@@ -171,6 +171,19 @@ int sq_inode_get(struct sq_fs *fs, int fd, const struct stat *st,
 		*out = i;
 		return 0;
 	}
+	/* A lookup may have opened a plain file's name just before the
+	 * settle loop put the container there: the unlinked plain file
+	 * must not become an inode (writes to it would be lost).  Asked only
+	 * once a conversion happened: it costs a stat. */
+	if (S_ISREG(st->st_mode) && atomic_load(&fs->conversions)) {
+		struct stat now;
+
+		if (fstat(fd, &now) == 0 && now.st_nlink == 0) {
+			pthread_mutex_unlock(&fs->itable_lock);
+			close(fd);
+			return -ESTALE;
+		}
+	}
 	i = calloc(1, sizeof(*i));
 	if (!i) {
 		pthread_mutex_unlock(&fs->itable_lock);

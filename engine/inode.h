@@ -82,6 +82,10 @@ struct sq_inode {
 	struct sq_pack_ref doomed_ref;
 	bool settling;		/* the settle loop is at it: the packer
 				 * leaves it alone */
+	/* Its backing file was replaced (a plain file converted, settle.h):
+	 * the front end answers ESTALE to opens and changes, and the kernel
+	 * looks the name up again.  Set under lock, read anywhere. */
+	atomic_bool stale;
 	uint64_t wgen;		/* moves at every open for writing: the
 				 * packer's proof that content it read is
 				 * still the file's (ctime ticks coarsely) */

@@ -239,7 +239,8 @@ static void read_one(struct sq_fs *fs, struct candidate *c)
 		n = pread(fd, c->image, (size_t)c->st.st_size, 0) ==
 		    c->st.st_size ? c->st.st_size : -1;
 	else	/* rewritten in place: its record is in slot 1 */
-		n = sq_ctr_compact_image(fd, c->image, SQ_PACK_IMAGE_MAX);
+		n = sq_ctr_compact_image(fd, &fs->vol, c->image,
+					  SQ_PACK_IMAGE_MAX);
 	if (n <= 0 || sq_ctr_image_size(c->image, (size_t)n, &c->ref.size)) {
 		/* Too big, damaged or changing: leave it as it is. */
 		free(c->image);

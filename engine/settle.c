@@ -6,8 +6,10 @@
 
 #include "analyzer/analyzer.h"
 #include "codec/codec.h"
+#include "engine/convert.h"
 #include "engine/engine.h"
 #include "engine/log.h"
+#include "engine/packer.h"
 #include "engine/pack_store.h"
 #include "engine/pin.h"
 #include "engine/track.h"
@@ -43,6 +45,7 @@ struct sq_settle {
 	struct sq_an *an_probe;	/* the settle policy as configured: probes
 				 * of classes that do not pay */
 	struct sq_wq *wq;	/* one thread */
+	int tmp_fd;		/* SQ_CONVERT_TMP (convert.h), or -1 */
 
 	/* The thread's (one job runs at a time). */
 	struct sq_wq_job round;
@@ -357,6 +360,11 @@ struct result {
 	struct { int codec, level; int64_t n; } dist[SQ_STATS_DELTA_BLOCKS];
 	size_t ndist;
 	bool dist_ok;
+	/* A plain file made a container (convert.h): a new inode, so a
+	 * new row. */
+	bool converted;
+	int64_t new_id;
+	uint64_t logical;
 };
 
 /* Counts one stored block of @res's file as @codec:@level.  A file of
@@ -443,6 +451,193 @@ static int mark_settling(void *arg, struct sq_stats *db,
 	return sq_stats_batch_file(b, &d);
 }
 
+/* ---- plain files (moved in) ---- */
+
+struct conv {
+	struct sq_settle *s;
+	struct sq_inode *i;
+	uint64_t wgen;
+	uint64_t cpu0;
+};
+
+static bool conv_begin(void *arg)
+{
+	struct conv *cv = arg;
+
+	pthread_mutex_lock(&cv->i->lock);
+	if (!busy(cv->s->fs, cv->i) && cv->i->wgen == cv->wgen)
+		return true;
+	pthread_mutex_unlock(&cv->i->lock);
+	return false;
+}
+
+static void conv_end(void *arg, bool swapped)
+{
+	struct conv *cv = arg;
+
+	if (swapped) {
+		/* Its backing file is gone: whoever still holds the inode
+		 * is sent to look the name up again (ESTALE). */
+		atomic_store(&cv->i->stale, true);
+		atomic_fetch_add(&cv->s->fs->conversions, 1);
+		cv->i->size_cached = false;
+	}
+	pthread_mutex_unlock(&cv->i->lock);
+}
+
+/* After each block: the CPU budget, and giving up to a user who opened
+ * the file meanwhile (a write wins). */
+static bool conv_pace(void *arg, uint64_t bytes)
+{
+	struct conv *cv = arg;
+	struct sq_settle *s = cv->s;
+	bool stop;
+
+	(void)bytes;
+	if (s->o.cpu < 100) {
+		uint64_t used = cpu_ns() - cv->cpu0;
+
+		sleep_ns(used * (100 - s->o.cpu) / s->o.cpu);
+	}
+	yield_to_foreground(s);
+	cv->cpu0 = cpu_ns();
+	pthread_mutex_lock(&cv->i->lock);
+	stop = busy(s->fs, cv->i) || cv->i->wgen != cv->wgen;
+	pthread_mutex_unlock(&cv->i->lock);
+	return stop || sq_wq_stopping(s->wq);
+}
+
+/* Converts the plain file @c (@opath: O_PATH, consumed; @pfd: readable,
+ * consumed; @st its stat). */
+static enum outcome convert_file(struct sq_settle *s, const struct cand *c,
+				 int opath, int pfd, const struct stat *st,
+				 struct result *res)
+{
+	struct sq_fs *fs = s->fs;
+	struct conv arg = { .s = s };
+	struct sq_convert cv = {
+		.vol = &fs->vol, .block_shift = fs->block_shift,
+		.an = s->an, .cctx = s->cctx, .tmp_fd = s->tmp_fd,
+		.begin = conv_begin, .end = conv_end, .pace = conv_pace,
+		.arg = &arg,
+	};
+	const char *slash = strrchr(c->path, '/');
+	char *dir = NULL;
+	uint64_t stored = 0;
+	ino_t new_ino = 0;
+	enum outcome out = FAILED;
+	int dirfd = -1, r;
+
+	if (st->st_nlink > 1) {
+		close(opath);
+		close(pfd);
+		res->why = "hard-linked plain file: left as it is";
+		return SKIP;
+	}
+	if (s->tmp_fd < 0) {
+		close(opath);
+		close(pfd);
+		res->why = "no .squeezefs/tmp";
+		return FAILED;
+	}
+	if (sq_inode_get(fs, opath, st, SQ_IREF_PIN, &arg.i)) {
+		close(pfd);
+		return FAILED;
+	}
+	pthread_mutex_lock(&arg.i->lock);
+	if (busy(fs, arg.i) || arg.i->settling) {
+		pthread_mutex_unlock(&arg.i->lock);
+		out = BUSY;
+		goto out;
+	}
+	arg.wgen = arg.i->wgen;
+	arg.i->settling = true;	/* the packer leaves it alone */
+	pthread_mutex_unlock(&arg.i->lock);
+
+	dir = slash ? strndup(c->path, (size_t)(slash - c->path)) : NULL;
+	dirfd = openat(fs->root_fd, dir ? dir : ".", O_RDONLY | O_DIRECTORY |
+		       O_NOFOLLOW | O_CLOEXEC);
+	if (dirfd < 0) {
+		r = -errno;
+	} else {
+		arg.cpu0 = cpu_ns();
+		r = sq_convert_file(&cv, dirfd, slash ? slash + 1 : c->path,
+				    pfd, st, &stored, &new_ino);
+	}
+	pthread_mutex_lock(&arg.i->lock);
+	arg.i->settling = false;
+	pthread_mutex_unlock(&arg.i->lock);
+	if (!r) {
+		res->converted = true;
+		res->new_id = sq_stats_file_id(new_ino);
+		res->logical = (uint64_t)st->st_size;
+		res->after = stored;
+		out = DONE;
+		sq_log(SQ_LOG_INFO, "settle: converted plain file %s into a "
+		       "container: %llu bytes stored as %llu", c->path,
+		       (unsigned long long)st->st_size,
+		       (unsigned long long)stored);
+	} else {
+		out = r == -EBUSY || r == -EINTR ? BUSY : FAILED;
+		res->why = r == -EBUSY || r == -EINTR ? "in use" :
+			   strerror(-r);
+		if (out == FAILED)
+			sq_log(SQ_LOG_WARN, "settle: cannot convert plain file "
+			       "%s: %s", c->path, strerror(-r));
+	}
+out:
+	free(dir);
+	if (dirfd >= 0)
+		close(dirfd);
+	close(pfd);
+	sq_inode_put(fs, arg.i, SQ_IREF_PIN, 1);
+	/* A small container goes into a pack like any other. */
+	if (out == DONE && fs->packer) {
+		struct sq_inode *ni = NULL;
+		struct stat nst;
+		int nfd = openat(fs->root_fd, c->path, O_PATH | O_NOFOLLOW |
+				 O_CLOEXEC);
+
+		if (nfd >= 0 && !fstat(nfd, &nst) && S_ISREG(nst.st_mode) &&
+		    !sq_inode_get(fs, nfd, &nst, SQ_IREF_PIN, &ni)) {
+			sq_packer_note(fs->packer, ni);
+			sq_inode_put(fs, ni, SQ_IREF_PIN, 1);
+		} else if (nfd >= 0) {
+			close(nfd);
+		}
+	}
+	return out;
+}
+
+/* Whether @c (@st, regular) is a plain file of the volume: *@pfd then
+ * holds it open for reading. */
+static bool plain_file(struct sq_settle *s, const struct cand *c,
+		       const struct stat *st, int *pfd)
+{
+	struct sq_fs *fs = s->fs;
+	int fd, k;
+
+	if (fs->vol.legacy || st->st_size == 0)
+		return false;
+	fd = openat(fs->root_fd, c->path, O_RDONLY | O_NOFOLLOW | O_NOATIME |
+		    O_CLOEXEC);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(fs->root_fd, c->path, O_RDONLY | O_NOFOLLOW |
+			    O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	k = sq_ctr_kind(fd, &fs->vol);
+	/* A stub carries its reference; a plain file never does. */
+	if ((k == SQ_KIND_PLAIN || k == SQ_KIND_LOOKALIKE) &&
+	    !(st->st_size <= SQ_PACK_STUB_LEN &&
+	      sq_pack_get_ref(fd, NULL, &(struct sq_pack_ref){ 0 }) == 0)) {
+		*pfd = fd;
+		return true;
+	}
+	close(fd);
+	return false;
+}
+
 /* Settles the file @c.  No lock held. */
 static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 				struct result *res)
@@ -473,6 +668,12 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 		return GONE;
 	}
 	res->before = res->after = (uint64_t)st.st_blocks * 512;
+	{
+		int pfd;
+
+		if (plain_file(s, c, &st, &pfd))
+			return convert_file(s, c, fd, pfd, &st, res);
+	}
 	if (st.st_size <= SQ_PACK_STUB_LEN) {
 		close(fd);
 		res->why = "packed or empty";
@@ -509,7 +710,10 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	if (!r && sq_pin_get(fs, rwfd, NULL, pin) == 0)
 		r = -EPERM;
 	if (!r)
-		r = sq_ctr_open(rwfd, 0, &ctr);
+		r = sq_ctr_open_vol(rwfd, 0, &fs->vol, &ctr);
+	/* Became plain since (a hard-linked one): nothing to settle. */
+	if (!r && sq_ctr_is_plain(ctr))
+		r = -ENODATA;
 	if (r) {
 		pthread_mutex_unlock(&i->lock);
 		res->why = r == -ENODATA ? "packed" :
@@ -725,6 +929,38 @@ static int record(void *arg, struct sq_stats *db, struct sq_stats_batch *b)
 	save_scores(rc->s, db, b, now);
 	if (rc->out == GONE)
 		return sq_stats_batch_unlink(b, rc->c->id);
+	if (rc->res->converted) {
+		/* A new inode: its row replaces the plain file's. */
+		int r = sq_stats_batch_unlink(b, rc->c->id);
+
+		if (r)
+			return r;
+		sq_stats_file_delta_init(&d, rc->res->new_id);
+		d.path = rc->c->path;
+		d.set = SQ_STATS_SET_PATH | SQ_STATS_SET_LOGICAL |
+			SQ_STATS_SET_STORED | SQ_STATS_SET_STATE |
+			SQ_STATS_SET_LAST_SETTLED;
+		d.logical_bytes = rc->res->logical;
+		d.stored_bytes = rc->res->after;
+		d.state = SQ_STATS_SETTLED;
+		d.last_settled = now;
+		r = sq_stats_batch_file(b, &d);
+		if (r)
+			return r;
+		memset(&e, 0, sizeof(e));
+		e.time = now;
+		e.has_file = true;
+		e.file_id = rc->res->new_id;
+		e.action = "convert";
+		e.bytes_before = (int64_t)rc->res->before;
+		e.bytes_after = (int64_t)rc->res->after;
+		snprintf(ev, sizeof(ev), "{\"policy\":\"%s\",\"plain\":true,"
+			 "\"seconds\":%.3f}",
+			 rc->s->o.mode == SQ_SETTLE_MAX ? "max" : "balanced",
+			 rc->res->secs);
+		e.evidence = ev;
+		return sq_stats_batch_log(b, &e);
+	}
 	sq_stats_file_delta_init(&d, rc->c->id);
 	if (rc->out == BUSY) {
 		/* In use: hot again, at the back of the queue. */
@@ -887,6 +1123,14 @@ int sq_settle_start(struct sq_fs *fs, struct sq_track *t,
 	s->fs = fs;
 	s->track = t;
 	s->o = *o;
+	/* Where plain files become containers; what a conversion cut short
+	 * left there goes now. */
+	s->tmp_fd = fs->vol.legacy ? -1 : sq_convert_tmp_open(fs->root_fd);
+	if (s->tmp_fd < 0 && !fs->vol.legacy)
+		sq_log(SQ_LOG_WARN, "settle: %s: %s: plain files are not "
+		       "converted", SQ_CONVERT_TMP, strerror(-s->tmp_fd));
+	if (s->tmp_fd < 0)
+		s->tmp_fd = -1;
 	if (s->o.cpu == 0 || s->o.cpu > 100)
 		s->o.cpu = SQ_SETTLE_CPU_DEFAULT;
 	s->buf = malloc((size_t)1 << SQ_FMT_MAX_BLOCK_SHIFT);
@@ -924,6 +1168,8 @@ fail:
 	sq_codec_ctx_free(s->cctx);
 	free(s->buf);
 	free(s->scratch);
+	if (s->tmp_fd >= 0)
+		close(s->tmp_fd);
 	free(s);
 	return r;
 }
@@ -942,6 +1188,8 @@ void sq_settle_free(struct sq_settle *s)
 	sq_codec_ctx_free(s->cctx);
 	free(s->buf);
 	free(s->scratch);
+	if (s->tmp_fd >= 0)
+		close(s->tmp_fd);
 	free(s);
 }
 

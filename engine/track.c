@@ -585,6 +585,8 @@ static void scan_file(struct scan *s, int dirfd, const char *name,
 	struct sq_stats_file_delta d;
 	struct sq_pack_ref ref;
 	uint64_t size = 0;
+	unsigned shift;
+	bool plain = false;
 	int fd;
 
 	sq_stats_file_delta_init(&d, sq_stats_file_id(st->st_ino));
@@ -602,14 +604,15 @@ static void scan_file(struct scan *s, int dirfd, const char *name,
 	    sq_pack_get_ref(fd, NULL, &ref) == 0) {
 		size = ref.size;
 		d.stored_bytes = ref.len;
-	} else if (sq_ctr_peek_size(fd, &size)) {
+	} else if (sq_ctr_peek(fd, &s->t->fs->vol, &size, &shift, &plain)) {
 		close(fd);
 		return;		/* not a container: fsck's business */
 	}
 	close(fd);
 	d.logical_bytes = size;
-	/* Written since the last flush we know of: a settle candidate. */
-	if (st->st_mtim.tv_sec >= s->t->scan_hot_since) {
+	/* Written since the last flush we know of, or a plain file moved in
+	 * (converted by the settle loop): a settle candidate. */
+	if (plain || st->st_mtim.tv_sec >= s->t->scan_hot_since) {
 		d.set |= SQ_STATS_SET_LAST_WRITE | SQ_STATS_SET_STATE;
 		d.last_write = st->st_mtim.tv_sec;
 		d.state = SQ_STATS_HOT;

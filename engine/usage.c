@@ -77,6 +77,13 @@ int sq_usage_file(struct sq_fs *fs, int fd, const struct stat *st,
 	u->allocated_bytes += (uint64_t)st->st_blocks * 512;
 	if (st->st_size <= SQ_PACK_STUB_LEN) {
 		r = sq_pack_get_ref(fd, NULL, &ref);
+		if (r == -ENODATA && st->st_size &&
+		    sq_ctr_kind(fd, &fs->vol) == SQ_KIND_PLAIN) {
+			u->plain_files++;
+			u->plain_bytes += (uint64_t)st->st_size;
+			u->logical_bytes += (uint64_t)st->st_size;
+			return 0;
+		}
 		if (r == -ENODATA) {
 			/* Empty, or a stub that lost its reference. */
 			if (st->st_size)
@@ -101,8 +108,14 @@ int sq_usage_file(struct sq_fs *fs, int fd, const struct stat *st,
 			return 0;
 		}
 		/* The handle owns the image now. */
-	} else if (sq_ctr_open(fd, 0, &ctr)) {
+	} else if (sq_ctr_open_vol(fd, 0, &fs->vol, &ctr)) {
 		u->damaged_files++;
+		return 0;
+	} else if (sq_ctr_is_plain(ctr)) {
+		u->plain_files++;
+		u->plain_bytes += sq_ctr_size(ctr);
+		u->logical_bytes += sq_ctr_size(ctr);
+		sq_ctr_close(ctr);
 		return 0;
 	} else {
 		u->logical_bytes += sq_ctr_size(ctr);

@@ -36,6 +36,9 @@ struct sq_usage {
 	uint64_t allocated_bytes; /* containers' st_blocks x 512, plus a
 				   * packed file's image length */
 	uint64_t packed_bytes;	/* of allocated_bytes: packed images */
+	/* Plain files (moved in, not yet converted: FORMAT.md 2.1), and
+	 * their logical bytes (also in logical_bytes). */
+	uint64_t plain_files, plain_bytes;
 	uint64_t blocks;	/* blocks holding data */
 	/* What the tree takes besides its files' data. */
 	uint64_t dirs, dir_bytes;	/* directories */

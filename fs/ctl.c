@@ -336,13 +336,16 @@ static void write_stats(struct sq_mount *m, const struct snap *s, FILE *f)
 	fprintf(f, "  \"totals\": {\"logical_bytes\": %llu, "
 		"\"allocated_bytes\": %llu, \"ratio\": %.4f, \"files\": %llu, "
 		"\"blocks\": %llu, "
-		"\"packed_files\": %llu, \"damaged_files\": %llu},\n",
+		"\"packed_files\": %llu, \"damaged_files\": %llu, "
+		"\"plain_files\": %llu, \"plain_bytes\": %llu},\n",
 		(unsigned long long)u->logical_bytes,
 		(unsigned long long)u->allocated_bytes,
 		ratio(u->allocated_bytes, u->logical_bytes),
 		(unsigned long long)u->files, (unsigned long long)u->blocks,
 		(unsigned long long)u->packed_files,
-		(unsigned long long)u->damaged_files);
+		(unsigned long long)u->damaged_files,
+		(unsigned long long)u->plain_files,
+		(unsigned long long)u->plain_bytes);
 	fprintf(f, "  \"overhead\": {\"directories\": %llu, "
 		"\"directory_bytes\": %llu, \"others\": %llu, "
 		"\"other_bytes\": %llu, \"squeezefs_bytes\": %lld},\n",
@@ -485,6 +488,11 @@ static void write_metrics(struct sq_mount *m, const struct snap *s, FILE *f)
 	metric(f, "damaged_files", "gauge",
 	       "Files that do not read as containers.",
 	       (double)u->damaged_files);
+	metric(f, "plain_files", "gauge",
+	       "Plain files moved in, not converted into containers yet.",
+	       (double)u->plain_files);
+	metric(f, "plain_bytes", "gauge",
+	       "Logical bytes of the plain files.", (double)u->plain_bytes);
 	codec_metric(f, u, "codec_blocks", "Blocks stored per codec and level.",
 		     offsetof(struct sq_usage_codec, blocks));
 	codec_metric(f, u, "codec_stored_bytes",
@@ -1448,6 +1456,7 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 		fprintf(f, "\"type\": \"directory\", \"logical_bytes\": %llu, "
 			"\"allocated_bytes\": %llu, \"ratio\": %.4f, "
 			"\"files\": %llu, \"packed_files\": %llu, "
+			"\"plain_files\": %llu, "
 			"\"damaged_files\": %llu, \"directories\": %llu, "
 			"\"blocks\": ",
 			(unsigned long long)u->logical_bytes,
@@ -1455,6 +1464,7 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 			ratio(u->allocated_bytes, u->logical_bytes),
 			(unsigned long long)u->files,
 			(unsigned long long)u->packed_files,
+			(unsigned long long)u->plain_files,
 			(unsigned long long)u->damaged_files,
 			(unsigned long long)u->dirs);
 	} else {
@@ -1496,6 +1506,7 @@ static int write_xstats(struct sq_mount *m, struct sq_inode *i, FILE *f)
 		fprintf(f, ", \"state\": \"%s\", \"packed\": %s, "
 			"\"damaged\": %s, \"blocks\": ",
 			u->packed_files ? "packed" :
+			u->plain_files ? "plain" :
 			fr.found && fr.state >= 0 ?
 				sq_stats_state_name(fr.state) : "hot",
 			u->packed_files ? "true" : "false",

@@ -388,6 +388,7 @@ static bool fs_teardown(struct sq_fs *fs)
 	sq_pins_free(fs->pins);
 	sq_an_free(fs->an_hot);
 	sq_an_free(fs->an_tiny);
+	sq_an_free(fs->an_raw);
 	if (fs->root_fd >= 0)
 		close(fs->root_fd);
 	if (fs->lock_fd >= 0)
@@ -510,10 +511,12 @@ int main(int argc, char **argv)
 					SQ_SETTLE_MIN_SAVING_DEFAULT };
 	double min_saving = SQ_AN_MIN_SAVING_DEFAULT;
 	unsigned stats_flush = 0;
+	bool vol_found = false;
 	int ret = 1, r;
 
 	if (argc >= 2 && (strcmp(argv[1], "fsck") == 0 ||
 			  strcmp(argv[1], "export") == 0 ||
+			  strcmp(argv[1], "import") == 0 ||
 			  strcmp(argv[1], "stats") == 0 ||
 			  strcmp(argv[1], "settle") == 0 ||
 			  strcmp(argv[1], "recompress") == 0))
@@ -613,6 +616,8 @@ int main(int argc, char **argv)
 	if (!r && (!o.codec || !strcmp(o.codec, "auto")))
 		r = sq_an_new("none", policy, min_saving, &fs->an_tiny);
 	if (!r)
+		r = sq_an_new("none", policy, min_saving, &fs->an_raw);
+	if (!r)
 		r = sq_pins_new(min_saving, &fs->pins);
 	if (r) {
 		ret = fail("bad codec '%s': want auto, none, lz4, zstd, zlib "
@@ -655,6 +660,20 @@ int main(int argc, char **argv)
 		ret = fail("BACKING %s: %s", backing, strerror(-r));
 		goto out;
 	}
+	/* Before the lock, which makes .squeezefs/: whether it was there
+	 * says whether BACKING predates volumes (meta/volume.c). */
+	r = sq_vol_load(fs->root_fd, &fs->vol, &vol_found);
+	if (r == -EBADMSG) {
+		ret = fail("BACKING %s: .squeezefs/volume is damaged; remove "
+			   "it to mount as a BACKING of squeezefs before 0.5 "
+			   "(every file a container, no plain files)", backing);
+		goto out;
+	}
+	if (r) {
+		ret = fail("BACKING %s: .squeezefs/volume: %s", backing,
+			   strerror(-r));
+		goto out;
+	}
 	fs->lock_fd = sq_lock_take(fs->root_fd, backing, "squeezefs");
 	if (fs->lock_fd == -EWOULDBLOCK) {
 		ret = fail("BACKING %s is already mounted by another "
@@ -676,6 +695,21 @@ int main(int argc, char **argv)
 		ret = fail("cannot lock BACKING %s: %s", backing,
 			   strerror(-fs->lock_fd));
 		goto out;
+	}
+	if (!vol_found && fs->lock_fd >= 0 && !o.ro) {
+		bool legacy = fs->vol.legacy;
+
+		r = sq_vol_create(fs->root_fd, legacy, &fs->vol);
+		if (r) {
+			ret = fail("BACKING %s: cannot write .squeezefs/volume: "
+				   "%s", backing, strerror(-r));
+			goto out;
+		}
+		sq_log(SQ_LOG_INFO, "BACKING %s: new volume %016llx%s", backing,
+		       (unsigned long long)fs->vol.id, legacy ?
+		       " (made by an older squeezefs: every file is a "
+		       "container)" : " (plain files in it are served as "
+		       "they are and converted in the background)");
 	}
 	m.writeback = o.writeback_cache;
 	m.owner_uid = geteuid();

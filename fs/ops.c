@@ -156,6 +156,18 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 			i->cached_ref = ref;
 		} else if (r == -ENODATA && st->st_size == 0) {
 			sq_attr_cache_size(i, st, 0, -1);
+		} else if (r == -ENODATA && !fs->vol.legacy) {
+			/* One byte: a plain file's, or a stub's zero. */
+			uint64_t size;
+			unsigned shift;
+			int fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
+
+			if (fd >= 0) {
+				if (sq_ctr_peek(fd, &fs->vol, &size, &shift,
+						NULL) == 0)
+					sq_attr_cache_size(i, st, size, -1);
+				close(fd);
+			}
 		}
 		/* A stub without its reference (BACKING copied without
 		 * xattrs) is damaged: opening it says so. */
@@ -182,7 +194,8 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		 * opening it reports the problem, and getattr must not fail
 		 * or the file could not even be removed. */
 		if (fd >= 0) {
-			if (sq_ctr_peek(fd, &size, &shift) == 0) {
+			if (sq_ctr_peek(fd, &fs->vol, &size, &shift,
+					NULL) == 0) {
 				sq_attr_cache_size(i, st, size, -1);
 				if (!i->shown_bshift)
 					i->shown_bshift = shift;
@@ -414,10 +427,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		    !caller_in_group(req, (valid & FUSE_SET_ATTR_GID) ?
 						  attr->st_gid : st.st_gid))
 			mode &= ~(mode_t)S_ISGID;
-		if (chmod(path, mode)) {
-			r = -errno;
+		/* Under the lock, as a conversion's exchange (settle.h). */
+		pthread_mutex_lock(&i->lock);
+		r = atomic_load(&i->stale) ? -ESTALE :
+		    chmod(path, mode) ? -errno : 0;
+		pthread_mutex_unlock(&i->lock);
+		if (r)
 			goto out;
-		}
 	}
 	if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid
@@ -425,11 +441,13 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid
 							: (gid_t)-1;
 
-		if (fchownat(i->fd, "", uid, gid,
-			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)) {
-			r = -errno;
+		pthread_mutex_lock(&i->lock);
+		r = atomic_load(&i->stale) ? -ESTALE :
+		    fchownat(i->fd, "", uid, gid,
+			     AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+		pthread_mutex_unlock(&i->lock);
+		if (r)
 			goto out;
-		}
 	}
 	if (valid & FUSE_SET_ATTR_SIZE) {
 		if (i->type != S_IFREG) {
@@ -468,7 +486,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		 * container's mtime: sq_file_set_mtime() remembers this one
 		 * for after them. */
 		pthread_mutex_lock(&i->lock);
-		r = set_times(i, ts);
+		r = atomic_load(&i->stale) ? -ESTALE : set_times(i, ts);
 		if (!r && i->file && (valid & FUSE_SET_ATTR_MTIME) &&
 		    fstatat(i->fd, "", &st, AT_EMPTY_PATH) == 0)
 			sq_file_set_mtime(i, &st.st_mtim);
@@ -653,6 +671,10 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 
 	if (reserved(fs, p, newname)) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (atomic_load(&i->stale)) {
+		fuse_reply_err(req, ESTALE);
 		return;
 	}
 	r = linkat(i->fd, "", p->fd, newname, AT_EMPTY_PATH);
@@ -1593,7 +1615,11 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 	sq_proc_path(path, sizeof(path), i->fd);
 	xattr_changing(i);
-	r = sq_xattr_set(path, name, value, size, flags);
+	/* Under the lock, as a conversion's exchange (settle.h). */
+	pthread_mutex_lock(&i->lock);
+	r = atomic_load(&i->stale) ? -ESTALE :
+	    sq_xattr_set(path, name, value, size, flags);
+	pthread_mutex_unlock(&i->lock);
 	xattr_changing(i);
 	fuse_reply_err(req, -r);
 }

@@ -105,7 +105,8 @@ static int check_block(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 	return 0;
 }
 
-int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
+int sq_ctr_check_fd(int fd, const struct sq_vol *vol,
+		    struct sq_codec_ctx *cctx,
 		    struct sq_ctr_check *report, sq_ctr_problem_fn fn,
 		    void *arg)
 {
@@ -123,6 +124,20 @@ int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
 	memset(report, 0, sizeof(*report));
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	ret = sq_ctr_kind(fd, vol);
+	if (ret < 0)
+		return ret;
+	if (ret == SQ_KIND_LOST_STUB) {
+		problem(&c, UINT64_MAX, "a 1-byte stub without its pack "
+			"reference (copied without xattrs?)");
+		return -EBADMSG;
+	}
+	if (ret != SQ_KIND_CONTAINER) {
+		/* Kept as is: nothing of ours to check. */
+		report->plain = true;
+		report->lookalike = ret == SQ_KIND_LOOKALIKE;
+		return 0;
+	}
 	sq_ctr_no_readahead(fd);
 	if (st.st_size == 0)
 		return 0;	/* an empty container */
@@ -145,7 +160,7 @@ int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
 		return -EBADMSG;
 	}
 
-	ret = sq_ctr_open(fd, shift, &ctr);
+	ret = sq_ctr_open_vol(fd, shift, vol, &ctr);
 	if (ret)
 		goto out;
 	buf = malloc(sq_ctr_block_size(ctr));

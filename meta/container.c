@@ -86,7 +86,19 @@ struct sq_ctr {
 	uint64_t stale_count;		/* stale bits set */
 
 	uint8_t *scratch;	/* bs bytes: compressed payloads */
+
+	bool plain;		/* a plain file of the volume (FORMAT.md 2.1):
+				 * blocks are its bytes, size its length */
+	uint64_t vol_id;	/* written into a header we create */
 };
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b)
+{
+	return a < b ? a : b;
+}
+
+/* A plain file's blocks, when the caller names no block size. */
+#define PLAIN_DEFAULT_SHIFT 17
 
 /* ---- I/O helpers ---- */
 
@@ -305,6 +317,9 @@ static void build_header(const struct sq_ctr *ctr, uint8_t *b, uint64_t size)
 	sq_put_le16(b + SQ_FMT_OFF_HDR_SIZE, SQ_FMT_HDR_SIZE);
 	b[SQ_FMT_OFF_BLOCK_SHIFT] = (uint8_t)ctr->shift;
 	sq_put_le64(b + SQ_FMT_OFF_HDR_SUM, XXH3_64bits(b, SQ_FMT_OFF_HDR_SUM));
+	/* What tells this BACKING's containers from plain files (2.1). */
+	sq_put_le64(b + SQ_FMT_OFF_VOLUME_ID, ctr->vol_id);
+	sq_put_le64(b + SQ_FMT_OFF_VOLUME_ID2, ctr->vol_id);
 	/* Size record A, seq 1; record B stays zero (invalid). */
 	sq_put_le64(r, 1);
 	sq_put_le64(r + 8, size);
@@ -633,16 +648,101 @@ err:
 	return ret;
 }
 
-int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
+/* What the @len-byte file in @fd is in @vol (FORMAT.md 2.1). */
+static int kind_of(int fd, uint64_t len, const struct sq_vol *vol)
+{
+	uint8_t hdr[SQ_FMT_HDR_SIZE];
+	ssize_t n;
+
+	/* A legacy volume's files are all containers, as before version 5;
+	 * so is an empty file anywhere. */
+	if (!vol || vol->legacy || len == 0)
+		return SQ_KIND_CONTAINER;
+	if (len < SQ_FMT_HDR_SIZE) {
+		n = sq_pread_full(fd, hdr, 1, 0);
+		if (n < 0)
+			return (int)n;
+		/* A stub is one zero byte (13); it lost its reference. */
+		if (len == 1 && n == 1 && hdr[0] == 0)
+			return SQ_KIND_LOST_STUB;
+		return SQ_KIND_PLAIN;
+	}
+	n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+	if (n < 0)
+		return (int)n;
+	if (n < SQ_FMT_HDR_SIZE)
+		return SQ_KIND_PLAIN;	/* shrank under us */
+	/* Either copy of the id will do: damage must hit both to make a
+	 * container look plain. */
+	if (vol->id && (sq_get_le64(hdr + SQ_FMT_OFF_VOLUME_ID) == vol->id ||
+			sq_get_le64(hdr + SQ_FMT_OFF_VOLUME_ID2) == vol->id))
+		return SQ_KIND_CONTAINER;
+	if (!memcmp(hdr, SQ_FMT_MAGIC, SQ_FMT_MAGIC_LEN))
+		return SQ_KIND_LOOKALIKE;
+	return SQ_KIND_PLAIN;
+}
+
+int sq_ctr_kind(int fd, const struct sq_vol *vol)
 {
 	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	return kind_of(fd, (uint64_t)st.st_size, vol);
+}
+
+/* A handle on the plain file in @fd, @len bytes. */
+static int plain_open(int fd, uint64_t len, unsigned shift,
+		      struct sq_ctr **out)
+{
+	struct sq_ctr *ctr = calloc(1, sizeof(*ctr));
+
+	if (!ctr)
+		return -ENOMEM;
+	ctr->fd = fd;
+	ctr->plain = true;
+	ctr->hdr_on_disk = true;	/* nothing to create */
+	ctr->tail_clean = true;
+	ctr->size = ctr->phys_end = len;
+	set_geometry(ctr, shift ? shift : PLAIN_DEFAULT_SHIFT);
+	*out = ctr;
+	return 0;
+}
+
+int sq_ctr_open_vol(int fd, unsigned create_block_shift,
+		    const struct sq_vol *vol, struct sq_ctr **out)
+{
+	struct stat st;
+	int k, ret;
 
 	*out = NULL;
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	k = kind_of(fd, (uint64_t)st.st_size, vol);
+	if (k < 0)
+		return k;
+	if (k == SQ_KIND_LOST_STUB)
+		return -EBADMSG;
+	if (k != SQ_KIND_CONTAINER)
+		return plain_open(fd, (uint64_t)st.st_size,
+				  create_block_shift, out);
+	/* Readahead stays on for plain files: they have no holes to fill. */
 	sq_ctr_no_readahead(fd);
-	return ctr_open(fd, NULL, (uint64_t)st.st_size, create_block_shift,
-			out);
+	ret = ctr_open(fd, NULL, (uint64_t)st.st_size, create_block_shift,
+		       out);
+	if (!ret && vol)
+		(*out)->vol_id = vol->id;
+	return ret;
+}
+
+int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
+{
+	return sq_ctr_open_vol(fd, create_block_shift, NULL, out);
+}
+
+bool sq_ctr_is_plain(const struct sq_ctr *ctr)
+{
+	return ctr->plain;
 }
 
 int sq_ctr_open_image(void *image, size_t len, struct sq_ctr **out)
@@ -684,17 +784,32 @@ unsigned sq_ctr_block_shift(const struct sq_ctr *ctr)
 	return ctr->shift;
 }
 
-int sq_ctr_peek(int fd, uint64_t *size, unsigned *shift)
+int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
+		unsigned *shift, bool *plain)
 {
 	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	char why[128];
 	struct stat st;
 	uint64_t seq;
-	int slot;
+	int slot, k;
 	ssize_t n;
 
+	if (plain)
+		*plain = false;
 	if (fstat(fd, &st) < 0)
 		return -errno;
+	k = kind_of(fd, (uint64_t)st.st_size, vol);
+	if (k < 0)
+		return k;
+	if (k == SQ_KIND_LOST_STUB)
+		return -EBADMSG;
+	if (k != SQ_KIND_CONTAINER) {
+		*size = (uint64_t)st.st_size;
+		*shift = 0;
+		if (plain)
+			*plain = true;
+		return 0;
+	}
 	sq_ctr_no_readahead(fd);
 	if (st.st_size == 0) {
 		*size = 0;
@@ -712,11 +827,11 @@ int sq_ctr_peek(int fd, uint64_t *size, unsigned *shift)
 				   sizeof(why));
 }
 
-int sq_ctr_peek_size(int fd, uint64_t *size)
+int sq_ctr_peek_size(int fd, const struct sq_vol *vol, uint64_t *size)
 {
 	unsigned shift;
 
-	return sq_ctr_peek(fd, size, &shift);
+	return sq_ctr_peek(fd, vol, size, &shift, NULL);
 }
 
 int sq_ctr_image_size(const void *image, size_t len, uint64_t *size)
@@ -827,6 +942,13 @@ ssize_t sq_ctr_read_block(struct sq_ctr *ctr, struct sq_codec_ctx *cctx,
 	char why[160];
 	int ret;
 
+	if (ctr->plain) {
+		struct sq_ctr_loc loc;
+
+		sq_ctr_locate(ctr, idx, &loc);
+		return sq_ctr_read_loc(&loc, NULL, NULL, buf, why,
+				       sizeof(why));
+	}
 	if (idx >= nblocks(ctr, ctr->size) && !ctr->tail_clean)
 		goto hole;
 	ret = load_block(ctr, idx, &b);
@@ -853,6 +975,15 @@ void sq_ctr_prefetch(struct sq_ctr *ctr, uint64_t first, uint64_t count)
 
 	if (first >= end || ctr->image)
 		return;
+	if (ctr->plain) {
+		/* The backing's own readahead does the rest. */
+		if (count > end - first)
+			count = end - first;
+		(void)posix_fadvise(ctr->fd, (off_t)(first << ctr->shift),
+				    (off_t)(count << ctr->shift),
+				    POSIX_FADV_WILLNEED);
+		return;
+	}
 	if (count > end - first)
 		count = end - first;
 	for (uint64_t idx = first; idx < first + count; idx++) {
@@ -894,6 +1025,17 @@ int sq_ctr_locate(struct sq_ctr *ctr, uint64_t idx, struct sq_ctr_loc *loc)
 	loc->image = ctr->image;
 	loc->image_len = ctr->phys_end;
 	loc->bs = ctr->bs;
+	if (ctr->plain) {
+		if (idx >= nblocks(ctr, ctr->size))
+			return 0;
+		loc->data = loc->plain = true;
+		loc->off = (off_t)(idx << ctr->shift);
+		loc->codec = SQ_CODEC_NONE;
+		loc->raw_len = loc->stored_len =
+			(uint32_t)min_u64(ctr->bs, ctr->size -
+					  ((uint64_t)loc->off));
+		return 0;
+	}
 	if (idx >= nblocks(ctr, ctr->size) && !ctr->tail_clean)
 		return 0;
 	ret = load_block(ctr, idx, &b);
@@ -919,6 +1061,15 @@ ssize_t sq_ctr_read_loc_head(const struct sq_ctr_loc *loc,
 {
 	if (!loc->data)
 		return 0;
+	if (loc->plain) {
+		ssize_t n = sq_pread_full(loc->fd, buf, loc->raw_len,
+					  loc->off);
+
+		/* Cut short by someone else: the rest reads as zeros. */
+		if (n >= 0 && (uint32_t)n < loc->raw_len)
+			memset((uint8_t *)buf + n, 0, loc->raw_len - (size_t)n);
+		return n < 0 ? n : (ssize_t)loc->raw_len;
+	}
 	return payload_read(loc->fd, loc->image, loc->image_len, loc->bs,
 			    loc->off, loc->codec,
 			    loc->raw_len, loc->stored_len, loc->sum, cctx,
@@ -936,17 +1087,21 @@ ssize_t sq_ctr_read_loc(const struct sq_ctr_loc *loc,
 	return n;
 }
 
-ssize_t sq_ctr_compact_image(int fd, void *buf, size_t cap)
+ssize_t sq_ctr_compact_image(int fd, const struct sq_vol *vol, void *buf,
+			     size_t cap)
 {
 	struct sq_ctr *ctr;
 	struct sq_blk *b;
 	size_t len = SQ_FMT_HDR_SIZE;
 	ssize_t ret;
 
-	ret = sq_ctr_open(fd, SQ_FMT_MIN_BLOCK_SHIFT, &ctr);
+	ret = sq_ctr_open_vol(fd, SQ_FMT_MIN_BLOCK_SHIFT, vol, &ctr);
 	if (ret)
 		return ret;
 	ret = 0;
+	/* A plain file is converted before it is packed. */
+	if (ctr->plain)
+		goto out;
 	/* One block at most, and no record left past it. */
 	if (!ctr->hdr_on_disk || ctr->size > ctr->bs || !ctr->tail_clean ||
 	    cap < SQ_FMT_HDR_SIZE)
@@ -992,6 +1147,18 @@ int sq_ctr_block_info(struct sq_ctr *ctr, uint64_t idx,
 
 	memset(info, 0, sizeof(*info));
 	info->slot = -1;
+	if (ctr->plain) {
+		struct sq_ctr_loc loc;
+
+		sq_ctr_locate(ctr, idx, &loc);
+		if (loc.data) {
+			info->present = true;
+			info->codec = SQ_CODEC_NONE;
+			info->raw_len = info->stored_len = loc.raw_len;
+			info->slot = 0;
+		}
+		return 0;
+	}
 	ret = load_block(ctr, idx, &b);
 	if (ret)
 		return ret;
@@ -1017,7 +1184,8 @@ int64_t sq_ctr_skip_holes(struct sq_ctr *ctr, uint64_t idx, uint64_t end)
 
 	if (idx >= end)
 		return (int64_t)end;
-	off = sq_ctr_slot_off(ctr, idx, 0);
+	off = ctr->plain ? (off_t)(idx << ctr->shift) :
+			   sq_ctr_slot_off(ctr, idx, 0);
 	if ((uint64_t)off >= ctr->phys_end)
 		return (int64_t)end;
 	if (ctr->image)
@@ -1031,7 +1199,8 @@ int64_t sq_ctr_skip_holes(struct sq_ctr *ctr, uint64_t idx, uint64_t end)
 			return (int64_t)idx;
 		return -errno;
 	}
-	j = ((uint64_t)d - SQ_FMT_HDR_SIZE) / (2 * ctr->slot_size);
+	j = ctr->plain ? (uint64_t)d >> ctr->shift :
+			 ((uint64_t)d - SQ_FMT_HDR_SIZE) / (2 * ctr->slot_size);
 	if (j < idx)
 		return (int64_t)idx;
 	return (int64_t)(j < end ? j : end);
@@ -1041,6 +1210,8 @@ int64_t sq_ctr_next_data(struct sq_ctr *ctr, uint64_t idx)
 {
 	uint64_t end = nblocks(ctr, ctr->size);
 
+	if (ctr->plain)
+		return sq_ctr_skip_holes(ctr, idx, end);
 	while (idx < end) {
 		struct sq_blk *b = blk_get(ctr, idx, false);
 		int ret;
@@ -1181,8 +1352,52 @@ int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
 	    stored_len > ctr->bs || !sq_codec_info(codec) ||
 	    (codec == SQ_CODEC_NONE && stored_len != raw_len))
 		return -EINVAL;
+	if (ctr->plain) {
+		uint64_t off = idx << ctr->shift;
+		int ret;
+
+		/* In place, raw: a plain file stays one until converted. */
+		if (codec != SQ_CODEC_NONE)
+			return -EINVAL;
+		if (off >= ctr->size)
+			return 0;
+		if (raw_len > ctr->size - off)
+			raw_len = (uint32_t)(ctr->size - off);
+		ret = sq_pwrite_full(ctr->fd, payload, raw_len, (off_t)off);
+		if (!ret && off + raw_len > ctr->phys_end)
+			ctr->phys_end = off + raw_len;
+		return ret;
+	}
 	h.sum = XXH3_64bits(payload, stored_len);
 	return store_record(ctr, idx, &h, payload);
+}
+
+/* Blocks [@first, @first + @count) of a plain file read as zeros: a hole
+ * where the backing can punch one, zeros written otherwise. */
+static int plain_zero(struct sq_ctr *ctr, uint64_t first, uint64_t count)
+{
+	uint64_t off, end;
+	int ret;
+
+	if (first >= nblocks(ctr, ctr->size))
+		return 0;
+	off = first << ctr->shift;
+	end = count >= nblocks(ctr, ctr->size) - first ? ctr->size :
+	      (first + count) << ctr->shift;
+	if (end > ctr->phys_end)
+		end = ctr->phys_end;
+	if (off >= end)
+		return 0;
+	ret = punch(ctr->fd, off, end - off);
+	if (ret == -EOPNOTSUPP) {
+		static const uint8_t zeros[4096];
+
+		for (ret = 0; off < end && !ret; off += sizeof(zeros))
+			ret = sq_pwrite_full(ctr->fd, zeros,
+					     min_u64(sizeof(zeros), end - off),
+					     (off_t)off);
+	}
+	return ret;
 }
 
 int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx)
@@ -1196,6 +1411,8 @@ int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx)
 	int ret;
 
 	ctr->seq++;	/* see sq_ctr_locate() */
+	if (ctr->plain)
+		return plain_zero(ctr, idx, 1);
 	ret = load_block(ctr, idx, &b);
 	if (ret)
 		return ret;
@@ -1214,6 +1431,8 @@ int sq_ctr_punch_blocks(struct sq_ctr *ctr, uint64_t first, uint64_t count)
 		return 0;
 	if (first > UINT64_MAX - count)
 		count = UINT64_MAX - first;
+	if (ctr->plain)
+		return plain_zero(ctr, first, count);
 	start = blocks_off(ctr, first);
 	end = blocks_off(ctr, first + count);
 	if (end > ctr->phys_end)
@@ -1235,6 +1454,18 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 	ctr->seq++;	/* see sq_ctr_locate() */
 	if ((size >> ctr->shift) >= ctr->max_blocks)
 		return -EFBIG;
+	if (ctr->plain) {
+		/* As a container's: shrinking at once, growing once the
+		 * data is written (sq_ctr_write_size()). */
+		if (size < old) {
+			if (ftruncate(ctr->fd, (off_t)size) < 0)
+				return -errno;
+			ctr->phys_end = size;
+		}
+		ctr->size = size;
+		ctr->size_dirty = size > old || ctr->size_dirty;
+		return 0;
+	}
 	if (!ctr->hdr_on_disk) {
 		/* Nothing on disk yet: the header and size come with the
 		 * first data or sq_ctr_write_size(). */
@@ -1291,6 +1522,13 @@ int sq_ctr_write_size(struct sq_ctr *ctr)
 
 	if (!ctr->size_dirty)
 		return 0;
+	if (ctr->plain) {
+		if (ftruncate(ctr->fd, (off_t)ctr->size) < 0)
+			return -errno;
+		ctr->phys_end = ctr->size;
+		ctr->size_dirty = false;
+		return 0;
+	}
 	ret = ensure_header(ctr);
 	if (ret)
 		return ret;

@@ -20,6 +20,40 @@ struct sq_codec_ctx;
 struct sq_ctr;
 
 /*
+ * The BACKING a file lies in (docs/FORMAT.md 12.1): its volume id, which
+ * every container made in it carries, and whether it is a legacy one
+ * (made over a BACKING of format 4 or older: every file of 2 bytes or more
+ * is a container, as then).  A file of a non-legacy volume that does not
+ * carry the id is a plain file (kept as is, FORMAT.md 2.1).  NULL where a
+ * volume is taken: a legacy one with no id.
+ */
+struct sq_vol {
+	uint64_t id;		/* 0: not known (nothing matches it) */
+	bool legacy;
+};
+
+/* What a regular backing file without a pack reference is (FORMAT.md
+ * 2.1). */
+enum sq_ctr_kind {
+	SQ_KIND_CONTAINER = 0,	/* a container (or empty): read as one */
+	SQ_KIND_PLAIN,		/* a plain file, kept as is */
+	SQ_KIND_LOOKALIKE,	/* plain, but begins with the container magic */
+	SQ_KIND_LOST_STUB,	/* 1 byte, 0: a stub that lost its reference */
+};
+/* Classifies the file open as @fd (readable) in @vol: a kind, or -errno. */
+int sq_ctr_kind(int fd, const struct sq_vol *vol);
+
+/* Reads BACKING/.squeezefs/volume of the BACKING open as @root_fd into
+ * *@out; *@found says whether there is one.  Without, the volume has id 0
+ * (nothing matches it) and is legacy when BACKING/.squeezefs/ exists (a
+ * BACKING of a release before volumes).  Returns 0, -EBADMSG for a
+ * damaged volume file, or -errno. */
+int sq_vol_load(int root_fd, struct sq_vol *out, bool *found);
+/* Makes the volume file (and .squeezefs/) with a new random id, synced;
+ * when another process made one first, reads that.  0 or -errno. */
+int sq_vol_create(int root_fd, bool legacy, struct sq_vol *out);
+
+/*
  * Opens the container in @fd (borrowed: it must stay open until
  * sq_ctr_close(); O_RDWR to write, O_RDONLY to read).  A 0-byte file is a
  * valid empty container; its header is written, with block size
@@ -30,6 +64,17 @@ struct sq_ctr;
  * -errno on I/O failure.
  */
 int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out);
+/*
+ * sq_ctr_open() in the volume @vol: a container made here carries its id,
+ * and a plain file (sq_ctr_kind()) opens as a handle that reads and writes
+ * it as it is: blocks of 1 << @create_block_shift bytes (128 KiB when 0),
+ * stored only raw (codec none, written in place), the size its length.
+ * A stub that lost its reference is -EBADMSG.
+ */
+int sq_ctr_open_vol(int fd, unsigned create_block_shift,
+		    const struct sq_vol *vol, struct sq_ctr **out);
+/* Whether the handle is a plain file's. */
+bool sq_ctr_is_plain(const struct sq_ctr *ctr);
 
 /*
  * Opens a container held in memory: @image, @len bytes (malloc'd; the
@@ -50,10 +95,12 @@ unsigned sq_ctr_block_shift(const struct sq_ctr *ctr);
  * (for getattr of files that are not open).  0-byte file: 0.  Same errors
  * as sq_ctr_open().
  */
-int sq_ctr_peek_size(int fd, uint64_t *size);
+int sq_ctr_peek_size(int fd, const struct sq_vol *vol, uint64_t *size);
 /* The same, and the block size's log2 in *@shift (0 for an empty file,
- * which has no block size yet). */
-int sq_ctr_peek(int fd, uint64_t *size, unsigned *shift);
+ * which has no block size yet, and for a plain one), and in *@plain
+ * (NULL: not asked) whether the file is a plain one of @vol. */
+int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
+		unsigned *shift, bool *plain);
 
 /* The same for a container image in memory (@len bytes, not empty). */
 int sq_ctr_image_size(const void *image, size_t len, uint64_t *size);
@@ -139,6 +186,7 @@ struct sq_ctr_loc {
 	uint64_t image_len;
 	uint32_t bs;
 	bool data;		/* false: reads as zeros */
+	bool plain;		/* raw bytes of a plain file at off */
 	off_t off;		/* of the payload */
 	int codec;
 	uint32_t raw_len, stored_len;
@@ -201,7 +249,8 @@ int64_t sq_ctr_next_data(struct sq_ctr *ctr, uint64_t idx);
  * Returns their length, 0 when the file does not qualify, -EBADMSG for a
  * damaged container, -errno.
  */
-ssize_t sq_ctr_compact_image(int fd, void *buf, size_t cap);
+ssize_t sq_ctr_compact_image(int fd, const struct sq_vol *vol, void *buf,
+			     size_t cap);
 
 /* ---- checking (fsck) ---- */
 
@@ -213,6 +262,8 @@ struct sq_ctr_check {
 	uint64_t damaged;	/* blocks that cannot be read */
 	uint64_t raw_bytes;	/* sum of raw lengths of data records */
 	uint64_t stored_bytes;	/* sum of stored lengths of data records */
+	bool plain;		/* a plain file of the volume: not checked */
+	bool lookalike;		/* ... that begins with the container magic */
 };
 
 /* Called once per problem found: @block is UINT64_MAX for the header. */
@@ -224,7 +275,8 @@ typedef void (*sq_ctr_problem_fn)(void *arg, uint64_t block, const char *msg);
  * writes.  Returns 0 when the container is sound, -EBADMSG when damage
  * was found (each problem reported through @fn), -errno on I/O.
  */
-int sq_ctr_check_fd(int fd, struct sq_codec_ctx *cctx,
+int sq_ctr_check_fd(int fd, const struct sq_vol *vol,
+		    struct sq_codec_ctx *cctx,
 		    struct sq_ctr_check *report, sq_ctr_problem_fn fn,
 		    void *arg);
 

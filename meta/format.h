@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#define SQ_FMT_VERSION		4	/* written by this build */
+#define SQ_FMT_VERSION		5	/* written by this build */
 #define SQ_FMT_VERSION_MIN	1	/* oldest version this build reads */
 
 /* File header: 128 bytes at offset 0. */
@@ -23,6 +23,20 @@
 #define SQ_FMT_OFF_SIZE_REC0	56	/* size record A */
 #define SQ_FMT_OFF_SIZE_REC1	80	/* size record B */
 #define SQ_FMT_SIZE_REC_LEN	24	/* u64 seq, u64 size, u64 XXH3-64 */
+/* Version 5: the BACKING's volume id, twice, outside header_sum. */
+#define SQ_FMT_OFF_VOLUME_ID	104	/* u64 */
+#define SQ_FMT_OFF_VOLUME_ID2	112	/* u64, the same */
+
+/* BACKING/.squeezefs/volume (section 12.1): 32 bytes. */
+#define SQ_VOL_FILE		"volume"
+#define SQ_VOL_MAGIC		"\x89SQV\r\n\x1a\n"
+#define SQ_VOL_LEN		32
+#define SQ_VOL_VERSION		1
+#define SQ_VOL_OFF_VERSION	8	/* u16 */
+#define SQ_VOL_OFF_FLAGS	10	/* u16 */
+#define SQ_VOL_OFF_ID		16	/* u64, never 0 */
+#define SQ_VOL_OFF_SUM		24	/* u64, XXH3-64 of bytes 0..23 */
+#define SQ_VOL_FLAG_LEGACY	1	/* made over a pre-5 BACKING: strict */
 
 #define SQ_FMT_MIN_BLOCK_SHIFT	12	/* 4 KiB */
 #define SQ_FMT_MAX_BLOCK_SHIFT	20	/* 1 MiB */

@@ -130,7 +130,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	}
 
-	r = sq_ctr_check_fd(fd, cctx, &rep, ignore_problem, NULL);
+	r = sq_ctr_check_fd(fd, NULL, cctx, &rep, ignore_problem, NULL);
 	if (r != 0 && r != -EBADMSG)
 		abort();
 	/* fsck must flag what reading found damaged, and a file it calls

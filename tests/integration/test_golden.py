@@ -43,6 +43,10 @@ def copy_backing(src, tmp_path):
     again; those need root."""
     dst = tmp_path / "backing"
     shutil.copytree(src, dst, symlinks=True)
+    # A BACKING an older release mounted has .squeezefs/ (its lock file),
+    # which git does not keep for v1 and v2: that is how squeezefs tells
+    # it from a directory of plain files (docs/FORMAT.md 12.1).
+    os.makedirs(dst / ".squeezefs", exist_ok=True)
     xfile = src.rstrip("/") + ".xattrs.json"
     if os.path.exists(xfile):
         if os.geteuid() != 0:

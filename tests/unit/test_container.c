@@ -239,9 +239,9 @@ static void test_empty(void **state)
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
 	assert_int_equal(file_size(f->fd), 0);
 	assert_false(sq_ctr_has_stale(f->ctr));
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 0);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 0);
 	assert_int_equal(pr.count, 0);
 
@@ -413,23 +413,23 @@ static void test_grow_recorded_after_data(void **state)
 	assert_int_equal(sq_ctr_set_size(f->ctr, 4096), 0);
 	assert_int_equal(file_size(f->fd), 0);	/* nothing on disk yet */
 	write_raw(f, 0, blk, sizeof(blk));
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 0);
 	ctr_open(f, 12);			/* "crash": size not recorded */
 	assert_int_equal(sq_ctr_size(f->ctr), 0);
 	assert_int_equal(sq_ctr_set_size(f->ctr, 2 * 4096), 0);
 	write_raw(f, 0, blk, sizeof(blk));
 	write_raw(f, 1, blk, sizeof(blk));
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 0);
 	assert_int_equal(sq_ctr_write_size(f->ctr), 0);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 2 * 4096);
 	ctr_open(f, 12);
 	expect_block(f, 1, blk, sizeof(blk));
 	/* Shrinking is recorded at once. */
 	assert_int_equal(sq_ctr_set_size(f->ctr, 100), 0);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 100);
 }
 
@@ -451,14 +451,14 @@ static void test_size_records(void **state)
 	assert_int_equal(rec_seq(f->fd, 0), 3);
 	assert_int_equal(set_size_rec(f->ctr, 50), 0);
 	assert_int_equal(rec_seq(f->fd, 1), 4);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 50);
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 50);
 
 	/* A torn size write leaves the other record in force. */
 	flip_byte(f->fd, SQ_FMT_OFF_SIZE_REC1 + 9);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 100);
 	ctr_open(f, 12);
 	assert_int_equal(sq_ctr_size(f->ctr), 100);
@@ -474,13 +474,13 @@ static void test_size_records(void **state)
 	sq_ctr_close(f->ctr);
 	f->ctr = NULL;
 	assert_int_equal(sq_ctr_open(f->fd, 12, &f->ctr), -EBADMSG);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), -EBADMSG);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), -EBADMSG);
 	/* Equal sequence numbers: damaged. */
 	put_size_record(f->fd, 0, 9, 1);
 	put_size_record(f->fd, 1, 9, 2);
 	assert_int_equal(sq_ctr_open(f->fd, 12, &f->ctr), -EBADMSG);
 	put_size_record(f->fd, 1, 10, 2);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), 0);
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), 0);
 	assert_int_equal(size, 2);
 }
 
@@ -590,7 +590,7 @@ static void test_past_4gib(void **state)
 	assert_int_equal(sq_ctr_next_data(f->ctr, 0), 2);
 	assert_int_equal(sq_ctr_next_data(f->ctr, 3), idx);
 	assert_int_equal(sq_ctr_next_data(f->ctr, idx + 1), idx + 1);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 0);
 	assert_int_equal(rep.blocks, idx + 1);
 	assert_int_equal(rep.data_blocks, 2);
@@ -620,7 +620,7 @@ static void test_payload_damage(void **state)
 	write_zstd(f, 1, text, sizeof(text));
 	write_raw(f, 2, raw, sizeof(raw));
 	assert_int_equal(set_size_rec(f->ctr, 3 * 4096), 0);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 0);
 	assert_int_equal(pr.count, 0);
 	assert_int_equal(rep.data_blocks, 3);
@@ -637,7 +637,7 @@ static void test_payload_damage(void **state)
 	expect_bad(f, 1);
 	expect_bad(f, 2);
 	assert_int_equal(sq_ctr_block_info(f->ctr, 1, &info), 0);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 -EBADMSG);
 	assert_int_equal(pr.count, 2);
 	assert_int_equal(rep.damaged, 2);
@@ -749,7 +749,7 @@ static void test_equal_generations(void **state)
 	put_raw(f->fd, slot, (size_t)n, slot_off(12, 0, 1));
 	ctr_open(f, 12);
 	expect_bad(f, 0);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 -EBADMSG);
 	assert_int_equal(pr.count, 1);
 	assert_non_null(strstr(pr.last, "block 0: both slots hold generation 1"));
@@ -774,16 +774,16 @@ static void test_bad_files(void **state)
 	put_raw(f->fd, buf, sizeof(buf), 0);
 	assert_int_equal(sq_ctr_open(f->fd, 12, &f->ctr), -EBADMSG);
 	assert_null(f->ctr);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), -EBADMSG);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), -EBADMSG);
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 -EBADMSG);
 	assert_int_equal(pr.count, 1);
 	assert_non_null(strstr(pr.last, "magic"));
 	/* 50 bytes. */
 	assert_int_equal(ftruncate(f->fd, 50), 0);
 	assert_int_equal(sq_ctr_open(f->fd, 12, &f->ctr), -EBADMSG);
-	assert_int_equal(sq_ctr_peek_size(f->fd, &size), -EBADMSG);
-	assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, on_problem, &pr),
+	assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), -EBADMSG);
+	assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, on_problem, &pr),
 			 -EBADMSG);
 	assert_non_null(strstr(pr.last, "50 bytes"));
 
@@ -820,9 +820,9 @@ static void test_bad_files(void **state)
 			sq_put_le64(hdr + 48, XXH3_64bits(hdr, 48));
 		put_raw(f->fd, hdr, sizeof(hdr), 0);
 		assert_int_equal(sq_ctr_open(f->fd, 12, &f->ctr), -EBADMSG);
-		assert_int_equal(sq_ctr_peek_size(f->fd, &size), -EBADMSG);
+		assert_int_equal(sq_ctr_peek_size(f->fd, NULL, &size), -EBADMSG);
 		pr.count = 0;
-		assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep,
+		assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep,
 						 on_problem, &pr), -EBADMSG);
 		assert_int_equal(pr.count, 1);
 		if (!strstr(pr.last, cases[i].msg))
@@ -1086,7 +1086,7 @@ static void test_flip_fuzz(void **state)
 			assert_memory_equal(buf, data[i], 4096);
 		}
 		assert_int_equal(damaged <= 1, 1);
-		assert_int_equal(sq_ctr_check_fd(f->fd, f->cctx, &rep, NULL,
+		assert_int_equal(sq_ctr_check_fd(f->fd, NULL, f->cctx, &rep, NULL,
 						 NULL), damaged ? -EBADMSG : 0);
 		assert_int_equal(rep.damaged, damaged);
 		sq_ctr_close(f->ctr);
@@ -1145,7 +1145,7 @@ static void test_image_in_memory(void **state)
 	assert_int_equal(sq_ctr_sync(f->ctr), 0);
 	img = malloc(8192);
 	assert_non_null(img);
-	len = sq_ctr_compact_image(f->fd, img, 8192);
+	len = sq_ctr_compact_image(f->fd, NULL, img, 8192);
 	assert_true(len > SQ_FMT_HDR_SIZE && len < (ssize_t)sizeof(text));
 
 	/* Read from memory, with the lock-free way too. */

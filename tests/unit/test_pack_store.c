@@ -381,7 +381,7 @@ static uint32_t make_image(struct fx *f, uint8_t *out, uint32_t size)
 	assert_int_equal(sq_ctr_set_size(ctr, size), 0);
 	assert_int_equal(sq_ctr_sync(ctr), 0);
 	sq_ctr_close(ctr);
-	n = sq_ctr_compact_image(fd, out, SQ_PACK_IMAGE_MAX);
+	n = sq_ctr_compact_image(fd, NULL, out, SQ_PACK_IMAGE_MAX);
 	close(fd);
 	assert_true(n > (ssize_t)size);
 	return (uint32_t)n;

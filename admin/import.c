@@ -1,0 +1,301 @@
+/*
+ * admin/import.c - `squeezefs import [--policy P] [--progress|--no-progress]
+ * BACKING`: moving in, offline.  Converts every plain file of an unmounted
+ * BACKING (a directory of ordinary files pointed at, docs/FORMAT.md 2.1)
+ * into a container in place, one file at a time and crash-safely
+ * (engine/convert.h): interrupted, it leaves every file either plain or
+ * converted, and runs again from where it stopped.  A mount serves plain
+ * files as they are and converts them itself in the background; import is
+ * for doing it all now, with a progress line (bytes, rate, ETA).
+ * Hard-linked plain files stay plain (a container per name would split
+ * them).
+ * Exit: 0 done, 1 some file could not be converted (named; it is left as
+ * it was), 2 usage or I/O error, or BACKING mounted.
+ */
+#include "admin/admin.h"
+
+#include "analyzer/analyzer.h"
+#include "codec/codec.h"
+#include "engine/convert.h"
+#include "engine/engine.h"
+#include "engine/lock.h"
+#include "engine/pack_store.h"
+#include "meta/container.h"
+#include "meta/pack.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { IMPORT_OK = 0, IMPORT_FAILED = 1, IMPORT_ERROR = 2 };
+
+struct import {
+	struct sq_vol vol;
+	struct sq_convert cv;
+	struct sq_progress p;	/* bytes of plain files */
+	uint64_t files, bytes, stored, linked, linked_bytes;
+	unsigned failed;
+	bool counting;		/* the first walk: totals only */
+	bool error;
+	char path[PATH_MAX];
+};
+
+static bool pace(void *arg, uint64_t bytes)
+{
+	struct import *im = arg;
+
+	im->p.done += bytes;
+	sq_progress_show(&im->p, false);
+	return false;
+}
+
+/* Opens @name in @dirfd for reading if it is a plain file (not a
+ * container, a packed stub or an empty file): its fd, or -1. */
+static int open_plain(struct import *im, int dirfd, const char *name,
+		      const struct stat *st)
+{
+	struct sq_pack_ref ref;
+	int fd, k;
+
+	if (st->st_size == 0)
+		return -1;
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME |
+		    O_CLOEXEC);
+	if (fd < 0)
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		sq_progress_break(&im->p);
+		fprintf(stderr, "squeezefs import: %s: %s\n", im->path,
+			strerror(errno));
+		im->error = true;
+		return -1;
+	}
+	k = sq_ctr_kind(fd, &im->vol);
+	if ((k != SQ_KIND_PLAIN && k != SQ_KIND_LOOKALIKE) ||
+	    (st->st_size <= SQ_PACK_STUB_LEN &&
+	     sq_pack_get_ref(fd, NULL, &ref) == 0)) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void do_file(struct import *im, int dirfd, const char *name,
+		    const struct stat *st)
+{
+	uint64_t stored, done;
+	ino_t ino;
+	int fd = open_plain(im, dirfd, name, st), r;
+
+	if (fd < 0)
+		return;
+	if (st->st_nlink > 1) {
+		if (im->counting) {
+			im->linked++;
+			im->linked_bytes += (uint64_t)st->st_size;
+		}
+		close(fd);
+		return;
+	}
+	if (im->counting) {
+		im->p.total += (uint64_t)st->st_size;
+		close(fd);
+		return;
+	}
+	done = im->p.done;
+	r = sq_convert_file(&im->cv, dirfd, name, fd, st, &stored, &ino);
+	close(fd);
+	/* Holes were skipped, not counted: the file is done either way. */
+	im->p.done = done + (uint64_t)st->st_size;
+	if (r) {
+		sq_progress_break(&im->p);
+		fprintf(stderr, "squeezefs import: %s: %s; left as it was\n",
+			im->path, r == -EBUSY ? "changed while converted" :
+			strerror(-r));
+		im->failed++;
+		return;
+	}
+	im->files++;
+	im->bytes += (uint64_t)st->st_size;
+	im->stored += stored;
+}
+
+/* Walks the directory @dirfd (borrowed) whose path is im->path. */
+static void walk(struct import *im, int dirfd, bool top, int depth)
+{
+	size_t len = strlen(im->path);
+	struct dirent *de;
+	int fd = dup(dirfd);
+	DIR *d;
+
+	if (fd < 0 || depth > 256 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		sq_progress_break(&im->p);
+		fprintf(stderr, "squeezefs import: %s: %s\n", im->path,
+			depth > 256 ? "nested too deep" : strerror(errno));
+		im->error = true;
+		return;
+	}
+	/* The dup shares its position with @dirfd, which a walk before
+	 * this one left at the end. */
+	rewinddir(d);
+	while ((de = readdir(d))) {
+		struct stat st;
+		int w;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") ||
+		    (top && !strcmp(de->d_name, SQ_RESERVED_NAME)))
+			continue;
+		w = snprintf(im->path + len, sizeof(im->path) - len, "/%s",
+			     de->d_name);
+		if (w < 0 || (size_t)w >= sizeof(im->path) - len)
+			continue;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW)) {
+			im->path[len] = '\0';
+			continue;	/* gone meanwhile */
+		}
+		if (S_ISREG(st.st_mode)) {
+			do_file(im, dirfd, de->d_name, &st);
+		} else if (S_ISDIR(st.st_mode)) {
+			int sub = openat(dirfd, de->d_name, O_RDONLY |
+					 O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sub >= 0) {
+				walk(im, sub, false, depth + 1);
+				close(sub);
+			} else {
+				sq_progress_break(&im->p);
+				fprintf(stderr, "squeezefs import: %s: %s\n",
+					im->path, strerror(errno));
+				im->error = true;
+			}
+		}
+		im->path[len] = '\0';
+	}
+	closedir(d);
+}
+
+int sq_admin_import(int argc, char **argv)
+{
+	enum sq_an_policy policy = SQ_AN_POLICY_BALANCED;
+	struct import *im = calloc(1, sizeof(*im));
+	struct sq_an *an = NULL;
+	struct timespec t0, t1;
+	const char *backing;
+	char real[PATH_MAX];
+	bool progress = isatty(2), found;
+	int fd = -1, lock = -1, k = 1, r, ret = IMPORT_ERROR;
+
+	if (!im)
+		return IMPORT_ERROR;
+	im->cv.tmp_fd = -1;
+	for (; k < argc && argv[k][0] == '-'; k++) {
+		if (!strcmp(argv[k], "--progress"))
+			progress = true;
+		else if (!strcmp(argv[k], "--no-progress"))
+			progress = false;
+		else if (!strcmp(argv[k], "--policy") && k + 1 < argc &&
+			 sq_an_policy_parse(argv[k + 1], &policy) == 0)
+			k++;
+		else
+			goto usage;
+	}
+	if (argc - k != 1)
+		goto usage;
+	backing = argv[k];
+	fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !realpath(backing, real)) {
+		fprintf(stderr, "squeezefs import: %s: %s\n", backing,
+			strerror(errno));
+		goto out;
+	}
+	/* Before the lock, which makes .squeezefs/ (meta/volume.c). */
+	r = sq_vol_load(fd, &im->vol, &found);
+	if (r) {
+		fprintf(stderr, "squeezefs import: %s/.squeezefs/volume: %s\n",
+			backing, r == -EBADMSG ? "damaged" : strerror(-r));
+		goto out;
+	}
+	if (im->vol.legacy) {
+		/* Everything in it is a container, as it always was. */
+		printf("%s was written by squeezefs before format 5: every "
+		       "file in it is a container; nothing to import\n",
+		       backing);
+		ret = IMPORT_OK;
+		goto out;
+	}
+	lock = sq_lock_take(fd, real, "squeezefs import");
+	if (lock < 0) {
+		fprintf(stderr, "squeezefs import: %s: %s\n", backing,
+			lock == -EWOULDBLOCK ? "mounted: unmount it first (a "
+			"mount converts plain files itself, in the background)"
+			: strerror(-lock));
+		goto out;
+	}
+	if (!found && (r = sq_vol_create(fd, false, &im->vol))) {
+		fprintf(stderr, "squeezefs import: %s: cannot write "
+			".squeezefs/volume: %s\n", backing, strerror(-r));
+		goto out;
+	}
+	r = sq_an_new("auto", policy, SQ_AN_MIN_SAVING_DEFAULT, &an);
+	if (!r)
+		r = sq_codec_ctx_new(&im->cv.cctx);
+	if (!r) {
+		im->cv.tmp_fd = sq_convert_tmp_open(fd);
+		r = im->cv.tmp_fd < 0 ? im->cv.tmp_fd : 0;
+	}
+	if (r) {
+		fprintf(stderr, "squeezefs import: %s\n", strerror(-r));
+		goto out;
+	}
+	sq_an_set_payoff(an, false);	/* there is time for every block */
+	im->cv.vol = &im->vol;
+	im->cv.block_shift = SQ_DEFAULT_BLOCK_SHIFT;
+	im->cv.an = an;
+	im->cv.pace = pace;
+	im->cv.arg = im;
+
+	snprintf(im->path, sizeof(im->path), "%s", backing);
+	im->counting = true;
+	walk(im, fd, true, 0);
+	im->counting = false;
+	sq_progress_start(&im->p, "import", progress, im->p.total);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	walk(im, fd, true, 0);
+	sq_progress_show(&im->p, true);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	printf("%" PRIu64 " plain files converted, %" PRIu64 " bytes stored "
+	       "as %" PRIu64 " in %.1f s; %u failed\n", im->files, im->bytes,
+	       im->stored, (double)(t1.tv_sec - t0.tv_sec) +
+			    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+	       im->failed);
+	if (im->linked)
+		printf("%" PRIu64 " hard-linked plain files (%" PRIu64 " bytes) "
+		       "left as they are\n", im->linked, im->linked_bytes);
+	ret = im->error ? IMPORT_ERROR : im->failed ? IMPORT_FAILED
+						     : IMPORT_OK;
+	goto out;
+usage:
+	fprintf(stderr, "usage: squeezefs import [--policy fast|balanced|max] "
+		"[--progress|--no-progress] BACKING\n");
+out:
+	sq_an_free(an);
+	sq_codec_ctx_free(im->cv.cctx);
+	if (im->cv.tmp_fd >= 0)
+		close(im->cv.tmp_fd);
+	if (lock >= 0)
+		close(lock);
+	if (fd >= 0)
+		close(fd);
+	free(im);
+	return ret;
+}
