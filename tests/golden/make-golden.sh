@@ -76,6 +76,18 @@ with_mount() {
 
 text=/usr/share/common-licenses/GPL-3	# 35 KiB of English, in every Debian
 
+# From version 5 on, BACKING may hold plain files (docs/FORMAT.md 2.1):
+# put there before the first mount, as someone moving in would, they stay
+# plain while the mounts below are too short to convert them.
+if [ "$ver" -ge 5 ]; then
+	mkdir -p "$backing/plain"
+	head -c 9000 "$text" > "$backing/plain/notes.txt"
+	printf 'x' > "$backing/plain/one-x"
+	head -c 60 "$text" > "$backing/plain/short"
+	{ printf '\x89SQZ\r\n\x1a\n'; head -c 3000 "$text"; } \
+		> "$backing/plain/looks-like-a-container"
+fi
+
 # Deterministic bytes: seeded, so a rerun for the same N is comparable.
 pyrand() {
 	/usr/bin/python3 -c "import random,sys; r=random.Random($1);
@@ -175,6 +187,10 @@ open(sys.argv[2], "a").write("\n")
 ' "$ver" "$tmp/manifest.json"
 
 rm -f "$backing/.squeezefs/lock"
+# Not part of the format: the statistics and conversions' scratch space.
+rm -rf "$backing/.squeezefs/stats.db" "$backing/.squeezefs/stats.db-wal" \
+	"$backing/.squeezefs/stats.db-shm" "$backing/.squeezefs/stats.clean" \
+	"$backing/.squeezefs/tmp"
 # Git keeps no xattrs: the packed references go to vN.xattrs.json, and the
 # tests set them again on their copy (as root).
 /usr/bin/python3 -c '
