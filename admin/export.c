@@ -408,9 +408,7 @@ int sq_admin_export(int argc, char **argv)
 	}
 	/* Before the lock, which would make .squeezefs/ (meta/volume.c). */
 	{
-		bool found;
-
-		r = sq_vol_load(fd, &x.vol, &found);
+		r = sq_vol_setup(fd, false, &x.vol);
 		if (r) {
 			fprintf(stderr, "squeezefs export: %s/.squeezefs/"
 				"volume: %s\n", backing, r == -EBADMSG ?

@@ -863,7 +863,9 @@ int sq_admin_fsck(int argc, char **argv)
 	{
 		bool found;
 
-		r = sq_vol_load(fd, &c.vol, &found);
+		/* Only a run that takes the lock may make .squeezefs/. */
+		r = reclaim || repair ? sq_vol_setup(fd, false, &c.vol) :
+		    sq_vol_load(fd, &c.vol, &found);
 		if (r) {
 			fprintf(stderr, "squeezefs fsck: %s/.squeezefs/volume: "
 				"%s\n", backing, r == -EBADMSG ? "damaged "

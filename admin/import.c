@@ -192,7 +192,7 @@ int sq_admin_import(int argc, char **argv)
 	struct timespec t0, t1;
 	const char *backing;
 	char real[PATH_MAX];
-	bool progress = isatty(2), found;
+	bool progress = isatty(2);
 	int fd = -1, lock = -1, k = 1, r, ret = IMPORT_ERROR;
 
 	if (!im)
@@ -219,7 +219,7 @@ int sq_admin_import(int argc, char **argv)
 		goto out;
 	}
 	/* Before the lock, which makes .squeezefs/ (meta/volume.c). */
-	r = sq_vol_load(fd, &im->vol, &found);
+	r = sq_vol_setup(fd, false, &im->vol);
 	if (r) {
 		fprintf(stderr, "squeezefs import: %s/.squeezefs/volume: %s\n",
 			backing, r == -EBADMSG ? "damaged" : strerror(-r));
@@ -241,9 +241,9 @@ int sq_admin_import(int argc, char **argv)
 			: strerror(-lock));
 		goto out;
 	}
-	if (!found && (r = sq_vol_create(fd, false, &im->vol))) {
+	if (!im->vol.id) {
 		fprintf(stderr, "squeezefs import: %s: cannot write "
-			".squeezefs/volume: %s\n", backing, strerror(-r));
+			".squeezefs/volume\n", backing);
 		goto out;
 	}
 	r = sq_an_new("auto", policy, SQ_AN_MIN_SAVING_DEFAULT, &an);

@@ -86,6 +86,8 @@ struct sq_inode {
 	 * the front end answers ESTALE to opens and changes, and the kernel
 	 * looks the name up again.  Set under lock, read anywhere. */
 	atomic_bool stale;
+	atomic_bool lookalike_said;	/* logged: a plain file that begins
+					 * like a container */
 	uint64_t wgen;		/* moves at every open for writing: the
 				 * packer's proof that content it read is
 				 * still the file's (ctime ticks coarsely) */

@@ -662,7 +662,21 @@ int main(int argc, char **argv)
 	}
 	/* Before the lock, which makes .squeezefs/: whether it was there
 	 * says whether BACKING predates volumes (meta/volume.c). */
-	r = sq_vol_load(fs->root_fd, &fs->vol, &vol_found);
+	{
+		bool legacy_had;
+
+		r = sq_vol_load(fs->root_fd, &fs->vol, &vol_found);
+		legacy_had = !vol_found && fs->vol.legacy;
+		if (!r && !vol_found)
+			r = sq_vol_setup(fs->root_fd, !o.ro, &fs->vol);
+		if (!r && !vol_found && fs->vol.id)
+			sq_log(SQ_LOG_INFO, "BACKING %s: new volume %016llx%s",
+			       backing, (unsigned long long)fs->vol.id,
+			       legacy_had ? " (made by an older squeezefs: "
+			       "every file is a container)" : " (plain files "
+			       "in it are served as they are and converted in "
+			       "the background)");
+	}
 	if (r == -EBADMSG) {
 		ret = fail("BACKING %s: .squeezefs/volume is damaged; remove "
 			   "it to mount as a BACKING of squeezefs before 0.5 "
@@ -695,21 +709,6 @@ int main(int argc, char **argv)
 		ret = fail("cannot lock BACKING %s: %s", backing,
 			   strerror(-fs->lock_fd));
 		goto out;
-	}
-	if (!vol_found && fs->lock_fd >= 0 && !o.ro) {
-		bool legacy = fs->vol.legacy;
-
-		r = sq_vol_create(fs->root_fd, legacy, &fs->vol);
-		if (r) {
-			ret = fail("BACKING %s: cannot write .squeezefs/volume: "
-				   "%s", backing, strerror(-r));
-			goto out;
-		}
-		sq_log(SQ_LOG_INFO, "BACKING %s: new volume %016llx%s", backing,
-		       (unsigned long long)fs->vol.id, legacy ?
-		       " (made by an older squeezefs: every file is a "
-		       "container)" : " (plain files in it are served as "
-		       "they are and converted in the background)");
 	}
 	m.writeback = o.writeback_cache;
 	m.owner_uid = geteuid();

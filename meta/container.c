@@ -89,6 +89,7 @@ struct sq_ctr {
 
 	bool plain;		/* a plain file of the volume (FORMAT.md 2.1):
 				 * blocks are its bytes, size its length */
+	bool lookalike;		/* ... that begins with the magic */
 	uint64_t vol_id;	/* written into a header we create */
 };
 
@@ -723,9 +724,13 @@ int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 		return k;
 	if (k == SQ_KIND_LOST_STUB)
 		return -EBADMSG;
-	if (k != SQ_KIND_CONTAINER)
-		return plain_open(fd, (uint64_t)st.st_size,
-				  create_block_shift, out);
+	if (k != SQ_KIND_CONTAINER) {
+		ret = plain_open(fd, (uint64_t)st.st_size, create_block_shift,
+				 out);
+		if (!ret)
+			(*out)->lookalike = k == SQ_KIND_LOOKALIKE;
+		return ret;
+	}
 	/* Readahead stays on for plain files: they have no holes to fill. */
 	sq_ctr_no_readahead(fd);
 	ret = ctr_open(fd, NULL, (uint64_t)st.st_size, create_block_shift,
@@ -743,6 +748,11 @@ int sq_ctr_open(int fd, unsigned create_block_shift, struct sq_ctr **out)
 bool sq_ctr_is_plain(const struct sq_ctr *ctr)
 {
 	return ctr->plain;
+}
+
+bool sq_ctr_is_lookalike(const struct sq_ctr *ctr)
+{
+	return ctr->lookalike;
 }
 
 int sq_ctr_open_image(void *image, size_t len, struct sq_ctr **out)

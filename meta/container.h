@@ -52,6 +52,15 @@ int sq_vol_load(int root_fd, struct sq_vol *out, bool *found);
 /* Makes the volume file (and .squeezefs/) with a new random id, synced;
  * when another process made one first, reads that.  0 or -errno. */
 int sq_vol_create(int root_fd, bool legacy, struct sq_vol *out);
+/*
+ * What every program that takes BACKING's lock (which makes .squeezefs/)
+ * calls first: sq_vol_load(), and when there is no volume file, one is
+ * made, unless BACKING predates volumes (.squeezefs/ without one) and
+ * !@write_legacy (fsck, export: they leave such a BACKING as it is).  A
+ * BACKING that cannot be written gets id 0.  0 or -errno (-EBADMSG: a
+ * damaged volume file).
+ */
+int sq_vol_setup(int root_fd, bool write_legacy, struct sq_vol *out);
 
 /*
  * Opens the container in @fd (borrowed: it must stay open until
@@ -75,6 +84,9 @@ int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 		    const struct sq_vol *vol, struct sq_ctr **out);
 /* Whether the handle is a plain file's. */
 bool sq_ctr_is_plain(const struct sq_ctr *ctr);
+/* Whether it is a plain file that begins with the container magic (a
+ * container of another BACKING, or one of this whose id is damaged). */
+bool sq_ctr_is_lookalike(const struct sq_ctr *ctr);
 
 /*
  * Opens a container held in memory: @image, @len bytes (malloc'd; the

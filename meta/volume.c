@@ -133,3 +133,23 @@ int sq_vol_create(int root_fd, bool legacy, struct sq_vol *out)
 		return read_vol(root_fd, out);
 	return ret;
 }
+
+int sq_vol_setup(int root_fd, bool write_legacy, struct sq_vol *out)
+{
+	bool found;
+	int ret;
+
+	ret = sq_vol_load(root_fd, out, &found);
+	if (ret || found || (out->legacy && !write_legacy))
+		return ret;
+	/* Whatever first makes .squeezefs/ (a mount, or fsck's lock) makes
+	 * the volume file with it: .squeezefs/ without one then always means
+	 * a BACKING of a release before volumes. */
+	ret = sq_vol_create(root_fd, out->legacy, out);
+	if (ret == -EROFS || ret == -EACCES || ret == -EPERM) {
+		/* A read-only BACKING: nothing is written, nothing locked. */
+		out->id = 0;
+		return 0;
+	}
+	return ret;
+}

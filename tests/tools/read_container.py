@@ -7,6 +7,9 @@ and users can get their data out without squeezefs.
     read_container.py --check FILE... verify every block, report damage
     read_container.py --info FILE     JSON: header, size records, per block
                                       slot states and the current record
+    read_container.py --what FILE...  what each FILE is (section 2.1):
+                                      container, packed, empty, stub or
+                                      plain
 
 FILE is a regular file in a backing directory.  A packed one (section 13:
 a 1-byte stub, or empty, with the xattr trusted.squeezefs.packed) is read
@@ -16,9 +19,21 @@ parent directory holding .squeezefs/packs/, else .squeezefs/.  Only root
 sees trusted.* xattrs: run as anyone else, a packed file reads as damaged
 (a stub) or empty (packed by version 3).
 
+Which files are containers depends on the volume (sections 2.1 and 12.1):
+that of --backing DIR (its .squeezefs/volume, or, without one, LEGACY when
+DIR/.squeezefs/ exists and no volume id), else that of the nearest parent
+directory holding .squeezefs/volume.  A plain file (12.2) reads as its own
+bytes.  When no volume is known (no --backing and no volume file above
+FILE), every file is read by the rules of version 4, as in a LEGACY
+volume: a file of 2 bytes or more is a container.  --container reads FILE
+as a container whatever its volume says (a container of another BACKING,
+or one whose volume ids are both damaged).
+
 Exit status: 0 fine, 1 damage found, 2 usage or I/O error.  Importable:
 Container(path).read_all(), .check(), .info(); Container.from_image(bytes)
-for a container image held in memory."""
+for a container image held in memory; read_file(path) for the content of
+any regular backing file; classify(path, backing) for what it is;
+Volume.load(backing) for a BACKING's volume."""
 
 import argparse
 import errno
@@ -38,12 +53,13 @@ import zstandard
 # FORMAT.md section 3
 MAGIC = b"\x89SQZ\r\n\x1a\n"
 FMT_VERSION_MIN = 1
-FMT_VERSION = 4
+FMT_VERSION = 5
 HDR_SIZE = 128
 SHIFT_MIN, SHIFT_MAX = 12, 20
 OFF_HEADER_SUM = 48
 OFF_SIZE_A, OFF_SIZE_B = 56, 80
 SIZE_REC_LEN = 24
+OFF_VOLUME_ID, OFF_VOLUME_ID2 = 104, 112  # version 5
 # FORMAT.md sections 5 and 6
 SLOT_PAD = 4096
 REC_MAGIC = b"SQBK"
@@ -73,11 +89,38 @@ PACK_IMAGE_MAX = 3072
 RESERVED_DIR = ".squeezefs"
 PACK_DIR = "packs"
 
+# FORMAT.md section 12.1
+VOLUME_FILE = "volume"
+VOLUME_MAGIC = b"\x89SQV\r\n\x1a\n"
+VOLUME_LEN = 32
+VOLUME_VERSION = 1
+VOLUME_OFF_SUM = 24
+VOLUME_LEGACY = 0x0001
+
+# FORMAT.md section 2.1: what a regular backing file is.
+KIND_EMPTY = "empty"          # length 0, no pack reference
+KIND_PACKED = "packed"        # length 0 or 1 with a pack reference (13)
+KIND_STUB = "stub"            # length 1 without one: lost it, damaged
+KIND_CONTAINER = "container"  # a container (of this BACKING)
+KIND_PLAIN = "plain"          # a plain file: its bytes as they are (12.2)
+KINDS = (KIND_EMPTY, KIND_PACKED, KIND_STUB, KIND_CONTAINER, KIND_PLAIN)
+
 EMPTY, VALID, INVALID = "empty", "valid", "invalid"
 
 
 class Damaged(Exception):
     """The container, or one block of it, is damaged (-EBADMSG / EIO)."""
+
+
+class PlainFile(Exception):
+    """The file is a plain file of its volume (2.1, 12.2), not a container:
+    its content is its own bytes.  This is no damage."""
+
+    def __init__(self, path, length):
+        super().__init__("%s: a plain file of %d bytes, not a container"
+                         % (path, length))
+        self.path = path
+        self.length = length
 
 
 def xxh3(data):
@@ -313,6 +356,163 @@ def read_packed(ref, backing):
     return image
 
 
+def volume_path(backing):
+    return os.path.join(backing, RESERVED_DIR, VOLUME_FILE)
+
+
+class Volume:
+    """What a reader knows of a BACKING's volume (12.1): `legacy`, and
+    `volume_id`, None when there is no volume file (nothing matches it).
+    `path` is the volume file's, or None."""
+
+    def __init__(self, legacy, volume_id=None, path=None):
+        self.legacy = bool(legacy)
+        self.volume_id = volume_id
+        self.path = path
+
+    def __repr__(self):
+        return "Volume(legacy=%r, volume_id=%s, path=%r)" % (
+            self.legacy, "None" if self.volume_id is None
+            else "0x%016x" % self.volume_id, self.path)
+
+    @classmethod
+    def parse(cls, raw, path="<volume>"):
+        """The volume that the bytes `raw` of a volume file hold; raises
+        Damaged (the mount refuses to start)."""
+        if len(raw) != VOLUME_LEN:
+            raise Damaged("volume file %s: %d bytes, not %d"
+                          % (path, len(raw), VOLUME_LEN))
+        magic, version, flags, _reserved, vid, want = struct.unpack(
+            "<8sHHIQQ", raw)
+        if magic != VOLUME_MAGIC:
+            raise Damaged("volume file %s: bad magic %s" % (path, magic.hex()))
+        if version != VOLUME_VERSION:
+            raise Damaged("volume file %s: version %d" % (path, version))
+        got = xxh3(raw[:VOLUME_OFF_SUM])
+        if got != want:
+            raise Damaged("volume file %s: checksum 0x%016x != 0x%016x"
+                          % (path, got, want))
+        # The other flag bits and the reserved field are written as zero
+        # and not looked at; an id of 0 matches nothing.
+        return cls(flags & VOLUME_LEGACY, vid or None, path)
+
+    @classmethod
+    def load(cls, backing):
+        """BACKING's volume: its volume file, or without one, LEGACY when
+        BACKING/.squeezefs/ exists, and no id (12.1).  Raises Damaged when
+        the volume file is damaged."""
+        p = volume_path(backing)
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(VOLUME_LEN + 1)
+        except FileNotFoundError:
+            return cls(os.path.isdir(os.path.join(backing, RESERVED_DIR)))
+        return cls.parse(raw, p)
+
+    def owns(self, head):
+        """Whether the file whose first bytes are `head` carries this
+        volume's id at byte 104 or 112 (and is at least 128 bytes long)."""
+        if self.volume_id is None or len(head) < HDR_SIZE:
+            return False
+        ids = struct.unpack_from("<QQ", head, OFF_VOLUME_ID)
+        return self.volume_id in ids
+
+    def as_dict(self):
+        return {"path": self.path, "legacy": self.legacy,
+                "volume_id": self.volume_id}
+
+
+def find_volume(path):
+    """The nearest parent directory of `path` holding .squeezefs/volume, or
+    None.  (As with find_backing(), a user directory named .squeezefs
+    below BACKING's top could hold such a file; that is the price of not
+    being told --backing.)"""
+    d = os.path.dirname(os.path.realpath(path))
+    while True:
+        if os.path.isfile(volume_path(d)):
+            return d
+        up = os.path.dirname(d)
+        if up == d:
+            return None
+        d = up
+
+
+def resolve_volume(path, backing=None, volume=None):
+    """The volume that decides what the file at `path` is: `volume` when
+    given (a Volume; False for none), else Volume.load(backing) when
+    `backing` is given, else that of find_volume(path).  None: no volume
+    is known, and files are read by the rules of version 4 (a LEGACY
+    volume's).  Raises Damaged for a damaged volume file."""
+    if volume is False:
+        return None
+    if volume is not None:
+        return volume
+    if backing is not None:
+        return Volume.load(backing)
+    found = find_volume(path)
+    return Volume.load(found) if found is not None else None
+
+
+def _pack_xattr(fd):
+    """The value of the file's pack reference xattr, or None."""
+    for name in (PACK_XATTR, PACK_XATTR_USER):
+        try:
+            return os.getxattr(fd, name)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP,
+                               errno.EOPNOTSUPP, errno.EPERM):
+                raise
+    return None
+
+
+def _kind_of_fd(fd, volume):
+    """(kind, pack reference bytes or None) of the regular file open as
+    `fd` in `volume` (None: read by the rules of version 4); 2.1."""
+    length = os.fstat(fd).st_size
+    if length <= PACK_STUB_LEN:
+        raw = _pack_xattr(fd)
+        if raw is not None:
+            return KIND_PACKED, raw  # rule 1 of 2.1
+        if length == 0:
+            return KIND_EMPTY, None
+        if volume is None or volume.legacy:
+            return KIND_STUB, None
+        if _pread_fd(fd, 1, 0) == b"\0":
+            return KIND_STUB, None
+        return KIND_PLAIN, None
+    if volume is None or volume.legacy:
+        return KIND_CONTAINER, None  # rule 3: any id, any version
+    if length >= HDR_SIZE and volume.owns(_pread_fd(fd, HDR_SIZE, 0)):
+        return KIND_CONTAINER, None
+    return KIND_PLAIN, None
+
+
+def classify(path, backing=None, volume=None):
+    """What the regular backing file at `path` is (2.1): KIND_EMPTY,
+    KIND_PACKED, KIND_STUB (a stub that lost its pack reference: damaged),
+    KIND_CONTAINER or KIND_PLAIN.  The volume is found as by
+    resolve_volume(); with none known, a file of 2 bytes or more is a
+    container.  Only the length, the pack reference and the volume ids
+    count: a container may still be damaged.  Raises Damaged for a
+    damaged volume file, OSError for anything but a regular file."""
+    vol = resolve_volume(path, backing, volume)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return _kind_of_fd(fd, vol)[0]
+    finally:
+        os.close(fd)
+
+
+def starts_with_magic(path):
+    """Whether the file at `path` starts with the container magic: a plain
+    file that does is a container of another BACKING, or one of this
+    BACKING whose ids are both damaged (2.1, "The limit")."""
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
 def _pread_fd(fd, n, off):
     out = b""
     while len(out) < n:
@@ -370,14 +570,24 @@ class Container:
     unless `backing` is given).  Raises Damaged from the constructor when
     the file header or the size records are damaged, or the packed
     reference, pack or image is.  For a packed file, `packed` is the
-    reference (a dict) and offsets in info() are within the image."""
+    reference (a dict) and offsets in info() are within the image.
 
-    def __init__(self, path, backing=None, _image=None):
+    Which files are containers depends on the volume (2.1): `volume` (a
+    Volume, or False to read every file as version 4 did), else that of
+    `backing`, else the one find_volume() finds above `path`, else none
+    (version 4's rules).  A plain file raises PlainFile; a damaged volume
+    file raises Damaged.  `kind` is KIND_CONTAINER, KIND_EMPTY or
+    KIND_PACKED; `volume` the Volume used, or None."""
+
+    def __init__(self, path, backing=None, _image=None, volume=None):
         self.path = path
         self.packed = None
+        self.kind = KIND_CONTAINER
+        self.volume = None
         if _image is not None:
             self.src = _BytesSource(_image)
         else:
+            self.volume = resolve_volume(path, backing, volume)
             fd = os.open(path, os.O_RDONLY)
             self.src = _FileSource(fd)
             try:
@@ -398,26 +608,20 @@ class Container:
         return cls(name, _image=data)
 
     def _unpack(self, backing):
-        """Switches to the pack image when the file is packed (13.3)."""
-        if self.src.length > PACK_STUB_LEN or \
-                not stat.S_ISREG(os.fstat(self.src.fd).st_mode):
-            return  # rule 1: a container, any packed xattr on it stale
-        raw = None
-        for name in (PACK_XATTR, PACK_XATTR_USER):
-            try:
-                raw = os.getxattr(self.src.fd, name)
-                break
-            except OSError as e:
-                if e.errno not in (errno.ENODATA, errno.ENOTSUP,
-                                   errno.EOPNOTSUPP, errno.EPERM):
-                    raise
-        if raw is None:
-            if self.src.length == 0:
-                return  # rule 2: an empty file
-            # rule 3: a stub whose reference is gone
+        """Tells what the file is (2.1) and switches to the pack image when
+        the file is packed (13.3)."""
+        if not stat.S_ISREG(os.fstat(self.src.fd).st_mode):
+            return  # read as a container: fails as one
+        kind, raw = _kind_of_fd(self.src.fd, self.volume)
+        self.kind = kind
+        if kind == KIND_PLAIN:
+            raise PlainFile(self.path, self.src.length)
+        if kind == KIND_STUB:
             raise Damaged("packed file without its pack reference "
                           "(copied without xattrs?)")
-        ref = parse_pack_ref(raw)  # rule 3 from here on
+        if kind != KIND_PACKED:
+            return  # a container (any stale pack xattr ignored), or empty
+        ref = parse_pack_ref(raw)  # rule 3 of 13.3 from here on
         if backing is None:
             backing = find_backing(self.path)
         image = read_packed(ref, backing)
@@ -444,6 +648,7 @@ class Container:
     def _open(self):
         self.flen = self.src.length
         self.size_records = [None, None]
+        self.volume_ids = None
         if self.flen == 0:
             # section 2: an empty, valid container with no blocks.
             self.version = None
@@ -476,6 +681,10 @@ class Container:
         self.version = version
         self.shift = shift
         self.bs = 1 << shift
+        if version >= 5:
+            # Section 3: looked at only to tell what the file is (2.1).
+            self.volume_ids = list(struct.unpack_from("<QQ", h,
+                                                      OFF_VOLUME_ID))
         # section 4: the valid size record with the higher seq.
         cur = None
         for n, off in enumerate((OFF_SIZE_A, OFF_SIZE_B)):
@@ -643,20 +852,38 @@ class Container:
             except Damaged as e:
                 b["damaged"] = str(e)
             blocks.append(b)
-        out = {"path": self.path, "file_length": self.flen,
+        out = {"path": self.path, "kind": self.kind,
+               "file_length": self.flen,
                "version": self.version, "block_shift": self.shift,
                "block_size": self.bs, "size": self.size,
                "size_records": self.size_records, "blocks": blocks}
+        if self.volume_ids is not None:
+            out["volume_ids"] = self.volume_ids
+        if self.volume is not None:
+            out["volume"] = self.volume.as_dict()
         if self.packed is not None:
             out["packed"] = self.packed
         return out
 
 
-def read_file(path, backing=None):
-    """Logical content of the file at `path` (a container, or packed);
-    raises Damaged."""
-    with Container(path, backing) as c:
-        return c.read_all()
+def read_file(path, backing=None, volume=None):
+    """Logical content of the regular backing file at `path`: a container,
+    packed, or a plain file (its bytes); the volume as for Container.
+    Raises Damaged."""
+    try:
+        with Container(path, backing, volume=volume) as c:
+            return c.read_all()
+    except PlainFile:
+        with open(path, "rb") as f:
+            return f.read()
+
+
+def plain_info(path, volume):
+    """--info of a plain file."""
+    st = os.stat(path)
+    return {"path": path, "kind": KIND_PLAIN, "file_length": st.st_size,
+            "size": st.st_size, "container_magic": starts_with_magic(path),
+            "volume": volume.as_dict() if volume is not None else None}
 
 
 def main(argv=None):
@@ -667,17 +894,50 @@ def main(argv=None):
                     help="verify every block of every FILE; print problems")
     ap.add_argument("--info", action="store_true",
                     help="print the header, size records and slots as JSON")
+    ap.add_argument("--what", action="store_true",
+                    help="print what each FILE is: container, packed, "
+                    "empty, stub (lost its pack reference) or plain")
+    ap.add_argument("--container", action="store_true",
+                    help="read FILE as a container whatever its volume "
+                    "says (version 4's rules)")
     ap.add_argument("--backing", metavar="DIR",
                     help="backing directory holding the packs of packed "
-                    "FILEs (default: the nearest parent with .squeezefs/)")
+                    "FILEs and the volume file (default: the nearest "
+                    "parent with .squeezefs/volume for the volume, with "
+                    ".squeezefs/ for the packs)")
     ap.add_argument("files", nargs="+", metavar="FILE")
     a = ap.parse_args(argv)
-    if not a.check and len(a.files) != 1:
-        ap.error("one FILE, unless --check")
+    if not (a.check or a.what) and len(a.files) != 1:
+        ap.error("one FILE, unless --check or --what")
     status = 0
     for path in a.files:
         try:
-            with Container(path, a.backing) as c:
+            vol = resolve_volume(path, a.backing,
+                                 False if a.container else None)
+            if a.what:
+                kind = classify(path, volume=vol or False)
+                if kind == KIND_PLAIN and starts_with_magic(path):
+                    kind += " (starts with the container magic: a " \
+                        "container of another backing directory?)"
+                print("%s: %s" % (path, kind))
+                continue
+            try:
+                c = Container(path, a.backing, volume=vol or False)
+            except PlainFile:
+                if a.info:
+                    json.dump(plain_info(path, vol), sys.stdout, indent=1)
+                    sys.stdout.write("\n")
+                elif not a.check:  # nothing to check in a plain file
+                    out = sys.stdout.buffer
+                    with open(path, "rb") as f:
+                        while True:
+                            chunk = f.read(1 << 20)
+                            if not chunk:
+                                break
+                            out.write(chunk)
+                    out.flush()
+                continue
+            with c:
                 if a.info:
                     json.dump(c.info(), sys.stdout, indent=1)
                     sys.stdout.write("\n")
