@@ -129,7 +129,7 @@ integration: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)
 # mounts take no extra options), fsck on copies of BACKING, and settling
 # and its statistics (they work on closed files, after the kernel's
 # writeback is done), the control directory and the man page.
-WB_SKIP := test_golden.py test_cli.py test_analyzer_eval.py \
+WB_SKIP := test_golden.py test_movein.py test_cli.py test_analyzer_eval.py \
 	test_mounting.py test_backup_copies.py test_unprivileged.py \
 	test_settle.py test_stats_db.py test_control.py test_manpage.py
 integration-wb: $(BIN) $(ADMIN) $(TOOL_BIN) $(FAULTINJ)

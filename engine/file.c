@@ -911,10 +911,10 @@ open_ctr:
 	 * so it is said (FORMAT.md 2.1, "The limit"). */
 	if (sq_ctr_is_lookalike(ctr) && !atomic_exchange(&ino->lookalike_said,
 							  true))
-		sq_log(SQ_LOG_WARN, "inode %llu: a plain file that begins "
-		       "like a squeezefs container (of another backing "
-		       "directory, or one of this whose header is damaged): "
-		       "served as it is; squeezefs fsck names it",
+		sq_log(SQ_LOG_WARN, "inode %llu: a plain file that looks like "
+		       "a squeezefs container of another backing directory "
+		       "(or one of this one whose header is damaged): served "
+		       "as it is; squeezefs fsck names it",
 		       (unsigned long long)ino->src_ino);
 	if (f) {
 		sq_ctr_close(f->ctr);

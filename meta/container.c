@@ -727,8 +727,10 @@ int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 	if (k != SQ_KIND_CONTAINER) {
 		ret = plain_open(fd, (uint64_t)st.st_size, create_block_shift,
 				 out);
-		if (!ret)
+		if (!ret) {
 			(*out)->lookalike = k == SQ_KIND_LOOKALIKE;
+			(*out)->vol_id = vol->id;
+		}
 		return ret;
 	}
 	/* Readahead stays on for plain files: they have no holes to fill. */
@@ -1346,6 +1348,8 @@ fail:
 	return ret;
 }
 
+static int plain_promote(struct sq_ctr *ctr);
+
 int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
 		       uint32_t raw_len, const void *payload,
 		       uint32_t stored_len)
@@ -1376,10 +1380,43 @@ int sq_ctr_write_block(struct sq_ctr *ctr, uint64_t idx, int codec, int level,
 		ret = sq_pwrite_full(ctr->fd, payload, raw_len, (off_t)off);
 		if (!ret && off + raw_len > ctr->phys_end)
 			ctr->phys_end = off + raw_len;
-		return ret;
+		return ret ? ret : plain_promote(ctr);
 	}
 	h.sum = XXH3_64bits(payload, stored_len);
 	return store_record(ctr, idx, &h, payload);
+}
+
+/*
+ * A plain file left holding one zero byte would read as a packed file's
+ * stub that lost its reference (FORMAT.md 2.1): it becomes a container of
+ * that byte instead, in place.  Not crash-atomic: a crash in between
+ * leaves it empty (its one byte was being written anyway).
+ */
+static int plain_promote(struct sq_ctr *ctr)
+{
+	uint8_t b = 1;
+	ssize_t n;
+	int ret;
+
+	if (!ctr->plain || ctr->size != 1 || !ctr->vol_id)
+		return 0;
+	n = sq_pread_full(ctr->fd, &b, 1, 0);
+	if (n < 0)
+		return (int)n;
+	if (n != 1 || b != 0)
+		return 0;
+	if (!ctr->scratch && !(ctr->scratch = malloc(ctr->bs)))
+		return -ENOMEM;
+	if (ftruncate(ctr->fd, 0) < 0)
+		return -errno;
+	ctr->seq++;
+	ctr->plain = ctr->lookalike = false;
+	ctr->hdr_on_disk = false;
+	ctr->phys_end = 0;
+	ctr->tail_clean = true;
+	ctr->size_dirty = true;
+	ret = sq_ctr_write_block(ctr, 0, SQ_CODEC_NONE, 0, 1, &b, 1);
+	return ret ? ret : sq_ctr_write_size(ctr);
 }
 
 /* Blocks [@first, @first + @count) of a plain file read as zeros: a hole
@@ -1421,8 +1458,10 @@ int sq_ctr_zero_block(struct sq_ctr *ctr, uint64_t idx)
 	int ret;
 
 	ctr->seq++;	/* see sq_ctr_locate() */
-	if (ctr->plain)
-		return plain_zero(ctr, idx, 1);
+	if (ctr->plain) {
+		ret = plain_zero(ctr, idx, 1);
+		return ret ? ret : plain_promote(ctr);
+	}
 	ret = load_block(ctr, idx, &b);
 	if (ret)
 		return ret;
@@ -1474,7 +1513,7 @@ int sq_ctr_set_size(struct sq_ctr *ctr, uint64_t size)
 		}
 		ctr->size = size;
 		ctr->size_dirty = size > old || ctr->size_dirty;
-		return 0;
+		return size < old ? plain_promote(ctr) : 0;
 	}
 	if (!ctr->hdr_on_disk) {
 		/* Nothing on disk yet: the header and size come with the

@@ -262,8 +262,9 @@ def _try_write(path):
     return None
 
 
-def test_non_containers_give_eio_and_stay_untouched(three_files):
-    m, files = three_files
+def put_non_containers(m):
+    """Files put into BACKING by hand, beside the mount's containers:
+    {name: path}."""
     junk = m.bpath("junk.txt")
     with open(junk, "wb") as f:
         f.write(b"this was put here by hand and is not a container\n" * 200)
@@ -277,8 +278,53 @@ def test_non_containers_give_eio_and_stay_untouched(three_files):
     nested = m.bpath("sub", "notes.md")
     with open(nested, "wb") as f:
         f.write(b"# not a container either\n")
-    victims = {"junk.txt": junk, "short.bin": short, "magic.bin": magic_only,
-               "sub/notes.md": nested}
+    return {"junk.txt": junk, "short.bin": short, "magic.bin": magic_only,
+            "sub/notes.md": nested}
+
+
+def test_non_containers_are_plain_files(three_files):
+    """Format 5 (docs/FORMAT.md 2.1): in a BACKING whose volume is not
+    LEGACY, a file without the volume id is a plain file, served as it is,
+    even one that begins with the container magic or is a container cut
+    short; fsck counts them and names the one that looks like a container,
+    and the mount says so in its log."""
+    m, files = three_files
+    victims = put_non_containers(m)
+    data = {n: open(p, "rb").read() for n, p in victims.items()}
+    r = run_fsck(m.backing)
+    assert r.returncode == 0, r
+    assert "4 plain files" in r.stdout, r.stdout
+    assert "magic.bin" in r.stdout and "junk.txt" not in r.stdout, r.stdout
+    m.start()
+    for n, want in data.items():
+        with open(m.path(n), "rb") as f:
+            assert f.read() == want, n
+        assert os.stat(m.path(n)).st_size == len(want), n
+    check_all_but(m, files, None, set())
+    with open(m.path("junk.txt"), "r+b") as f:
+        f.seek(10)
+        f.write(b"CHANGED")
+    data["junk.txt"] = data["junk.txt"][:10] + b"CHANGED" + \
+        data["junk.txt"][17:]
+    os.truncate(m.path("sub/notes.md"), 5)
+    data["sub/notes.md"] = data["sub/notes.md"][:5]
+    assert "looks like a squeezefs container" in m.read_log()
+    m.remount()
+    for n, want in data.items():
+        with open(m.path(n), "rb") as f:
+            assert f.read() == want, n
+    check_all_but(m, files, None, set())
+
+
+def test_non_containers_give_eio_in_a_legacy_backing(three_files):
+    """A BACKING of a release before volumes (.squeezefs/ without a volume
+    file: here the file is removed, which is also how a damaged one is got
+    past) keeps format 4's rule: every file is a container, and one that is
+    not reads as EIO, is named by fsck and the log, and is never
+    changed."""
+    m, files = three_files
+    os.remove(m.bpath(".squeezefs", "volume"))
+    victims = put_non_containers(m)
     for p in victims.values():
         os.utime(p, (1000000000, 1000000000))
     before = {n: backing_state(p) for n, p in victims.items()}
@@ -323,6 +369,8 @@ def test_non_containers_give_eio_and_stay_untouched(three_files):
     after = {n: backing_state(p) for n, p in victims.items()}
     for n in victims:
         assert after[n] == before[n], "%s was modified in BACKING" % n
+    with open(m.bpath(".squeezefs", "volume"), "rb") as f:
+        assert f.read()[10] & 1, "the mount did not make a LEGACY volume"
 
 
 def test_empty_backing_file_is_an_empty_file(sqfs):
