@@ -590,7 +590,8 @@ static int load_block(struct sq_ctr *ctr, uint64_t idx, struct sq_blk **out)
 
 /* sq_ctr_open() of a file (@fd) or of an @image of @len bytes. */
 static int ctr_open(int fd, uint8_t *image, uint64_t len,
-		    unsigned create_block_shift, struct sq_ctr **out)
+		    unsigned create_block_shift, const uint8_t *pre,
+		    struct sq_ctr **out)
 {
 	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	char why[128];
@@ -620,7 +621,10 @@ static int ctr_open(int fd, uint8_t *image, uint64_t len,
 		ret = -EBADMSG;
 		if (len < SQ_FMT_HDR_SIZE)
 			goto err;
-		n = src_pread(fd, image, len, hdr, sizeof(hdr), 0);
+		if (pre)
+			memcpy(hdr, pre, sizeof(hdr));
+		n = pre ? SQ_FMT_HDR_SIZE :
+			  src_pread(fd, image, len, hdr, sizeof(hdr), 0);
 		if (n < 0) {
 			ret = (int)n;
 			goto err;
@@ -649,12 +653,15 @@ err:
 	return ret;
 }
 
-/* What the @len-byte file in @fd is in @vol (FORMAT.md 2.1). */
-static int kind_of(int fd, uint64_t len, const struct sq_vol *vol)
+/* What the @len-byte file in @fd is in @vol (FORMAT.md 2.1).  The
+ * header it read, if it read one whole, is left in @hdr and *@got is
+ * true, so that the caller need not read it again. */
+static int kind_of(int fd, uint64_t len, const struct sq_vol *vol,
+		   uint8_t *hdr, bool *got)
 {
-	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	ssize_t n;
 
+	*got = false;
 	/* A legacy volume's files are all containers, as before version 5;
 	 * so is an empty file anywhere. */
 	if (!vol || vol->legacy || len == 0)
@@ -668,11 +675,12 @@ static int kind_of(int fd, uint64_t len, const struct sq_vol *vol)
 			return SQ_KIND_LOST_STUB;
 		return SQ_KIND_PLAIN;
 	}
-	n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+	n = sq_pread_full(fd, hdr, SQ_FMT_HDR_SIZE, 0);
 	if (n < 0)
 		return (int)n;
 	if (n < SQ_FMT_HDR_SIZE)
 		return SQ_KIND_PLAIN;	/* shrank under us */
+	*got = true;
 	/* Either copy of the id will do: damage must hit both to make a
 	 * container look plain. */
 	if (vol->id && (sq_get_le64(hdr + SQ_FMT_OFF_VOLUME_ID) == vol->id ||
@@ -685,11 +693,13 @@ static int kind_of(int fd, uint64_t len, const struct sq_vol *vol)
 
 int sq_ctr_kind(int fd, const struct sq_vol *vol)
 {
+	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	struct stat st;
+	bool got;
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	return kind_of(fd, (uint64_t)st.st_size, vol);
+	return kind_of(fd, (uint64_t)st.st_size, vol, hdr, &got);
 }
 
 /* A handle on the plain file in @fd, @len bytes. */
@@ -713,13 +723,15 @@ static int plain_open(int fd, uint64_t len, unsigned shift,
 int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 		    const struct sq_vol *vol, struct sq_ctr **out)
 {
+	uint8_t hdr[SQ_FMT_HDR_SIZE];
 	struct stat st;
+	bool got;
 	int k, ret;
 
 	*out = NULL;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	k = kind_of(fd, (uint64_t)st.st_size, vol);
+	k = kind_of(fd, (uint64_t)st.st_size, vol, hdr, &got);
 	if (k < 0)
 		return k;
 	if (k == SQ_KIND_LOST_STUB)
@@ -736,7 +748,7 @@ int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 	/* Readahead stays on for plain files: they have no holes to fill. */
 	sq_ctr_no_readahead(fd);
 	ret = ctr_open(fd, NULL, (uint64_t)st.st_size, create_block_shift,
-		       out);
+		       got ? hdr : NULL, out);
 	if (!ret && vol)
 		(*out)->vol_id = vol->id;
 	return ret;
@@ -765,7 +777,7 @@ int sq_ctr_open_image(void *image, size_t len, struct sq_ctr **out)
 		free(image);
 		return -EBADMSG;
 	}
-	return ctr_open(-1, image, len, SQ_FMT_MIN_BLOCK_SHIFT, out);
+	return ctr_open(-1, image, len, SQ_FMT_MIN_BLOCK_SHIFT, NULL, out);
 }
 
 void sq_ctr_close(struct sq_ctr *ctr)
@@ -803,6 +815,7 @@ int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
 	char why[128];
 	struct stat st;
 	uint64_t seq;
+	bool got;
 	int slot, k;
 	ssize_t n;
 
@@ -810,7 +823,7 @@ int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
 		*plain = false;
 	if (fstat(fd, &st) < 0)
 		return -errno;
-	k = kind_of(fd, (uint64_t)st.st_size, vol);
+	k = kind_of(fd, (uint64_t)st.st_size, vol, hdr, &got);
 	if (k < 0)
 		return k;
 	if (k == SQ_KIND_LOST_STUB)
@@ -830,7 +843,7 @@ int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
 	}
 	if (st.st_size < SQ_FMT_HDR_SIZE)
 		return -EBADMSG;
-	n = sq_pread_full(fd, hdr, sizeof(hdr), 0);
+	n = got ? SQ_FMT_HDR_SIZE : sq_pread_full(fd, hdr, sizeof(hdr), 0);
 	if (n < 0)
 		return (int)n;
 	if (n < SQ_FMT_HDR_SIZE)
