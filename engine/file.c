@@ -937,8 +937,22 @@ open_ctr:
 	if (rw && fd >= 0) {
 		char spec[SQ_PIN_MAX];
 
-		atomic_store(&f->pin, sq_pin_get(fs, fd, NULL, spec) ? NULL :
-				      sq_pin_an(fs->pins, spec));
+		/* The inode's copy (pin.h) when known: reading the xattrs on
+		 * every open for writing showed on copy-in. */
+		if (ino->pin_state == 2) {
+			memcpy(spec, ino->pin, SQ_PIN_MAX);
+			r = 0;
+		} else if (ino->pin_state == 1) {
+			r = -ENODATA;
+		} else {
+			r = sq_pin_get(fs, fd, NULL, spec);
+			if (!r || r == -ENODATA) {
+				ino->pin_state = r ? 1 : 2;
+				if (!r)
+					memcpy(ino->pin, spec, SQ_PIN_MAX);
+			}
+		}
+		atomic_store(&f->pin, r ? NULL : sq_pin_an(fs->pins, spec));
 	}
 	f->lazy_write = plen && want_write;
 	f->packed_blocks = plen ? (blkcnt_t)((plen + 511) / 512) : 0;

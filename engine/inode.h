@@ -104,8 +104,10 @@ struct sq_inode {
 	 * mount's.  SEEK_DATA/SEEK_HOLE answer at least this coarsely, so
 	 * the two always agree. */
 	unsigned shown_bshift;
-	/* The front end's copy of a directory's codec pin (pin.h), which
-	 * files made in it inherit: 0 not read yet, 1 none, 2 in pin[]. */
+	/* The copy of its codec pin (pin.h): a directory's, which files
+	 * made in it inherit, and a file's, which its data state stores
+	 * with; set when made, read once otherwise, changed with the xattr
+	 * through the mount.  0 not read yet, 1 none, 2 in pin[]. */
 	int pin_state;
 	char pin[SQ_PIN_MAX];
 };

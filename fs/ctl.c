@@ -1358,14 +1358,14 @@ static int pin_of(struct sq_mount *m, struct sq_inode *i, char *spec)
 	return r;
 }
 
-void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
-		    struct sq_inode *child)
+int sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
+		   struct sq_inode *child, char *out)
 {
 	char spec[SQ_PIN_MAX], path[64];
 	int r;
 
 	if (m->fs.ro || pin_of(m, parent, spec))
-		return;
+		return 0;
 	if (fd >= 0) {
 		r = sq_pin_set(&m->fs, fd, NULL, spec);
 	} else {
@@ -1378,9 +1378,14 @@ void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
 			pthread_mutex_unlock(&child->lock);
 		}
 	}
-	if (r)
+	if (r) {
 		sq_log(SQ_LOG_WARN, "cannot give a new file its directory's "
 		       "codec pin %s: %s", spec, strerror(-r));
+		return 0;
+	}
+	if (out)
+		memcpy(out, spec, SQ_PIN_MAX);
+	return 1;
 }
 
 void sq_fs_reply_xattr(fuse_req_t req, const char *buf, size_t n,

@@ -99,9 +99,11 @@ void sq_ctl_setxattr(fuse_req_t req, struct sq_inode *i, const char *name,
 void sq_fs_reply_xattr(fuse_req_t req, const char *buf, size_t n,
 		       size_t size);
 /* A file or directory was just made in @parent: it inherits @parent's
- * pin.  The new object is open as @fd (a real fd), or is @child. */
-void sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
-		    struct sq_inode *child);
+ * pin.  The new object is open as @fd (a real fd), or is @child.
+ * Returns 1 with the pin in @spec (SQ_PIN_MAX bytes; NULL: not wanted)
+ * when it was given one, else 0. */
+int sq_ctl_inherit(struct sq_mount *m, struct sq_inode *parent, int fd,
+		   struct sq_inode *child, char *spec);
 
 /* ops.c: the request handlers. */
 extern const struct fuse_lowlevel_ops sq_fs_ops;

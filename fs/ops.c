@@ -597,7 +597,7 @@ static void finish_new(fuse_req_t req, struct sq_inode *parent,
 		return;
 	}
 	if (i->type == S_IFREG || i->type == S_IFDIR)
-		sq_ctl_inherit(sq_mount_of(fs), parent, -1, i);
+		sq_ctl_inherit(sq_mount_of(fs), parent, -1, i, NULL);
 	reply_entry(req, fs, i, &st);
 }
 
@@ -1128,6 +1128,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct sq_fs *fs = fs_of(req);
 	struct sq_inode *p = ino_of(req, parent), *i;
 	bool created = true;
+	char pin[SQ_PIN_MAX];
+	int pinned = 0;
 	struct stat st;
 	int fd, pfd, rwfd = -1, r;
 
@@ -1161,7 +1163,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (created) {
 		r = set_owner(req, p, fd, "");
 		if (!r)
-			sq_ctl_inherit(mnt_of(req), p, fd, NULL);
+			pinned = sq_ctl_inherit(mnt_of(req), p, fd, NULL, pin);
 		if (!r)
 			r = opath_of(p, name, fd, &pfd, &st);
 		if (r)
@@ -1180,9 +1182,17 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		goto fail_rw;
 	}
 	sq_prune_note(sq_mount_of(fs), i, p, name);
-	/* We made it: it has no capability (see op_getxattr). */
+	/* We made it: it has no capability (see op_getxattr), and the pin
+	 * it was just given (the data state's open need not read it). */
 	if (created) {
 		atomic_store(&i->nocaps_gen, atomic_load(&i->xgen) + 1);
+		pthread_mutex_lock(&i->lock);
+		if (!i->pin_state) {
+			i->pin_state = pinned ? 2 : 1;
+			if (pinned)
+				memcpy(i->pin, pin, SQ_PIN_MAX);
+		}
+		pthread_mutex_unlock(&i->lock);
 		sq_track_closed(fs->track, i, true, 0,
 				(uint64_t)st.st_blocks * 512);
 	}
