@@ -67,6 +67,11 @@ struct sq_track {
 	struct sq_stats_batch *carry;	/* the flush's batch */
 	bool scan_needed;
 	int64_t scan_hot_since;	/* files written since go hot */
+	/* After a clean unmount, a walk for plain files put into BACKING
+	 * since (ctime at or after discover_since): the settle loop converts
+	 * them.  Non-legacy volumes only. */
+	bool discover_needed;
+	int64_t discover_since;
 	bool clean;		/* last apply succeeded */
 	int said;		/* the last problem logged (0: none) */
 	struct sq_wq_job flush;
@@ -577,6 +582,8 @@ struct scan {
 	struct sq_stats_batch *b;
 	char path[PATH_MAX];
 	uint64_t files;
+	bool plain_only;	/* discovery: plain files changed since */
+	int64_t since;
 };
 
 static void scan_file(struct scan *s, int dirfd, const char *name,
@@ -588,6 +595,12 @@ static void scan_file(struct scan *s, int dirfd, const char *name,
 	unsigned shift;
 	bool plain = false;
 	int fd;
+
+	/* Discovery reads only what changed while unmounted, and keeps
+	 * only plain files: the rows of the others are known. */
+	if (s->plain_only && (st->st_size <= SQ_PACK_STUB_LEN ||
+			      st->st_ctim.tv_sec < s->since))
+		return;
 
 	sq_stats_file_delta_init(&d, sq_stats_file_id(st->st_ino));
 	d.path = s->path;
@@ -609,6 +622,8 @@ static void scan_file(struct scan *s, int dirfd, const char *name,
 		return;		/* not a container: fsck's business */
 	}
 	close(fd);
+	if (s->plain_only && !plain)
+		return;
 	d.logical_bytes = size;
 	/* Written since the last flush we know of, or a plain file moved in
 	 * (converted by the settle loop): a settle candidate. */
@@ -684,6 +699,28 @@ static void scan(struct sq_track *t)
 	t->scan_needed = false;
 }
 
+/* Finds the plain files put into BACKING while it was unmounted (a full
+ * scan finds them anyway).  db_lock held. */
+static void discover(struct sq_track *t)
+{
+	struct scan s = { .t = t, .plain_only = true,
+			  .since = t->discover_since };
+	int fd;
+
+	t->discover_needed = false;
+	if (sq_stats_batch_new(&s.b))
+		return;
+	fd = openat(t->fs->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0)
+		scan_dir(&s, fd, 0);
+	db_apply(t, s.b);
+	sq_stats_batch_free(s.b);
+	if (s.files)
+		sq_log(SQ_LOG_INFO, "statistics: %llu plain files put into "
+		       "BACKING while unmounted; they will be converted",
+		       (unsigned long long)s.files);
+}
+
 /* db_lock held. */
 static void flush_locked(struct sq_track *t)
 {
@@ -691,6 +728,8 @@ static void flush_locked(struct sq_track *t)
 	db_apply(t, t->carry);
 	if (t->scan_needed && t->db && !sq_wq_stopping(t->wq))
 		scan(t);
+	else if (t->discover_needed && t->db && !sq_wq_stopping(t->wq))
+		discover(t);
 }
 
 static void flush_job(struct sq_wq_job *job)
@@ -760,6 +799,13 @@ int sq_track_start(struct sq_fs *fs, struct sq_wq *wq, unsigned flush_secs,
 	/* The mark goes while we may write: a crash leaves it absent, and
 	 * the next mount then looks for files written after the last
 	 * flush that reached the database. */
+	if (!fs->vol.legacy &&
+	    fstatat(fs->root_fd, SQ_TRACK_CLEAN, &st, 0) == 0) {
+		/* Written at the last clean unmount: anything changed in
+		 * BACKING since was changed beside the mount. */
+		t->discover_needed = true;
+		t->discover_since = st.st_ctim.tv_sec - 2;
+	}
 	if (unlinkat(fs->root_fd, SQ_TRACK_CLEAN, 0) && errno == ENOENT &&
 	    fstatat(fs->root_fd, SQ_STATS_DB, &st, 0) == 0) {
 		struct stat wal;

@@ -840,6 +840,33 @@ def test_background_conversion_empties_plain_stats(tmp_path):
     fsck_ok(backing, "after the conversion")
 
 
+def test_plain_files_put_in_while_unmounted_are_converted(tmp_path):
+    """Files copied into BACKING beside the mount, while it is unmounted
+    after a clean unmount (cp -a keeps their old mtimes, not their ctime),
+    are found by the next mount and converted like those of the first."""
+    no_forced_codec()
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    (backing / "first.txt").write_bytes(words_text(20000, 5, WORDS))
+    opts = ["settle_after=1", "settle_cpu=100", "stats_flush=1"]
+    with mounted(backing, tmp_path / "mnt", opts) as m:
+        vid = volume(backing)["id"]
+        wait_converted(m, vid)
+    later = {"later.txt": words_text(30000, 6, WORDS),
+             "sub/later.bin": random.Random(7).randbytes(20000)}
+    (backing / "sub").mkdir()
+    for rel, data in later.items():
+        (backing / rel).write_bytes(data)
+        os.utime(backing / rel, ns=(1500000000 * 10**9,) * 2)
+    assert sorted(unconverted(backing, vid)) == sorted(later)
+    with mounted(backing, tmp_path / "mnt", opts) as m:
+        wait_converted(m, vid)
+        check_files(m.mnt, later, "files put in while unmounted")
+        for rel in later:
+            assert os.stat(m.path(rel)).st_mtime == 1500000000, rel
+    fsck_ok(backing, "after converting files put in while unmounted")
+
+
 # ---- 5. settle PATH ---------------------------------------------------------
 
 def test_settle_command_converts_one_plain_file(tmp_path):
