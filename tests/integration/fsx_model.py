@@ -77,7 +77,7 @@ class Fsx:
 
     def __init__(self, mount, name, model_path, seed, block_size,
                  use_mmap=False, remount_every=0, max_size=None,
-                 log_path=None, history=60):
+                 log_path=None, history=60, initial=None):
         self.mount = mount
         self.name = name
         self.model_path = str(model_path)
@@ -104,6 +104,9 @@ class Fsx:
         self.opno = -1
         self.total_ops = 0
         self.counts = collections.Counter()
+        # The file's bytes at the start when it exists already (a plain
+        # file moved in), else None: the run creates it empty.
+        self.initial = initial
 
     # ---- bookkeeping -----------------------------------------------------
 
@@ -441,9 +444,16 @@ class Fsx:
         self.total_ops = nops
         self.opno = -1
         self.note("start: " + self.params())
-        self.open(create=True)
-        self.size = 0
-        self.do_truncate(0)
+        if self.initial is None:
+            self.open(create=True)
+            self.size = 0
+            self.do_truncate(0)
+        else:
+            with open(self.model_path, "wb") as f:
+                f.write(self.initial)
+            self.open()
+            self.size = len(self.initial)
+            self.check_whole("at the start")
         for i in range(nops):
             self.opno = i
             if self.remount_every and i and i % self.remount_every == 0:

@@ -20,10 +20,11 @@ REMOUNT_EVERY = 5000
 
 
 def run_fsx(mount, tmp_path, seed, bs, use_mmap, ops, remount_every,
-            name="fsx.dat", max_size=None):
+            name="fsx.dat", max_size=None, initial=None):
     fx = Fsx(mount, name, tmp_path / (name + ".model"), seed, bs,
              use_mmap=use_mmap, remount_every=remount_every,
-             max_size=max_size, log_path=tmp_path / (name + ".ops.log"))
+             max_size=max_size, log_path=tmp_path / (name + ".ops.log"),
+             initial=initial)
     t0 = time.monotonic()
     try:
         counts = fx.run(ops)
@@ -49,6 +50,31 @@ def test_random_ops(make_mount, tmp_path, bs_name, use_mmap):
     assert counts["remount"] >= OPS // REMOUNT_EVERY
     # nothing of the daemon's own state leaks into the mount
     assert sorted(os.listdir(m.mnt)) == ["fsx.dat"]
+
+
+@pytest.mark.parametrize("use_mmap", [False, True], ids=["pio", "mmap"])
+def test_random_ops_plain_file(make_mount, tmp_path, use_mmap):
+    """Moving in (docs/FORMAT.md 2.1): the run starts on a plain file that
+    was in BACKING before its first mount, so it goes through the plain
+    handle (written in place) until a truncation to 0 makes it a container;
+    with settle_after=1 the settle loop tries to convert it whenever it is
+    closed (reopens, remounts), and gives way when it is opened again."""
+    rnd = __import__("random").Random(31 + use_mmap)
+    initial = bytes(rnd.randrange(256) for _ in range(300_000)) + \
+        b"plain text moved in\n" * 4000
+    m = make_mount(opts=["block_size=4K", "settle_after=1",
+                         "settle_cpu=100"], start=False)
+    os.makedirs(m.backing, exist_ok=True)
+    with open(m.bpath("fsx.dat"), "wb") as f:
+        f.write(initial)
+    m.start()
+    ops = 200_000 if LONG else 20_000
+    counts = run_fsx(m, tmp_path, 4242 + use_mmap, 4096, use_mmap, ops, 500,
+                     max_size=1 << 20, initial=initial)
+    assert counts["remount"] >= ops // 500
+    with open(m.bpath("fsx.dat"), "rb") as f:
+        print("backing file at the end: %s" % (
+            "a container" if f.read(8) == b"\x89SQZ\r\n\x1a\n" else "plain"))
 
 
 @pytest.mark.parametrize("codec", ["none", "lz4", "zstd", "zlib", "brotli"])
