@@ -206,7 +206,8 @@ fuzz-run: fuzz
 	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t; done
 
 # ThreadSanitizer: the daemon built in build-tsan/, then the concurrency
-# tests and a bounded part of the random-operation tests through it; any
+# tests, a bounded part of the random-operation tests and the conversion
+# of plain files (moving in) through it; any
 # report in a daemon log fails its test (sqfs_util.Mount.check_log).
 TSAN_BUILD := build-tsan
 TSAN_ENV   := TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
@@ -224,6 +225,9 @@ tsan:
 	  tests/integration/test_random_ops.py -k "codecs or many_files"
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_settle.py -k "writer or reads or mtime"
+	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
+	  tests/integration/test_movein.py tests/integration/test_random_ops.py \
+	  -k "background or kill or settle_command or writes or plain"
 
 # 1,000,000 random operations with remounts (long; not part of CI).
 soak: $(BIN)
