@@ -691,6 +691,19 @@ static int kind_of(int fd, uint64_t len, const struct sq_vol *vol,
 	return SQ_KIND_PLAIN;
 }
 
+/* kind_of() of the file in @fd, its stat in *@st; a stub that lost its
+ * reference is -EBADMSG (a handle or a size must not come of it). */
+static int classify(int fd, const struct sq_vol *vol, struct stat *st,
+		    uint8_t *hdr, bool *got)
+{
+	int k;
+
+	if (fstat(fd, st) < 0)
+		return -errno;
+	k = kind_of(fd, (uint64_t)st->st_size, vol, hdr, got);
+	return k == SQ_KIND_LOST_STUB ? -EBADMSG : k;
+}
+
 int sq_ctr_kind(int fd, const struct sq_vol *vol)
 {
 	uint8_t hdr[SQ_FMT_HDR_SIZE];
@@ -729,13 +742,9 @@ int sq_ctr_open_vol(int fd, unsigned create_block_shift,
 	int k, ret;
 
 	*out = NULL;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	k = kind_of(fd, (uint64_t)st.st_size, vol, hdr, &got);
+	k = classify(fd, vol, &st, hdr, &got);
 	if (k < 0)
 		return k;
-	if (k == SQ_KIND_LOST_STUB)
-		return -EBADMSG;
 	if (k != SQ_KIND_CONTAINER) {
 		ret = plain_open(fd, (uint64_t)st.st_size, create_block_shift,
 				 out);
@@ -821,13 +830,9 @@ int sq_ctr_peek(int fd, const struct sq_vol *vol, uint64_t *size,
 
 	if (plain)
 		*plain = false;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	k = kind_of(fd, (uint64_t)st.st_size, vol, hdr, &got);
+	k = classify(fd, vol, &st, hdr, &got);
 	if (k < 0)
 		return k;
-	if (k == SQ_KIND_LOST_STUB)
-		return -EBADMSG;
 	if (k != SQ_KIND_CONTAINER) {
 		*size = (uint64_t)st.st_size;
 		*shift = 0;

@@ -689,3 +689,17 @@ def read_blockwise(path, bs):
         return size, out
     finally:
         os.close(fd)
+
+
+def ctl_command(m, text):
+    """Writes one command to MOUNT/.squeezefs/control (docs/squeezefs.8):
+    0, or the errno the write failed with."""
+    fd = os.open(m.path(".squeezefs", "control"), os.O_WRONLY)
+    try:
+        data = text if isinstance(text, bytes) else text.encode()
+        assert os.write(fd, data) == len(data)
+        return 0
+    except OSError as e:
+        return e.errno
+    finally:
+        os.close(fd)

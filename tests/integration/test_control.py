@@ -33,7 +33,7 @@ import tempfile
 
 import pytest
 
-from sqfs_util import BIN, ROOT, wait_for, words_text
+from sqfs_util import BIN, ROOT, ctl_command, wait_for, words_text
 
 ADMIN = os.path.join(os.path.dirname(BIN), "squeezefs-admin")
 CORPUS_SIZE = "12M"
@@ -58,15 +58,7 @@ def stats(m):
 
 def command(m, text):
     """Writes one command; returns 0 or the errno it failed with."""
-    fd = os.open(ctl(m, "control"), os.O_WRONLY)
-    try:
-        data = text if isinstance(text, bytes) else text.encode()
-        assert os.write(fd, data) == len(data)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
+    return ctl_command(m, text)
 
 
 def xstats(path):

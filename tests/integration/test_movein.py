@@ -45,8 +45,9 @@ import time
 
 import pytest
 
-from sqfs_util import (BIN, CTR_MAGIC, ROOT, Mount, is_packed, read_file,
-                       run_fsck, skip_under, tree_paths, wait_for, words_text)
+from sqfs_util import (BIN, CTR_MAGIC, ROOT, Mount, ctl_command, is_packed,
+                       read_file, run_fsck, skip_under, tree_paths, wait_for,
+                       words_text)
 
 # ---- the volume file and the version-5 header (docs/FORMAT.md 3, 12.1) ---------
 
@@ -193,19 +194,6 @@ def mounted(backing, mnt, opts=(), log=None):
             pass
         raise
     m.cleanup()
-
-
-def command(m, text):
-    """Writes one command to MOUNT/.squeezefs/control; 0 or the errno."""
-    fd = os.open(m.path(".squeezefs", "control"), os.O_WRONLY)
-    try:
-        data = text.encode()
-        assert os.write(fd, data) == len(data)
-        return 0
-    except OSError as e:
-        return e.errno
-    finally:
-        os.close(fd)
 
 
 def totals(m):
@@ -562,6 +550,17 @@ def need_rsync():
         pytest.skip("rsync missing")
 
 
+def plain_backing(tmp_path):
+    """A plain tree (build_plain_tree) copied with cp -a into a BACKING
+    never mounted: (tree, backing)."""
+    need_rsync()
+    tree = build_plain_tree(tmp_path / "src")
+    backing = tmp_path / "backing"
+    cp_a(tmp_path / "src", backing)
+    freshen(backing)
+    return tree, backing
+
+
 # ---- 1. a plain tree is served as it is ------------------------------------
 
 def test_plain_tree_is_served_as_it_is(tmp_path, corpus, foreign):
@@ -621,11 +620,7 @@ def test_plain_files_take_writes(tmp_path):
     shorter and longer, a write into a hole, renames, a delete and new
     files; the mount then matches a shadow copy changed by the same system
     calls (rsync -anc -HXA), also after a remount; fsck is clean."""
-    need_rsync()
-    tree = build_plain_tree(tmp_path / "src")
-    backing = tmp_path / "backing"
-    cp_a(tmp_path / "src", backing)
-    freshen(backing)
+    tree, backing = plain_backing(tmp_path)
     shadow = tmp_path / "shadow"
     cp_a(backing, shadow)
     with mounted(backing, tmp_path / "mnt", [NEVER]) as m:
@@ -733,7 +728,7 @@ def test_container_lookalikes_read_as_themselves(tmp_path, foreign):
             "the log does not say %r:\n%s" % (LOOKALIKE_LOG,
                                               m.read_log()[-2000:])
         for name, data in sorted(crafted.items()):
-            assert command(m, "settle " + name) == 0, \
+            assert ctl_command(m, "settle " + name) == 0, \
                 "settle %s: %s" % (name, read_file(m.path(".squeezefs",
                                                           "last_error")))
             kind = backing_kind(m.bpath(name), vid)
@@ -905,7 +900,7 @@ def test_settle_command_converts_one_plain_file(tmp_path):
         assert wait_for(lambda: figures(4, total), timeout=10), \
             "stats before: plain_files, plain_bytes = %s, want %s" % (
                 seen, [4, total])
-        assert command(m, "settle a") == 0, \
+        assert ctl_command(m, "settle a") == 0, \
             read_file(m.path(".squeezefs", "last_error"))
         kind = backing_kind(m.bpath("a"), vid)
         assert kind == "container", \
@@ -1207,11 +1202,7 @@ def test_readers_leave_a_plain_tree_plain(tmp_path):
     clear (docs/FORMAT.md 12.1: whatever first makes .squeezefs/ makes the
     volume file); export gives the tree back, a ro mount serves it, and the
     first rw mount after them serves the plain files (not EIO)."""
-    need_rsync()
-    tree = build_plain_tree(tmp_path / "src")
-    backing = tmp_path / "backing"
-    cp_a(tmp_path / "src", backing)
-    freshen(backing)
+    tree, backing = plain_backing(tmp_path)
     ref = tmp_path / "ref"
     cp_a(backing, ref)
     for i in (1, 2):
