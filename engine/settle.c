@@ -578,9 +578,19 @@ static enum outcome convert_file(struct sq_settle *s, const struct cand *c,
 		       (unsigned long long)st->st_size,
 		       (unsigned long long)stored);
 	} else {
-		out = r == -EBUSY || r == -EINTR ? BUSY : FAILED;
+		/* In use, or short of something for now (a full disk):
+		 * tried again later; anything else is logged and left. */
+		bool later = r == -EBUSY || r == -EINTR || r == -ENOSPC ||
+			     r == -EDQUOT || r == -EMFILE || r == -ENFILE ||
+			     r == -ENOMEM;
+
+		out = later ? BUSY : FAILED;
 		res->why = r == -EBUSY || r == -EINTR ? "in use" :
 			   strerror(-r);
+		if (later && r != -EBUSY && r != -EINTR)
+			sq_log(SQ_LOG_INFO, "settle: plain file %s not converted "
+			       "yet: %s; tried again later", c->path,
+			       strerror(-r));
 		if (out == FAILED)
 			sq_log(SQ_LOG_WARN, "settle: cannot convert plain file "
 			       "%s: %s", c->path, strerror(-r));

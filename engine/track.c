@@ -696,7 +696,10 @@ static void scan(struct sq_track *t)
 	       "%.1f s", (unsigned long long)s.files,
 	       (double)(t1.tv_sec - t0.tv_sec) +
 		       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-	t->scan_needed = false;
+	/* Cut short by an unmount: the next mount scans again (no clean
+	 * mark is left while one is needed). */
+	if (!sq_wq_stopping(t->wq))
+		t->scan_needed = false;
 }
 
 /* Finds the plain files put into BACKING while it was unmounted (a full
@@ -707,7 +710,6 @@ static void discover(struct sq_track *t)
 			  .since = t->discover_since };
 	int fd;
 
-	t->discover_needed = false;
 	if (sq_stats_batch_new(&s.b))
 		return;
 	fd = openat(t->fs->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -715,6 +717,9 @@ static void discover(struct sq_track *t)
 		scan_dir(&s, fd, 0);
 	db_apply(t, s.b);
 	sq_stats_batch_free(s.b);
+	/* Cut short: no clean mark, so the next mount scans it all. */
+	if (!sq_wq_stopping(t->wq))
+		t->discover_needed = false;
 	if (s.files)
 		sq_log(SQ_LOG_INFO, "statistics: %llu plain files put into "
 		       "BACKING while unmounted; they will be converted",
@@ -847,7 +852,7 @@ void sq_track_free(struct sq_track *t)
 	pthread_mutex_lock(&t->db_lock);
 	take_pending(t);
 	db_apply(t, t->carry);
-	if (t->db && t->clean && !t->scan_needed) {
+	if (t->db && t->clean && !t->scan_needed && !t->discover_needed) {
 		fd = openat(t->fs->root_fd, SQ_TRACK_CLEAN,
 			    O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
 		if (fd >= 0)

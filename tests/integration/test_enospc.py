@@ -123,3 +123,57 @@ def test_full_backing_disk(small_tmpfs, make_mount):
     m.start()
     check_contents(m, durable, "after remount")
     m.stop()
+
+
+def test_full_disk_during_conversion(small_tmpfs, make_mount):
+    """Moving in on a full disk: converting a plain file needs room for its
+    container beside it.  With none, the plain files stay as they are and
+    read intact, nothing is left in .squeezefs/tmp, and once there is room
+    again the conversion goes on (a full disk is tried again, not given
+    up)."""
+    r = random.Random(65)
+    backing = small_tmpfs / "backing"
+    backing.mkdir()
+    # Converting random.bin needs 3 MiB more than the disk has (the
+    # text file, once converted, frees less than that).
+    plain = {"random.bin": r.randbytes(3 << 20),
+             "text.txt": b"".join(b"%08d moved in\n" % k
+                                  for k in range(20000))}
+    for n, data in plain.items():
+        with open(backing / n, "wb") as f:
+            f.write(data)
+    # A first mount makes the volume file (a mount refuses to start when
+    # it cannot) and finds the plain files; then the disk fills up.
+    m = make_mount(backing=backing, opts=["settle_after=3600"])
+    assert wait_for(lambda: "scanned BACKING" in m.read_log(), timeout=30)
+    m.stop()
+    filler = top_off(small_tmpfs)
+    # Room for the statistics, none for a 3 MiB container of random bytes.
+    os.truncate(filler, os.path.getsize(filler) - (768 << 10))
+    m = make_mount(backing=backing, opts=["settle_after=1", "settle_cpu=100"],
+                   name="full")
+    # The settle loop met ENOSPC and gave the file back, saying so.
+    assert wait_for(lambda: "random.bin not converted yet: No space left "
+                    "on device" in m.read_log(), timeout=60), \
+        m.read_log()[-2000:]
+    check_contents(m, plain, "plain files on a full disk")
+    m.stop()
+    # What an attempt built is gone with it (a retry may have been under
+    # way at the unmount: it stops and cleans up too).
+    assert os.listdir(backing / ".squeezefs" / "tmp") == [], \
+        os.listdir(backing / ".squeezefs" / "tmp")
+    with open(backing / "random.bin", "rb") as f:
+        assert f.read(8) != b"\x89SQZ\r\n\x1a\n"
+    os.remove(filler)
+    m.start()
+
+    def converted():
+        for n in plain:
+            with open(backing / n, "rb") as f:
+                if f.read(8) != b"\x89SQZ\r\n\x1a\n":
+                    return False
+        return True
+    assert wait_for(converted, timeout=120, step=0.5), m.read_log()[-2000:]
+    check_contents(m, plain, "converted once there was room")
+    m.stop()
+    fsck_clean(m, "after conversion on a disk that was full")
