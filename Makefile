@@ -227,7 +227,7 @@ tsan:
 	  tests/integration/test_settle.py -k "writer or reads or mtime"
 	$(TSAN_ENV) $(PYTHON) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) \
 	  tests/integration/test_movein.py tests/integration/test_random_ops.py \
-	  -k "background or kill or settle_command or writes or plain"
+	  -k "background or kill or settle_command or writes or plain or import"
 
 # 1,000,000 random operations with remounts (long; not part of CI).
 soak: $(BIN)

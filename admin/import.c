@@ -2,7 +2,7 @@
  * admin/import.c - `squeezefs import [--policy P] [--progress|--no-progress]
  * BACKING`: moving in, offline.  Converts every plain file of an unmounted
  * BACKING (a directory of ordinary files pointed at, docs/FORMAT.md 2.1)
- * into a container in place, one file at a time and crash-safely
+ * into a container in place, a file per core at a time, crash-safely
  * (engine/convert.h): interrupted, it leaves every file either plain or
  * converted, and runs again from where it stopped.  A mount serves plain
  * files as they are and converts them itself in the background; import is
@@ -20,6 +20,7 @@
 #include "engine/engine.h"
 #include "engine/lock.h"
 #include "engine/pack_store.h"
+#include "engine/workq.h"
 #include "meta/container.h"
 #include "meta/pack.h"
 
@@ -28,6 +29,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,24 +39,121 @@
 
 enum { IMPORT_OK = 0, IMPORT_FAILED = 1, IMPORT_ERROR = 2 };
 
+/* Files converted at once: one per core (a file is compressed by one
+ * thread), and twice that waiting, each holding its directory open. */
+#define MAX_THREADS 16
+
 struct import {
 	struct sq_vol vol;
-	struct sq_convert cv;
+	struct sq_convert cv;	/* shared part; each job has its cctx */
+	struct sq_wq *wq;
+	unsigned nthreads;
+	char path[PATH_MAX];	/* of the walk */
+	bool counting;		/* the first walk: totals only */
+
+	/* Held across each exchange: a directory's times are put back from
+	 * what they were before it, so two in one directory must not
+	 * overlap (the second would put back the first's change). */
+	pthread_mutex_t swap_lock;
+	pthread_mutex_t lock;	/* a leaf */
+	/* Guarded by lock. */
+	pthread_cond_t room;
+	unsigned inflight;
+	struct sq_codec_ctx *cctx[2 * MAX_THREADS];	/* free ones */
+	unsigned ncctx;
 	struct sq_progress p;	/* bytes of plain files */
 	uint64_t files, bytes, stored, linked, linked_bytes;
 	unsigned failed;
-	bool counting;		/* the first walk: totals only */
 	bool error;
-	char path[PATH_MAX];
 };
+
+/* One plain file to convert, on a thread of im->wq. */
+struct job {
+	struct sq_wq_job wq;
+	struct import *im;
+	struct sq_codec_ctx *cctx;
+	int dirfd, fd;
+	struct stat st;
+	char *path;		/* for messages */
+	uint64_t counted;	/* bytes pace() added to the progress */
+	char name[];
+};
+
+/* Says on stderr that @path could not be done (@what, or errno @err). */
+static void report(struct import *im, const char *path, int err)
+{
+	pthread_mutex_lock(&im->lock);
+	sq_progress_break(&im->p);
+	fprintf(stderr, "squeezefs import: %s: %s\n", path, strerror(err));
+	im->error = true;
+	pthread_mutex_unlock(&im->lock);
+}
 
 static bool pace(void *arg, uint64_t bytes)
 {
-	struct import *im = arg;
+	struct job *j = arg;
+	struct import *im = j->im;
 
+	pthread_mutex_lock(&im->lock);
 	im->p.done += bytes;
+	j->counted += bytes;
 	sq_progress_show(&im->p, false);
+	pthread_mutex_unlock(&im->lock);
 	return false;
+}
+
+static bool swap_begin(void *arg)
+{
+	struct job *j = arg;
+
+	pthread_mutex_lock(&j->im->swap_lock);
+	return true;
+}
+
+static void swap_end(void *arg, bool swapped)
+{
+	struct job *j = arg;
+
+	(void)swapped;
+	pthread_mutex_unlock(&j->im->swap_lock);
+}
+
+static void convert_job(struct sq_wq_job *w)
+{
+	struct job *j = sq_container_of(w, struct job, wq);
+	struct import *im = j->im;
+	struct sq_convert cv = im->cv;
+	uint64_t stored = 0;
+	ino_t ino;
+	int r;
+
+	cv.cctx = j->cctx;
+	cv.arg = j;
+	r = sq_convert_file(&cv, j->dirfd, j->name, j->fd, &j->st, &stored,
+			    &ino);
+	pthread_mutex_lock(&im->lock);
+	/* Holes were skipped, not counted: the file is done either way. */
+	if ((uint64_t)j->st.st_size > j->counted)
+		im->p.done += (uint64_t)j->st.st_size - j->counted;
+	if (r) {
+		sq_progress_break(&im->p);
+		fprintf(stderr, "squeezefs import: %s: %s; left as it was\n",
+			j->path, r == -EBUSY ? "changed while converted" :
+			strerror(-r));
+		im->failed++;
+	} else {
+		im->files++;
+		im->bytes += (uint64_t)j->st.st_size;
+		im->stored += stored;
+	}
+	im->cctx[im->ncctx++] = j->cctx;
+	im->inflight--;
+	pthread_cond_signal(&im->room);
+	pthread_mutex_unlock(&im->lock);
+	close(j->fd);
+	close(j->dirfd);
+	free(j->path);
+	free(j);
 }
 
 /* Opens @name in @dirfd for reading if it is a plain file (not a
@@ -72,10 +171,7 @@ static int open_plain(struct import *im, int dirfd, const char *name,
 	if (fd < 0)
 		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
-		sq_progress_break(&im->p);
-		fprintf(stderr, "squeezefs import: %s: %s\n", im->path,
-			strerror(errno));
-		im->error = true;
+		report(im, im->path, errno);
 		return -1;
 	}
 	k = sq_ctr_kind(fd, &im->vol);
@@ -91,9 +187,8 @@ static int open_plain(struct import *im, int dirfd, const char *name,
 static void do_file(struct import *im, int dirfd, const char *name,
 		    const struct stat *st)
 {
-	uint64_t stored, done;
-	ino_t ino;
-	int fd = open_plain(im, dirfd, name, st), r;
+	struct job *j;
+	int fd = open_plain(im, dirfd, name, st);
 
 	if (fd < 0)
 		return;
@@ -110,22 +205,34 @@ static void do_file(struct import *im, int dirfd, const char *name,
 		close(fd);
 		return;
 	}
-	done = im->p.done;
-	r = sq_convert_file(&im->cv, dirfd, name, fd, st, &stored, &ino);
-	close(fd);
-	/* Holes were skipped, not counted: the file is done either way. */
-	im->p.done = done + (uint64_t)st->st_size;
-	if (r) {
-		sq_progress_break(&im->p);
-		fprintf(stderr, "squeezefs import: %s: %s; left as it was\n",
-			im->path, r == -EBUSY ? "changed while converted" :
-			strerror(-r));
-		im->failed++;
+	j = calloc(1, sizeof(*j) + strlen(name) + 1);
+	if (j) {
+		j->path = strdup(im->path);
+		j->dirfd = dup(dirfd);
+	}
+	if (!j || !j->path || j->dirfd < 0) {
+		report(im, im->path, errno ? errno : ENOMEM);
+		if (j) {
+			free(j->path);
+			if (j->dirfd >= 0)
+				close(j->dirfd);
+		}
+		free(j);
+		close(fd);
 		return;
 	}
-	im->files++;
-	im->bytes += (uint64_t)st->st_size;
-	im->stored += stored;
+	strcpy(j->name, name);
+	j->im = im;
+	j->fd = fd;
+	j->st = *st;
+	j->wq.run = convert_job;
+	pthread_mutex_lock(&im->lock);
+	while (im->inflight >= 2 * im->nthreads || !im->ncctx)
+		pthread_cond_wait(&im->room, &im->lock);
+	im->inflight++;
+	j->cctx = im->cctx[--im->ncctx];
+	pthread_mutex_unlock(&im->lock);
+	sq_wq_push(im->wq, &j->wq);
 }
 
 /* Walks the directory @dirfd (borrowed) whose path is im->path. */
@@ -139,10 +246,7 @@ static void walk(struct import *im, int dirfd, bool top, int depth)
 	if (fd < 0 || depth > 256 || !(d = fdopendir(fd))) {
 		if (fd >= 0)
 			close(fd);
-		sq_progress_break(&im->p);
-		fprintf(stderr, "squeezefs import: %s: %s\n", im->path,
-			depth > 256 ? "nested too deep" : strerror(errno));
-		im->error = true;
+		report(im, im->path, depth > 256 ? ELOOP : errno);
 		return;
 	}
 	/* The dup shares its position with @dirfd, which a walk before
@@ -173,10 +277,7 @@ static void walk(struct import *im, int dirfd, bool top, int depth)
 				walk(im, sub, false, depth + 1);
 				close(sub);
 			} else {
-				sq_progress_break(&im->p);
-				fprintf(stderr, "squeezefs import: %s: %s\n",
-					im->path, strerror(errno));
-				im->error = true;
+				report(im, im->path, errno);
 			}
 		}
 		im->path[len] = '\0';
@@ -198,6 +299,9 @@ int sq_admin_import(int argc, char **argv)
 	if (!im)
 		return IMPORT_ERROR;
 	im->cv.tmp_fd = -1;
+	pthread_mutex_init(&im->lock, NULL);
+	pthread_mutex_init(&im->swap_lock, NULL);
+	pthread_cond_init(&im->room, NULL);
 	for (; k < argc && argv[k][0] == '-'; k++) {
 		if (!strcmp(argv[k], "--progress"))
 			progress = true;
@@ -247,8 +351,16 @@ int sq_admin_import(int argc, char **argv)
 		goto out;
 	}
 	r = sq_an_new("auto", policy, SQ_AN_MIN_SAVING_DEFAULT, &an);
+	{
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+		im->nthreads = n < 1 ? 1 : n > MAX_THREADS ? MAX_THREADS :
+			       (unsigned)n;
+	}
+	while (!r && im->ncctx < 2 * im->nthreads)
+		r = sq_codec_ctx_new(&im->cctx[im->ncctx++]);
 	if (!r)
-		r = sq_codec_ctx_new(&im->cv.cctx);
+		r = sq_wq_new("sq-import", im->nthreads, &im->wq);
 	if (!r) {
 		im->cv.tmp_fd = sq_convert_tmp_open(fd);
 		r = im->cv.tmp_fd < 0 ? im->cv.tmp_fd : 0;
@@ -262,7 +374,8 @@ int sq_admin_import(int argc, char **argv)
 	im->cv.block_shift = SQ_DEFAULT_BLOCK_SHIFT;
 	im->cv.an = an;
 	im->cv.pace = pace;
-	im->cv.arg = im;
+	im->cv.begin = swap_begin;
+	im->cv.end = swap_end;
 
 	snprintf(im->path, sizeof(im->path), "%s", backing);
 	im->counting = true;
@@ -271,6 +384,9 @@ int sq_admin_import(int argc, char **argv)
 	sq_progress_start(&im->p, "import", progress, im->p.total);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	walk(im, fd, true, 0);
+	/* Every file handed out is done once the threads are gone. */
+	sq_wq_free(im->wq, -1);
+	im->wq = NULL;
 	sq_progress_show(&im->p, true);
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	printf("%" PRIu64 " plain files converted, %" PRIu64 " bytes stored "
@@ -288,8 +404,10 @@ usage:
 	fprintf(stderr, "usage: squeezefs import [--policy fast|balanced|max] "
 		"[--progress|--no-progress] BACKING\n");
 out:
+	sq_wq_free(im->wq, -1);
 	sq_an_free(an);
-	sq_codec_ctx_free(im->cv.cctx);
+	for (unsigned c = 0; c < im->ncctx; c++)
+		sq_codec_ctx_free(im->cctx[c]);
 	if (im->cv.tmp_fd >= 0)
 		close(im->cv.tmp_fd);
 	if (lock >= 0)
