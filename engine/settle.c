@@ -540,6 +540,16 @@ static enum outcome convert_file(struct sq_settle *s, const struct cand *c,
 		res->why = "no .squeezefs/tmp";
 		return FAILED;
 	}
+	/* A plain file with a codec pin is converted with that codec: the
+	 * pin says how to store it (pin.h), and the copy keeps the pin. */
+	{
+		char spec[SQ_PIN_MAX];
+		const struct sq_an *pinned;
+
+		if (sq_pin_get(fs, pfd, NULL, spec) == 0 &&
+		    (pinned = sq_pin_an(fs->pins, spec)))
+			cv.an = pinned;
+	}
 	if (sq_inode_get(fs, opath, st, SQ_IREF_PIN, &arg.i)) {
 		close(pfd);
 		return FAILED;

@@ -310,6 +310,20 @@ static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 	fuse_reply_none(req);
 }
 
+/*
+ * Whether @i's backing file was replaced (a plain file converted into a
+ * container, engine/settle.h): then the request gets ESTALE, and the
+ * kernel looks the name up again and finds the container (the VFS retries
+ * path lookups on ESTALE).  Nothing can have it open.
+ */
+static bool replaced(fuse_req_t req, struct sq_inode *i)
+{
+	if (!atomic_load(&i->stale))
+		return false;
+	fuse_reply_err(req, ESTALE);
+	return true;
+}
+
 static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -317,7 +331,9 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct stat st;
 	int r;
 
-	(void)fi;
+	/* Its old attributes would be shown (and its old xattrs below). */
+	if (!fi && replaced(req, ino_of(req, ino)))
+		return;
 	r = do_getattr(fs, ino_of(req, ino), &st, false);
 	if (r) {
 		fuse_reply_err(req, -r);
@@ -2026,6 +2042,8 @@ static void ctl_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	if (CTL(ino))
 		fuse_reply_err(req, EPERM);
+	else if (replaced(req, ino_of(req, ino)))
+		return;
 	else if (sq_ctl_xattr(name))
 		sq_ctl_setxattr(req, ino_of(req, ino), name, value, size,
 				flags);
@@ -2038,6 +2056,8 @@ static void ctl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 {
 	if (CTL(ino))
 		fuse_reply_err(req, ENODATA);
+	else if (replaced(req, ino_of(req, ino)))
+		return;
 	else if (sq_ctl_xattr(name))
 		sq_ctl_getxattr(req, ino_of(req, ino), name, size);
 	else
@@ -2046,9 +2066,10 @@ static void ctl_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void ctl_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	if (!CTL(ino))
-		op_listxattr(req, ino, size);
-	else if (size)
+	if (!CTL(ino)) {
+		if (!replaced(req, ino_of(req, ino)))
+			op_listxattr(req, ino, size);
+	} else if (size)
 		fuse_reply_buf(req, NULL, 0);
 	else
 		fuse_reply_xattr(req, 0);
@@ -2058,6 +2079,8 @@ static void ctl_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	if (CTL(ino))
 		fuse_reply_err(req, EPERM);
+	else if (replaced(req, ino_of(req, ino)))
+		return;
 	else if (sq_ctl_xattr(name))
 		sq_ctl_setxattr(req, ino_of(req, ino), name, NULL, 0, 0);
 	else

@@ -835,6 +835,31 @@ def test_background_conversion_empties_plain_stats(tmp_path):
     fsck_ok(backing, "after the conversion")
 
 
+def test_pinned_plain_file_is_converted_with_its_pin(tmp_path):
+    """A codec pin set on a plain file through the mount (user.squeezefs.codec)
+    is what its conversion stores it with, and the container keeps it."""
+    no_forced_codec()
+    backing = tmp_path / "backing"
+    backing.mkdir()
+    data = words_text(200000, 8, WORDS)
+    (backing / "pinned.txt").write_bytes(data)
+    (backing / "free.txt").write_bytes(data)
+    with mounted(backing, tmp_path / "mnt", [NEVER]) as m:
+        os.setxattr(m.path("pinned.txt"), "user.squeezefs.codec", b"lz4")
+        for name in ("pinned.txt", "free.txt"):
+            assert ctl_command(m, "settle " + name) == 0, m.read_log()
+        pinned = json.loads(os.getxattr(m.path("pinned.txt"),
+                                        "user.squeezefs.stats"))
+        free = json.loads(os.getxattr(m.path("free.txt"),
+                                      "user.squeezefs.stats"))
+        assert pinned["state"] != "plain" and free["state"] != "plain"
+        assert set(pinned["blocks"]) == {"lz4:1"} or \
+            set(pinned["blocks"]) == {"lz4"}, pinned
+        assert pinned["pin"] == "lz4", pinned
+        assert not any(k.startswith("lz4") for k in free["blocks"]), free
+        assert read_file(m.path("pinned.txt")) == data
+
+
 def test_plain_files_put_in_while_unmounted_are_converted(tmp_path):
     """Files copied into BACKING beside the mount, while it is unmounted
     after a clean unmount (cp -a keeps their old mtimes, not their ctime),
