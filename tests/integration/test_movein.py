@@ -925,6 +925,10 @@ def test_settle_command_converts_one_plain_file(tmp_path):
         assert wait_for(lambda: figures(4, total), timeout=10), \
             "stats before: plain_files, plain_bytes = %s, want %s" % (
                 seen, [4, total])
+        # The command-line view says so too (compsize's table).
+        r = squeezefs("stats", m.mnt)
+        assert r.returncode == 0 and "4 plain" in r.stdout, r.stdout + \
+            r.stderr
         assert ctl_command(m, "settle a") == 0, \
             read_file(m.path(".squeezefs", "last_error"))
         kind = backing_kind(m.bpath("a"), vid)
