@@ -27,7 +27,7 @@ int main(int argc, char **argv)
 	fprintf(stderr, "usage: squeezefs fsck [--repair] [--reclaim] BACKING\n"
 		"       squeezefs export [--progress|--no-progress] BACKING "
 		"DEST\n"
-		"       squeezefs import [--policy fast|balanced|max] "
+		"       squeezefs import [--all] [--policy fast|balanced|max] "
 		"[--progress|--no-progress] BACKING\n"
 		"       squeezefs stats [--json] [--bytes] PATH...\n"
 		"       squeezefs settle PATH...\n"

@@ -8,7 +8,8 @@
  * files as they are and converts them itself in the background; import is
  * for doing it all now, with a progress line (bytes, rate, ETA).
  * Hard-linked plain files stay plain (a container per name would split
- * them).
+ * them), and so, without --all, do plain files that begin like a
+ * container (see open_plain()).
  * Exit: 0 done, 1 some file could not be converted (named; it is left as
  * it was), 2 usage or I/O error, or BACKING mounted.
  */
@@ -50,6 +51,8 @@ struct import {
 	unsigned nthreads;
 	char path[PATH_MAX];	/* of the walk */
 	bool counting;		/* the first walk: totals only */
+	bool all;		/* --all: look-alikes too */
+	uint64_t lookalikes;	/* left plain (counted in the first walk) */
 
 	/* Held across each exchange: a directory's times are put back from
 	 * what they were before it, so two in one directory must not
@@ -181,6 +184,15 @@ static int open_plain(struct import *im, int dirfd, const char *name,
 		close(fd);
 		return -1;
 	}
+	/* Most likely a container of another BACKING, or of this one copied
+	 * without .squeezefs/volume: compressed already, and left as it is
+	 * it is still a container when the right volume file comes back. */
+	if (k == SQ_KIND_LOOKALIKE && !im->all) {
+		if (im->counting)
+			im->lookalikes++;
+		close(fd);
+		return -1;
+	}
 	return fd;
 }
 
@@ -307,6 +319,8 @@ int sq_admin_import(int argc, char **argv)
 			progress = true;
 		else if (!strcmp(argv[k], "--no-progress"))
 			progress = false;
+		else if (!strcmp(argv[k], "--all"))
+			im->all = true;
 		else if (!strcmp(argv[k], "--policy") && k + 1 < argc &&
 			 sq_an_policy_parse(argv[k + 1], &policy) == 0)
 			k++;
@@ -397,12 +411,18 @@ int sq_admin_import(int argc, char **argv)
 	if (im->linked)
 		printf("%" PRIu64 " hard-linked plain files (%" PRIu64 " bytes) "
 		       "left as they are\n", im->linked, im->linked_bytes);
+	if (im->lookalikes)
+		printf("%" PRIu64 " plain files that begin like a squeezefs "
+		       "container left as they are (containers of another "
+		       "BACKING, or of this one copied without "
+		       ".squeezefs/volume?  squeezefs fsck names them; "
+		       "import --all converts them)\n", im->lookalikes);
 	ret = im->error ? IMPORT_ERROR : im->failed ? IMPORT_FAILED
 						     : IMPORT_OK;
 	goto out;
 usage:
-	fprintf(stderr, "usage: squeezefs import [--policy fast|balanced|max] "
-		"[--progress|--no-progress] BACKING\n");
+	fprintf(stderr, "usage: squeezefs import [--all] [--policy "
+		"fast|balanced|max] [--progress|--no-progress] BACKING\n");
 out:
 	sq_wq_free(im->wq, -1);
 	sq_an_free(an);

@@ -57,6 +57,7 @@ struct sq_settle {
 		int64_t id;
 		char *path;
 		uint64_t reads_bytes, logical;
+		bool asked;	/* by a settle command (sq_settle_now()) */
 	} cand[ROUND_FILES];
 	size_t ncand;
 	/* Re-scoring (see choose()): per class, whether settling it pays,
@@ -630,9 +631,10 @@ out:
 }
 
 /* Whether @c (@st, regular) is a plain file of the volume: *@pfd then
- * holds it open for reading. */
+ * holds it open for reading, and *@lookalike says whether it begins like
+ * a container. */
 static bool plain_file(struct sq_settle *s, const struct cand *c,
-		       const struct stat *st, int *pfd)
+		       const struct stat *st, int *pfd, bool *lookalike)
 {
 	struct sq_fs *fs = s->fs;
 	int fd, k;
@@ -652,6 +654,7 @@ static bool plain_file(struct sq_settle *s, const struct cand *c,
 	    !(st->st_size <= SQ_PACK_STUB_LEN &&
 	      sq_pack_get_ref(fd, NULL, &(struct sq_pack_ref){ 0 }) == 0)) {
 		*pfd = fd;
+		*lookalike = k == SQ_KIND_LOOKALIKE;
 		return true;
 	}
 	close(fd);
@@ -689,10 +692,31 @@ static enum outcome settle_file(struct sq_settle *s, const struct cand *c,
 	}
 	res->before = res->after = (uint64_t)st.st_blocks * 512;
 	{
+		bool lookalike;
 		int pfd;
 
-		if (plain_file(s, c, &st, &pfd))
+		if (plain_file(s, c, &st, &pfd, &lookalike)) {
+			/*
+			 * One that begins like a container is most likely one
+			 * (of another BACKING, or of this one copied without
+			 * .squeezefs/volume): compressed already, and left as
+			 * it is, its bytes are still a container if the right
+			 * volume file comes back.  Converted only when asked.
+			 */
+			if (lookalike && !c->asked) {
+				close(pfd);
+				close(fd);
+				sq_log(SQ_LOG_INFO, "settle: %s looks like a "
+				       "squeezefs container of another backing "
+				       "directory (or of this one, copied "
+				       "without .squeezefs/volume): left plain; "
+				       "settle PATH converts it", c->path);
+				res->why = "begins like a container: left plain "
+					   "(settle PATH converts it)";
+				return SKIP;
+			}
 			return convert_file(s, c, fd, pfd, &st, res);
+		}
 	}
 	if (st.st_size <= SQ_PACK_STUB_LEN) {
 		close(fd);
@@ -885,6 +909,7 @@ static int collect_row(void *arg, const struct sq_stats_file *row)
 	struct cand *c = &s->cand[s->ncand];
 
 	c->id = row->id;
+	c->asked = false;
 	c->path = row->path ? strdup(row->path) : NULL;
 	c->logical = row->logical_bytes;
 	c->reads_bytes = row->bytes_read;
@@ -1061,7 +1086,7 @@ static void round_job(struct sq_wq_job *job)
 		}
 		rc.out = settle_file(s, c, &res);
 		sq_track_with_db(s->track, record, &rc);
-		if (rc.out == DONE && res.changed) {
+		if (rc.out == DONE && (res.changed || res.converted)) {
 			s->files++;
 			s->before += res.before;
 			s->after += res.after;
@@ -1261,7 +1286,7 @@ static void now_run(struct sq_wq_job *job)
 	n->out = settle_file(s, &n->c, &n->res);
 	rc.out = n->out;
 	sq_track_with_db(s->track, record, &rc);
-	if (n->out == DONE && n->res.changed) {
+	if (n->out == DONE && (n->res.changed || n->res.converted)) {
 		atomic_fetch_add(&s->all_files, 1);
 		atomic_fetch_add(&s->all_before, n->res.before);
 		atomic_fetch_add(&s->all_after, n->res.after);
@@ -1282,6 +1307,7 @@ int sq_settle_now(struct sq_settle *s, int64_t id, const char *path,
 	memset(&n, 0, sizeof(n));
 	n.s = s;
 	n.c.id = id;
+	n.c.asked = true;
 	n.c.path = strdup(path);
 	if (!n.c.path)
 		return -ENOMEM;

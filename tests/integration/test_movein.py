@@ -151,19 +151,36 @@ def regular_files(root):
     return out
 
 
-def unconverted(backing, vid):
+def begins_like_a_container(path):
+    with open(path, "rb") as f:
+        return f.read(8) == CTR_MAGIC
+
+
+def unconverted(backing, vid, lookalikes=False):
     """Regular backing files that should become containers and are not
-    yet: not hard-linked, not empty, and still plain."""
+    yet: not hard-linked, not empty, and still plain.  Plain files that
+    begin like a container are left plain by the settle loop and by import
+    without --all (most likely containers of another BACKING, or of this
+    one copied without .squeezefs/volume): counted only with
+    `lookalikes`."""
     left = []
     for rel, st in regular_files(backing).items():
         if st.st_nlink > 1:
             continue
+        p = os.path.join(str(backing), rel)
         try:
-            if backing_kind(os.path.join(str(backing), rel), vid) == "plain":
+            if backing_kind(p, vid) == "plain" and \
+                    (lookalikes or not begins_like_a_container(p)):
                 left.append(rel)
         except FileNotFoundError:
             left.append(rel)
     return sorted(left)
+
+
+def plain_lookalikes(backing, vid):
+    """The plain files that begin like a container."""
+    return sorted(rel for rel in unconverted(backing, vid, lookalikes=True)
+                  if begins_like_a_container(os.path.join(str(backing), rel)))
 
 
 def wait_converted(m, vid, timeout=CONVERT_WAIT):
@@ -785,6 +802,11 @@ def test_background_conversion_then_export(tmp_path, corpus, foreign):
                 rel, st.st_nlink)
         check_files(m.mnt, want, "after the conversion")
         check_files(m.mnt, tree["crafted"], "crafted, after the conversion")
+        # The look-alikes stay plain: converted only when asked.
+        left = plain_lookalikes(backing, vid)
+        assert left and all(rel in tree["crafted"] for rel in left), left
+        assert "looks like a squeezefs container of another backing " \
+            "directory" in m.read_log()
         # the changes' directories may have moved since (renames into
         # them); untouched ones must not have
         sync_mtimes(m.mnt, shadow, dirs)
@@ -978,6 +1000,10 @@ def test_import_converts_an_unmounted_tree(tmp_path, corpus, foreign):
     left = unconverted(backing, vol["id"])
     assert left == [], "import left %d plain files, e.g. %s" % (
         len(left), left[:10])
+    # Look-alikes are left plain (said on stdout) unless --all.
+    looks = plain_lookalikes(backing, vol["id"])
+    assert looks and all(rel in tree["crafted"] for rel in looks), looks
+    assert "begin like a squeezefs container" in r.stdout, r.stdout
     for rel in tree["hardlinks"]:
         p = str(backing / rel)
         assert os.lstat(p).st_nlink == 2 and \
@@ -994,6 +1020,11 @@ def test_import_converts_an_unmounted_tree(tmp_path, corpus, foreign):
         assert r.returncode != 0 and "mounted" in r.stdout + r.stderr, \
             "import of a mounted BACKING: exit %d\n%s%s" % (
                 r.returncode, r.stdout, r.stderr)
+    r = squeezefs("import", "--all", "--no-progress", backing)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert unconverted(backing, vol["id"], lookalikes=True) == []
+    with mounted(backing, tmp_path / "mnt", [NEVER]) as m:
+        check_files(m.mnt, tree["crafted"], "crafted, after import --all")
     fsck_ok(backing, "after import")
     digest = {rel: read_file(str(backing / rel))
               for rel in regular_files(backing)}
