@@ -164,30 +164,19 @@ static void convert_job(struct sq_wq_job *w)
 static int open_plain(struct import *im, int dirfd, const char *name,
 		      const struct stat *st)
 {
-	struct sq_pack_ref ref;
-	int fd, k;
+	bool lookalike;
+	int fd = sq_convert_open(dirfd, name, st, &im->vol, &lookalike);
 
-	if (st->st_size == 0)
+	if (fd == -ENODATA)
 		return -1;
-	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME |
-		    O_CLOEXEC);
-	if (fd < 0)
-		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
-		report(im, im->path, errno);
-		return -1;
-	}
-	k = sq_ctr_kind(fd, &im->vol);
-	if ((k != SQ_KIND_PLAIN && k != SQ_KIND_LOOKALIKE) ||
-	    (st->st_size <= SQ_PACK_STUB_LEN &&
-	     sq_pack_get_ref(fd, NULL, &ref) == 0)) {
-		close(fd);
+		report(im, im->path, -fd);
 		return -1;
 	}
 	/* Most likely a container of another BACKING, or of this one copied
 	 * without .squeezefs/volume: compressed already, and left as it is
 	 * it is still a container when the right volume file comes back. */
-	if (k == SQ_KIND_LOOKALIKE && !im->all) {
+	if (lookalike && !im->all) {
 		if (im->counting)
 			im->lookalikes++;
 		close(fd);

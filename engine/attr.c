@@ -24,6 +24,16 @@ void sq_attr_cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
 		st->st_blocks = blocks;
 }
 
+bool sq_attr_same(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
+	       a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	       a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
 bool sq_attr_cached(const struct sq_inode *i, const struct stat *st)
 {
 	return i->size_cached && i->cached_bsize == st->st_size &&

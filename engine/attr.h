@@ -19,6 +19,9 @@
  * @st. */
 void sq_attr_cache_size(struct sq_inode *i, struct stat *st, uint64_t size,
 			blkcnt_t blocks);
+/* Whether @a and @b describe one backing file unchanged: the same device
+ * and inode, size, mtime and ctime (no lock needed). */
+bool sq_attr_same(const struct stat *a, const struct stat *b);
 /* Whether the cache still describes the container that @st describes. */
 bool sq_attr_cached(const struct sq_inode *i, const struct stat *st);
 /*

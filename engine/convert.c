@@ -4,10 +4,13 @@
 #include "engine/convert.h"
 
 #include "analyzer/analyzer.h"
+#include "engine/attr.h"
 #include "engine/log.h"
+#include "engine/pack_store.h"
 #include "engine/xattr.h"
 #include "meta/container.h"
 #include "meta/format.h"
+#include "meta/pack.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -17,6 +20,33 @@
 #include <string.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+int sq_convert_open(int dirfd, const char *name, const struct stat *st,
+		    const struct sq_vol *vol, bool *lookalike)
+{
+	struct sq_pack_ref ref;
+	int fd, k;
+
+	if (vol->legacy || st->st_size == 0)
+		return -ENODATA;
+	/* Reading it to convert it is no access: its atime stays. */
+	fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOATIME |
+		    O_CLOEXEC);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	k = sq_ctr_kind(fd, vol);
+	/* A stub carries its reference; a plain file never does. */
+	if ((k != SQ_KIND_PLAIN && k != SQ_KIND_LOOKALIKE) ||
+	    (st->st_size <= SQ_PACK_STUB_LEN &&
+	     sq_pack_get_ref(fd, NULL, &ref) == 0)) {
+		close(fd);
+		return -ENODATA;
+	}
+	*lookalike = k == SQ_KIND_LOOKALIKE;
+	return fd;
+}
 
 int sq_convert_tmp_open(int root_fd)
 {
@@ -176,16 +206,6 @@ static int fill(const struct sq_convert *cv, int pfd, uint64_t size,
 	return ret;
 }
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_dev == b->st_dev && a->st_ino == b->st_ino &&
-	       a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-	       a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
 /* Puts the container @tmp in place of the plain file @name (@st), the
  * directory's times kept.  0, -EBUSY when @name is no longer the plain
  * file, or -errno. */
@@ -263,7 +283,7 @@ int sq_convert_file(const struct sq_convert *cv, int dirfd, const char *name,
 		goto out;
 	}
 	/* Changed behind the mount's back (or by it, before begin()). */
-	if (fstat(pfd, &now) < 0 || !same_file(st, &now)) {
+	if (fstat(pfd, &now) < 0 || !sq_attr_same(st, &now)) {
 		ret = -EBUSY;
 		goto out;
 	}

@@ -44,6 +44,16 @@ struct sq_convert {
 	void *arg;
 };
 
+/*
+ * Opens @name in the directory @dirfd (@st: its stat) for reading when it
+ * is a plain file of @vol that a conversion would take (not empty, not a
+ * packed stub, not in a legacy volume): the fd, with *@lookalike saying
+ * whether it begins like a container (sq_ctr_kind()).  -ENODATA when it is
+ * not one, -errno when it cannot be opened.
+ */
+int sq_convert_open(int dirfd, const char *name, const struct stat *st,
+		    const struct sq_vol *vol, bool *lookalike);
+
 /* Opens (making it) BACKING's SQ_CONVERT_TMP and removes what an
  * interrupted conversion left in it.  Returns the directory's fd or
  * -errno. */

@@ -173,16 +173,6 @@ struct candidate {
 	bool indexed;		/* a record went to the index */
 };
 
-static bool same_file(const struct stat *a, const struct stat *b)
-{
-	return a->st_ino == b->st_ino && a->st_dev == b->st_dev &&
-	       a->st_size == b->st_size &&
-	       a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
-	       a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
-	       a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
-	       a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
-}
-
 static bool busy(struct sq_fs *fs, struct sq_inode *i)
 {
 	bool r;
@@ -275,7 +265,7 @@ static bool swap_one(struct sq_fs *fs, struct candidate *c)
 		goto out;
 	if (fstat(fd, &st) || st.st_nlink == 0)
 		goto close;
-	if (!same_file(&st, &c->st) || i->wgen != c->wgen) {
+	if (!sq_attr_same(&st, &c->st) || i->wgen != c->wgen) {
 		c->retry = true;	/* changed since: read it again */
 		goto close;
 	}
@@ -329,7 +319,7 @@ static void upgrade_one(struct sq_fs *fs, struct candidate *c)
 	fd = sq_inode_open(i, O_RDWR | O_NOATIME);
 	if (fd < 0)
 		goto out;
-	if (fstat(fd, &st) || st.st_nlink == 0 || !same_file(&st, &c->st) ||
+	if (fstat(fd, &st) || st.st_nlink == 0 || !sq_attr_same(&st, &c->st) ||
 	    sq_pack_get_ref(fd, NULL, &ref) || ref.sum != c->ref.sum ||
 	    (!sq_pack_trusted(fs->pack) &&
 	     (st.st_mode & (S_ISUID | S_ISGID))))

@@ -636,29 +636,13 @@ out:
 static bool plain_file(struct sq_settle *s, const struct cand *c,
 		       const struct stat *st, int *pfd, bool *lookalike)
 {
-	struct sq_fs *fs = s->fs;
-	int fd, k;
+	int fd = sq_convert_open(s->fs->root_fd, c->path, st, &s->fs->vol,
+				 lookalike);
 
-	if (fs->vol.legacy || st->st_size == 0)
-		return false;
-	fd = openat(fs->root_fd, c->path, O_RDONLY | O_NOFOLLOW | O_NOATIME |
-		    O_CLOEXEC);
-	if (fd < 0 && errno == EPERM)
-		fd = openat(fs->root_fd, c->path, O_RDONLY | O_NOFOLLOW |
-			    O_CLOEXEC);
 	if (fd < 0)
 		return false;
-	k = sq_ctr_kind(fd, &fs->vol);
-	/* A stub carries its reference; a plain file never does. */
-	if ((k == SQ_KIND_PLAIN || k == SQ_KIND_LOOKALIKE) &&
-	    !(st->st_size <= SQ_PACK_STUB_LEN &&
-	      sq_pack_get_ref(fd, NULL, &(struct sq_pack_ref){ 0 }) == 0)) {
-		*pfd = fd;
-		*lookalike = k == SQ_KIND_LOOKALIKE;
-		return true;
-	}
-	close(fd);
-	return false;
+	*pfd = fd;
+	return true;
 }
 
 /* Settles the file @c.  No lock held. */

@@ -114,6 +114,7 @@ static void emfile_warn(void);
 static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		      bool fresh)
 {
+	bool peek = false;
 	int r;
 
 	if (!fresh &&
@@ -157,23 +158,18 @@ static int do_getattr(struct sq_fs *fs, struct sq_inode *i, struct stat *st,
 		} else if (r == -ENODATA && st->st_size == 0) {
 			sq_attr_cache_size(i, st, 0, -1);
 		} else if (r == -ENODATA && !fs->vol.legacy) {
-			/* One byte: a plain file's, or a stub's zero. */
-			uint64_t size;
-			unsigned shift;
-			int fd = sq_inode_open(i, O_RDONLY | O_NOATIME);
-
-			if (fd >= 0) {
-				if (sq_ctr_peek(fd, &fs->vol, &size, &shift,
-						NULL) == 0)
-					sq_attr_cache_size(i, st, size, -1);
-				close(fd);
-			}
+			/* One byte: a plain file's, or a stub's zero (which
+			 * the peek below refuses). */
+			peek = true;
 		}
 		/* A stub without its reference (BACKING copied without
 		 * xattrs) is damaged: opening it says so. */
 		/* A damaged reference or a failed read is not remembered:
 		 * opening the file reports it. */
 	} else {
+		peek = true;
+	}
+	if (peek) {
 		uint64_t size;
 		unsigned shift;
 		int fd;
